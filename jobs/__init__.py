@@ -1,0 +1,1 @@
+"""Entry points a user runs or submits with `ray job submit -- python -m jobs.<name>`."""

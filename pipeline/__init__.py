@@ -1,0 +1,1 @@
+"""The driver side: job config, validation, the Ray Data plan, resume and the run summary."""

@@ -1,0 +1,109 @@
+"""The Ray Data plan: read prompts -> drop done ids -> engine actor pool -> write Parquet.
+
+Ray Data does the sharding, streaming, backpressure, retries and progress reporting; this
+module only wires the stages together and handles the output directory's commit protocol.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import resume, summary
+from .config import GenerateConfig
+from .storage import open_fs, to_pyarrow
+
+
+def run(config: GenerateConfig, engine_factory=None) -> dict:
+    """Generate every not-yet-done input row into ``config.output``; return the run summary."""
+    started = time.time()
+    _init_ray()
+    out_fs, out = open_fs(config.output, config.storage_options)
+    _prepare_output(out_fs, out, config)
+    done = resume.done_ids(out_fs, out)
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    dataset = _plan(config, done, engine_factory)
+    dataset.write_parquet(resume.staging_path(out, run_id), filesystem=to_pyarrow(out_fs))
+    committed = resume.commit_staged(out_fs, out)
+    stats = summary.build(out_fs, out, committed, config, wall_time_s=time.time() - started,
+                          num_workers=num_workers(config))
+    summary.write(out_fs, out, stats)
+    return stats
+
+
+def _init_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # RAY_ADDRESS set (ray job submit, a cluster node): join it; otherwise start a local one.
+    ray.init(address="auto" if os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
+
+
+def _prepare_output(fs, out: str, config: GenerateConfig) -> None:
+    if config.overwrite and resume.read_job_file(fs, out) is not None:
+        resume.clear_output(fs, out)
+    resume.write_job_file(fs, out, config)
+    # Recover a killed run: its complete files count as done, its partial ones are dropped.
+    resume.commit_staged(fs, out)
+
+
+def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory):
+    import ray
+
+    from workers.actor import GenerateUDF
+
+    in_fs, path = open_fs(config.input, config.storage_options)
+    ds = ray.data.read_parquet(path, filesystem=to_pyarrow(in_fs), file_extensions=["parquet"])
+    if done is not None:
+        ds = ds.map_batches(_DropDone(config.id_column, done), batch_format="pyarrow", zero_copy_batch=True)
+    return ds.map_batches(
+        GenerateUDF,
+        fn_constructor_kwargs={"config": config, "engine_factory": engine_factory},
+        # A fixed pool, not autoscaling: model load time is large, so start every actor once.
+        compute=ray.data.ActorPoolStrategy(size=num_workers(config)),
+        num_gpus=gpus_per_worker(config),
+        # Enough rows per call to keep every continuous-batching slot filled.
+        batch_size=config.batch_size * 4,
+        batch_format="pyarrow",
+    )
+
+
+class _DropDone:
+    """Keeps only input rows whose id is not already in the output (resume)."""
+
+    def __init__(self, id_column: str, done: pa.Array):
+        self.id_column, self.done = id_column, done
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids = batch.column(self.id_column)
+        done = self.done.cast(ids.type) if self.done.type != ids.type else self.done
+        return batch.filter(pc.invert(pc.is_in(ids, value_set=done)))
+
+
+def device_kind(config: GenerateConfig) -> str:
+    if config.device != "auto":
+        return config.device
+    import ray
+
+    return "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
+
+
+def gpus_per_worker(config: GenerateConfig) -> float:
+    if config.gpus_per_worker is not None:
+        return config.gpus_per_worker
+    return 1.0 if device_kind(config) == "cuda" else 0.0
+
+
+def num_workers(config: GenerateConfig) -> int:
+    if config.workers is not None:
+        return config.workers
+    if device_kind(config) == "cuda":
+        import ray
+
+        # One actor per GPU: each holds its own resident copy of the models.
+        return max(1, int(ray.cluster_resources().get("GPU", 0) / max(gpus_per_worker(config), 1e-9)))
+    return 1

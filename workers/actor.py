@@ -1,0 +1,132 @@
+"""The Ray Data UDF that holds one engine (target + optional draft) resident on one GPU.
+
+Ray Data's ActorPoolStrategy constructs this class once per actor, then calls it on every
+batch. Row contract: exactly one output row per input row, in input order; a row that cannot
+be generated gets ``finish_reason="error"`` and a message in ``error`` instead of raising,
+so one bad prompt never fails a batch (and never makes Ray retry the whole batch).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Callable
+
+import pyarrow as pa
+
+from workers.api import Request, Result
+
+OUTPUT_SCHEMA_TAIL = [  # every output column after `id`, with its type
+    ("generated_text", pa.string()),
+    ("generated_token_ids", pa.list_(pa.int64())),
+    ("num_input_tokens", pa.int64()),
+    ("num_generated_tokens", pa.int64()),
+    ("finish_reason", pa.string()),
+    ("error", pa.string()),
+    ("num_rounds", pa.int64()),
+    ("num_drafted_tokens", pa.int64()),
+    ("num_accepted_tokens", pa.int64()),
+    ("num_target_forwards", pa.int64()),
+    ("num_draft_forwards", pa.int64()),
+    ("time_taken_s", pa.float64()),
+    ("actor_id", pa.string()),
+]
+_OVERRIDES = ("max_new_tokens", "temperature")
+
+
+def _default_engine_factory(config):
+    from workers.engine import Engine
+
+    return Engine(config.target, config.draft, config.decode, device=config.device, dtype=config.dtype,
+                  storage_options=config.storage_options)
+
+
+class GenerateUDF:
+    """Callable on a pyarrow batch of prompts; returns a pyarrow batch of generations."""
+
+    def __init__(self, config, engine_factory: Callable | None = None):
+        # Loading a model takes far longer than a batch: do it once per actor, never per batch.
+        self.config = config
+        self.engine = (engine_factory or _default_engine_factory)(config)
+        self.tokenizer = self.engine.tokenizer
+        self.actor_id = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        ids = [row[self.config.id_column] for row in rows]
+        requests, results = [], [None] * len(rows)
+        for i, row in enumerate(rows):
+            request_or_error = self._request(i, row)
+            if isinstance(request_or_error, str):
+                results[i] = Result(id=ids[i], finish_reason="error", error=request_or_error)
+            else:
+                requests.append(request_or_error)
+        for request, result in zip(requests, self.engine.generate(requests) if requests else []):
+            results[request.id] = result
+        return self._to_table(batch.column(self.config.id_column), results)
+
+    def _request(self, index: int, row: dict) -> Request | str:
+        """A Request keyed by the row's index in the batch, or an error message for this row."""
+        try:
+            prompt_ids = self._encode(row)
+        except Exception as err:  # malformed messages, tokenizer failure
+            return f"cannot tokenize the prompt: {err}"
+        if not prompt_ids:
+            return "prompt is empty after tokenization"
+        limit = getattr(self.engine, "max_prompt_tokens", None)
+        if limit is not None and len(prompt_ids) > limit:
+            return f"prompt has {len(prompt_ids)} tokens, more than the model's limit of {limit}"
+        overrides = {name: row.get(name) for name in _OVERRIDES}
+        problem = _check_overrides(overrides)
+        if problem:
+            return problem
+        return Request(id=index, prompt_ids=prompt_ids, **overrides)
+
+    def _encode(self, row: dict) -> list[int]:
+        if self.config.messages_column:
+            messages = row.get(self.config.messages_column)
+            if messages is None:
+                raise ValueError(f"column {self.config.messages_column!r} is null")
+            return self.tokenizer.encode_prompt(messages=list(messages))
+        prompt = row.get(self.config.prompt_column)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"column {self.config.prompt_column!r} is null or empty")
+        return self.tokenizer.encode_prompt(prompt=prompt, use_chat_template=not self.config.no_chat_template)
+
+    def _to_table(self, ids: pa.ChunkedArray, results: list[Result]) -> pa.Table:
+        texts = [self._decode(r) for r in results]
+        columns = {
+            "generated_text": texts,
+            "generated_token_ids": [list(r.token_ids) for r in results],
+            "num_input_tokens": [r.num_input_tokens for r in results],
+            "num_generated_tokens": [r.num_generated_tokens for r in results],
+            "finish_reason": [r.finish_reason for r in results],
+            "error": [r.error for r in results],
+            "num_rounds": [r.num_rounds for r in results],
+            "num_drafted_tokens": [r.num_drafted_tokens for r in results],
+            "num_accepted_tokens": [r.num_accepted_tokens for r in results],
+            "num_target_forwards": [r.num_target_forwards for r in results],
+            "num_draft_forwards": [r.num_draft_forwards for r in results],
+            "time_taken_s": [float(r.time_taken_s) for r in results],
+            "actor_id": [self.actor_id] * len(results),
+        }
+        arrays = [ids.combine_chunks()] + [pa.array(columns[n], type=t) for n, t in OUTPUT_SCHEMA_TAIL]
+        return pa.Table.from_arrays(arrays, names=["id"] + [n for n, _ in OUTPUT_SCHEMA_TAIL])
+
+    def _decode(self, result: Result) -> str | None:
+        if result.finish_reason == "error":
+            return None
+        return self.tokenizer.decode(list(result.token_ids))
+
+    def __del__(self):
+        close = getattr(getattr(self, "engine", None), "close", None)
+        if close is not None:
+            close()
+
+
+def _check_overrides(overrides: dict) -> str | None:
+    max_new, temperature = overrides["max_new_tokens"], overrides["temperature"]
+    if max_new is not None and (not isinstance(max_new, int) or max_new < 1):
+        return f"max_new_tokens override must be an integer >= 1, got {max_new!r}"
+    if temperature is not None and (not isinstance(temperature, (int, float)) or temperature < 0):
+        return f"temperature override must be >= 0, got {temperature!r}"
+    return None
