@@ -1,0 +1,99 @@
+"""Drafts for SimSD: an SDAR model denoising the block, or a Qwen3 AR model going left to right.
+
+Both return, for the current block of each row: the drafted tokens ``drafts[b, B]`` (leftover
+positions unchanged), the reveal step ``steps[b, B]`` (0 for leftover, 1..n for drafts) and,
+when asked, the draft distribution each token was drawn from ``probs[b, B, V]`` (for MRS).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..runner import ModelRunner
+from .layouts import full_block
+from .remasking import reveal_positions
+from .sampling import choose_tokens
+from .sequence import Sequence
+
+
+class DiffusionDrafter:
+    """An SDAR draft: denoises the remaining masks, one reveal per step by default (most confident)."""
+
+    def __init__(self, runner: ModelRunner, block: int, settings, generator):
+        self.runner, self.block, self.settings, self.generator = runner, block, settings, generator
+        self.commit_runners = [runner]  # full blocks enter this cache as they do the target's
+
+    def admit(self, seqs: list[Sequence]) -> None:
+        slots = torch.tensor([s.slot for s in seqs], device=self.runner.device)
+        self.runner.prefill(slots, [s.tokens[:(s.prompt_len // self.block) * self.block] for s in seqs], self.block)
+
+    def draft(self, seqs, slots, ids, masked, starts, temps, want_probs: bool):
+        dev, B, cfg = self.runner.device, self.block, self.settings
+        positions = starts[:, None] + torch.arange(B, device=dev)
+        drafts, masked = ids.clone(), masked.clone()
+        steps = torch.zeros_like(ids)
+        probs = None
+        step = 0
+        while bool(masked.any()):
+            step += 1
+            active = masked.any(-1)
+            for s, a in zip(seqs, active.tolist()):
+                s.result.num_draft_forwards += int(a)
+            logits = self.runner.logits(self.runner.hidden(drafts, positions, full_block(len(seqs), B, dev), slots))
+            tokens, confidence, dist = choose_tokens(logits, temps[:, None], cfg.top_k, cfg.top_p, self.generator)
+            reveal = reveal_positions(confidence, masked, cfg.draft_remasking, cfg.threshold)
+            drafts = torch.where(reveal, tokens, drafts)
+            steps = torch.where(reveal, step, steps)
+            if want_probs:
+                probs = dist if probs is None else torch.where(reveal[..., None], dist, probs)
+            masked &= ~reveal
+        return drafts, steps, probs
+
+    def after_round(self, seqs, slots, committed_lens) -> None:
+        pass  # nothing enters this cache until the block is full
+
+
+class AutoregressiveDrafter:
+    """A Qwen3 AR draft. Its cache holds every committed token but the last (see ``after_round``)."""
+
+    def __init__(self, runner: ModelRunner, block: int, settings, generator):
+        self.runner, self.block, self.settings, self.generator = runner, block, settings, generator
+        self.commit_runners = []  # the AR cache follows committed tokens itself
+
+    def admit(self, seqs: list[Sequence]) -> None:
+        slots = torch.tensor([s.slot for s in seqs], device=self.runner.device)
+        self.runner.prefill(slots, [s.tokens[:-1] for s in seqs], block=1)
+
+    def draft(self, seqs, slots, ids, masked, starts, temps, want_probs: bool):
+        dev, B, cfg = self.runner.device, self.block, self.settings
+        b = len(seqs)
+        drafts, steps = ids.clone(), torch.zeros_like(ids)
+        probs = torch.zeros(b, B, self.runner.config.vocab_size, device=dev) if want_probs else None
+        num_left = masked.sum(-1)
+        first = B - num_left  # leftover length: drafting starts here
+        # The token before the first masked position: in the block, or the last committed one.
+        prev = torch.tensor([s.tokens[-1] if s.start + B - n == len(s.tokens) else 0
+                             for s, n in zip(seqs, num_left.tolist())], device=dev)
+        prev = torch.where(first > 0, ids.gather(-1, (first - 1).clamp(min=0)[:, None]).squeeze(-1), prev)
+        base = self.runner.cache.lengths[slots].clone()  # = committed length - 1
+        visible = torch.ones(b, 1, 1, dtype=torch.bool, device=dev)
+        write = torch.ones(b, 1, dtype=torch.bool, device=dev)
+        rows = torch.arange(b, device=dev)
+        for j in range(int(num_left.max())):
+            live = j < num_left
+            for s, a in zip(seqs, live.tolist()):
+                s.result.num_draft_forwards += int(a)
+            # Scratch K/V past the cache length; after_round keeps what was committed.
+            h = self.runner.hidden(prev[:, None], (base + j)[:, None], visible, slots, write, cache_lens=base + j)
+            tokens, _, dist = choose_tokens(self.runner.logits(h), temps[:, None], cfg.top_k, cfg.top_p, self.generator)
+            tokens = tokens[:, 0]
+            col = (first + j).clamp(max=B - 1)
+            drafts[rows[live], col[live]] = tokens[live]
+            steps[rows[live], col[live]] = j + 1
+            if want_probs:
+                probs[rows[live], col[live]] = dist[live, 0]
+            prev = tokens
+        return drafts, steps, probs
+
+    def after_round(self, seqs, slots, committed_lens) -> None:
+        # K/V at positions < committed - 1 were written for committed tokens: keep them.
+        self.runner.cache.lengths[slots] = committed_lens - 1

@@ -1,0 +1,95 @@
+"""SimSD: draft the block, verify with one target forward (paper) or per-step copies (exact),
+accept in position order, commit full blocks to both caches."""
+from __future__ import annotations
+
+import torch
+
+from ..runner import ModelRunner
+from . import layouts
+from .acceptance import accept_greedy, accept_mrs
+from .block_state import BlockState, commit_full_blocks
+from .sampling import target_distribution
+from .sequence import Sequence
+
+
+class SimSDDecoder:
+    def __init__(self, target: ModelRunner, drafter, block: int, settings, num_slots: int, generator):
+        self.target, self.drafter, self.block = target, drafter, block
+        self.settings, self.generator = settings, generator
+        self.mask_id = target.config.mask_token_id
+        self.state = BlockState(num_slots, block, self.mask_id, target.device)
+
+    def admit(self, seqs: list[Sequence], stop_ids) -> None:
+        slots = torch.tensor([s.slot for s in seqs], device=self.target.device)
+        self.target.prefill(slots, [s.tokens[:(s.prompt_len // self.block) * self.block] for s in seqs], self.block)
+        self.drafter.admit(seqs)
+        for s in seqs:
+            s.result.num_target_forwards += 1
+            s.result.num_draft_forwards += 1
+        self.state.open(seqs)
+
+    def step(self, seqs: list[Sequence], stop_ids) -> list[Sequence]:
+        """One speculative round for every sequence; returns those that finished."""
+        dev, B = self.target.device, self.block
+        slots = torch.tensor([s.slot for s in seqs], device=dev)
+        starts = torch.tensor([s.start for s in seqs], device=dev)
+        temps = torch.tensor([s.temperature for s in seqs], device=dev)
+        ids, masked = self.state.tokens[slots], self.state.masked[slots]
+        rules = {self.settings.acceptance_rule(s.temperature) for s in seqs}
+        use_mrs = "mrs" in rules
+        drafts, steps, p = self.drafter.draft(seqs, slots, ids, masked, starts, temps, use_mrs)
+        logits = self.verify(slots, starts, drafts, steps)  # [b, B, V] target logits per position
+        if use_mrs:
+            q = target_distribution(logits.reshape(-1, logits.shape[-1]), temps.repeat_interleave(B),
+                                    self.settings.top_k, self.settings.top_p).view_as(logits)
+            num_acc, bonus, has_bonus = accept_mrs(drafts, q, p, masked, self.generator)
+        else:
+            num_acc, bonus, has_bonus = accept_greedy(drafts, logits.argmax(-1), masked)
+        new_tokens, new_masked = apply_acceptance(ids, masked, drafts, num_acc, bonus, has_bonus)
+        self.state.tokens[slots], self.state.masked[slots] = new_tokens, new_masked
+        self._count(seqs, masked, num_acc)
+        self.drafter.after_round(seqs, slots, starts + (~new_masked).sum(-1))
+        committed, finished = commit_full_blocks(self.state, [self.target] + self.drafter.commit_runners, seqs, stop_ids)
+        for s in committed:
+            s.result.num_target_forwards += 1
+            s.result.num_draft_forwards += len(self.drafter.commit_runners)
+        done = set(id(s) for s in committed)
+        # A stop committed inside a block ends the sequence now; the rest of the block is not needed.
+        finished += [s for s in seqs if id(s) not in done and s.check_finished(stop_ids, self.state.revealed_prefix(s))]
+        return finished
+
+    def verify(self, slots, starts, drafts, steps) -> torch.Tensor:
+        b, B, dev = drafts.shape[0], self.block, self.target.device
+        positions = starts[:, None] + torch.arange(B, device=dev)
+        if self.settings.verify == "paper":
+            # [leftover | D_1..D_n | M_1..M_n], M_i at D_i's RoPE position; read the target at M_i.
+            ids = torch.cat([drafts, torch.full_like(drafts, self.mask_id)], dim=1)
+            h = self.target.hidden(ids, positions.repeat(1, 2), layouts.paper_verify(steps), slots)
+            return self.target.logits(h[:, B:])
+        # Exact: copy k = [block positions < k revealed, >= k masked]; read position k of copy k.
+        ids = layouts.exact_copies(drafts, self.mask_id)
+        h = self.target.hidden(ids, positions.repeat(1, B), layouts.exact_verify(b, B, dev), slots)
+        diag = torch.arange(B, device=dev)
+        return self.target.logits(h.view(b, B, B, -1)[:, diag, diag])
+
+    @staticmethod
+    def _count(seqs, masked, num_acc) -> None:
+        for s, n, a in zip(seqs, masked.sum(-1).tolist(), num_acc.tolist()):
+            r = s.result
+            r.num_rounds += 1
+            r.num_target_forwards += 1
+            r.num_drafted_tokens += n
+            r.num_accepted_tokens += a
+
+
+def apply_acceptance(ids, masked, drafts, num_acc, bonus, has_bonus):
+    """Reveal the accepted drafts and the bonus token; the remaining drafts are dropped. Pure."""
+    B = ids.shape[-1]
+    pos = torch.arange(B, device=ids.device)[None]
+    first_draft = torch.where(masked.any(-1), masked.int().argmax(-1), B)
+    cut = (first_draft + num_acc)[:, None]  # position of the bonus token (B if none)
+    accepted = masked & (pos < cut)
+    at_bonus = masked & (pos == cut) & has_bonus[:, None]
+    tokens = torch.where(accepted, drafts, ids)
+    tokens = torch.where(at_bonus, bonus[:, None], tokens)
+    return tokens, masked & ~accepted & ~at_bonus

@@ -1,0 +1,53 @@
+"""Vanilla block-diffusion decoding of an SDAR target (the baseline, and the quality reference)."""
+from __future__ import annotations
+
+import torch
+
+from ..runner import ModelRunner
+from .block_state import BlockState, commit_full_blocks
+from .layouts import full_block
+from .remasking import reveal_positions
+from .sampling import choose_tokens
+from .sequence import Sequence
+
+
+class VanillaDecoder:
+    """One denoising step per call for every active sequence; full blocks are then committed."""
+
+    def __init__(self, target: ModelRunner, block: int, settings, num_slots: int, generator):
+        self.target, self.block, self.settings, self.generator = target, block, settings, generator
+        self.state = BlockState(num_slots, block, target.config.mask_token_id, target.device)
+
+    def admit(self, seqs: list[Sequence], stop_ids) -> None:
+        slots = _slots(seqs, self.target.device)
+        self.target.prefill(slots, [s.tokens[:(s.prompt_len // self.block) * self.block] for s in seqs], self.block)
+        for s in seqs:
+            s.result.num_target_forwards += 1
+        self.state.open(seqs)
+
+    def step(self, seqs: list[Sequence], stop_ids) -> list[Sequence]:
+        cfg, dev, B = self.settings, self.target.device, self.block
+        slots = _slots(seqs, dev)
+        ids, masked = self.state.tokens[slots], self.state.masked[slots]
+        positions = _starts(seqs, dev)[:, None] + torch.arange(B, device=dev)
+        logits = self.target.logits(self.target.hidden(ids, positions, full_block(len(seqs), B, dev), slots))
+        temps = torch.tensor([s.temperature for s in seqs], device=dev)[:, None]
+        tokens, confidence, _ = choose_tokens(logits, temps, cfg.top_k, cfg.top_p, self.generator)
+        reveal = reveal_positions(confidence, masked, cfg.remasking, cfg.threshold)
+        self.state.tokens[slots] = torch.where(reveal, tokens, ids)
+        self.state.masked[slots] = masked & ~reveal
+        for s in seqs:
+            s.result.num_rounds += 1
+            s.result.num_target_forwards += 1
+        committed, finished = commit_full_blocks(self.state, [self.target], seqs, stop_ids)
+        for s in committed:
+            s.result.num_target_forwards += 1
+        return finished
+
+
+def _slots(seqs: list[Sequence], device) -> torch.Tensor:
+    return torch.tensor([s.slot for s in seqs], device=device)
+
+
+def _starts(seqs: list[Sequence], device) -> torch.Tensor:
+    return torch.tensor([s.start for s in seqs], device=device)

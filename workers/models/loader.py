@@ -1,0 +1,83 @@
+"""Load a checkpoint directory (config.json + safetensors) into a :class:`Qwen3Model`.
+
+Weights are read only from safetensors (single file or sharded with
+``model.safetensors.index.json``); pickle files are never opened and no checkpoint code runs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .config import ModelConfig, ModelLoadError, load_config
+from .qwen3 import Qwen3Model
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def resolve_dtype(name: str, cfg: ModelConfig, device: torch.device) -> torch.dtype:
+    """``auto`` is the checkpoint's dtype on CUDA and float32 on CPU (half matmuls are slow there)."""
+    if name != "auto":
+        if name not in DTYPES:
+            raise ValueError(f"unknown dtype {name!r}; expected auto or one of {sorted(DTYPES)}")
+        return DTYPES[name]
+    if device.type == "cpu":
+        return torch.float32
+    return DTYPES.get(cfg.torch_dtype or "bfloat16", torch.bfloat16)
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = [_inside(model_dir, name) for name in names]
+    elif (model_dir / "model.safetensors").is_file():
+        files = [model_dir / "model.safetensors"]
+    else:
+        raise ModelLoadError(f"{model_dir}: no model.safetensors or model.safetensors.index.json "
+                             "(only safetensors weights are loaded)")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ModelLoadError(f"{model_dir}: weight shards listed in the index are missing: {missing}")
+    return files
+
+
+def _inside(model_dir: Path, name: str) -> Path:
+    """A shard name from the index, refused if it points outside the checkpoint directory."""
+    path = (model_dir / name).resolve()
+    if model_dir.resolve() not in path.parents:
+        raise ModelLoadError(f"{model_dir}: weight file {name!r} escapes the checkpoint directory")
+    return path
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu", dtype: str = "auto") -> Qwen3Model:
+    model_dir = Path(model_dir)
+    cfg = load_config(model_dir)
+    device = torch.device(device)
+    torch_dtype = resolve_dtype(dtype, cfg, device)
+    with torch.device("meta"):
+        model = Qwen3Model(cfg)
+    model = model.to_empty(device=device).to(torch_dtype)
+    expected = dict(model.state_dict())
+    seen = set()
+    for file in weight_files(model_dir):
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            for name in f.keys():
+                if name not in expected:
+                    continue  # e.g. rotary inv_freq buffers some exporters add
+                tensor = f.get_tensor(name)
+                if tuple(tensor.shape) != tuple(expected[name].shape):
+                    raise ModelLoadError(f"{model_dir}: {name} has shape {tuple(tensor.shape)}, "
+                                         f"config implies {tuple(expected[name].shape)}")
+                expected[name].copy_(tensor.to(torch_dtype))
+                seen.add(name)
+    if cfg.tie_word_embeddings:
+        seen.add("lm_head.weight")
+        model.lm_head.weight = model.model.embed_tokens.weight
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise ModelLoadError(f"{model_dir}: weights missing from the checkpoint: {missing[:5]}"
+                             + (" ..." if len(missing) > 5 else ""))
+    return model.eval().requires_grad_(False)

@@ -1,0 +1,63 @@
+"""ModelRunner: the one owner of a model and its KV cache on a device."""
+from __future__ import annotations
+
+import torch
+
+from .decoding import layouts
+from .models import ForwardBatch, KVCache, Qwen3Model
+
+
+class ModelRunner:
+    """Runs forwards of one model against its per-slot KV cache.
+
+    Ids, positions and masks are ``[b, q]`` / ``[b, q, q]``; ``slots[b]`` selects cache rows.
+    """
+
+    def __init__(self, model: Qwen3Model, device: torch.device):
+        self.model, self.device = model, device
+        self.config = model.config
+        self.dtype = next(model.parameters()).dtype
+        self.cache: KVCache | None = None
+
+    def ensure_cache(self, num_slots: int, max_len: int) -> None:
+        """(Re)allocate the cache when the slots or lengths needed exceed what is held."""
+        c = self.cache
+        if c is None or c.num_slots < num_slots or c.max_len < max_len:
+            self.cache = None  # free the old one before allocating
+            self.cache = KVCache(self.config, num_slots, max_len, self.device, self.dtype)
+
+    def hidden(self, ids, positions, visible, slots, write=None, cache_lens=None) -> torch.Tensor:
+        batch = ForwardBatch(positions, visible, self.cache, slots, cache_lens=cache_lens, write=write)
+        return self.model.hidden(ids, batch)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.logits(hidden)
+
+    def prefill(self, slots: torch.Tensor, prompts: list[list[int]], block: int) -> None:
+        """Store K/V of each prompt (block-causal, aligned to position 0) in an emptied slot."""
+        self.cache.reset(slots)
+        lengths = torch.tensor([len(p) for p in prompts], device=self.device)
+        q = int(lengths.max()) if len(prompts) else 0
+        if q == 0:
+            return
+        ids = torch.zeros(len(prompts), q, dtype=torch.long, device=self.device)
+        for row, p in enumerate(prompts):
+            ids[row, :len(p)] = torch.tensor(p, dtype=torch.long)
+        positions = torch.arange(q, device=self.device).expand(len(prompts), q)
+        write = positions < lengths[:, None]
+        zero = torch.zeros_like(lengths)
+        self.hidden(ids, positions, layouts.block_causal(lengths, q, block), slots, write, cache_lens=zero)
+        self.cache.lengths[slots] = lengths
+
+    def commit(self, slots: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor) -> None:
+        """Store K/V of finished blocks ``tokens[b, B]`` starting at ``starts[b]`` (= cache lengths)."""
+        b, B = tokens.shape
+        positions = starts[:, None] + torch.arange(B, device=self.device)
+        write = torch.ones(b, B, dtype=torch.bool, device=self.device)
+        self.hidden(tokens, positions, layouts.full_block(b, B, self.device), slots, write)
+        self.cache.lengths[slots] = starts + B
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+        self.cache = None

@@ -1,0 +1,89 @@
+"""Tiny random checkpoints in the real on-disk formats, for tests and the no-download demo.
+
+A Qwen3 model is built with transformers, saved with ``save_pretrained`` (safetensors), and for
+``model_type="sdar"`` relabelled the way published SDAR checkpoints are (architectures, auto_map,
+block_size, mask_token_id, top-level integer rope_theta, untied head).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|MASK|>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog. " * 4,
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n",
+    "Tom has 12 apples and buys 7 more. How many apples does he have? 12 + 7 = 19 #### 19",
+    "Speculative decoding drafts tokens with a small model and verifies them with a large one.",
+]
+
+
+def build_tokenizer(vocab_size: int = 384):
+    """A byte-level BPE tokenizer with the Qwen-style special tokens and chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_CORPUS, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS, chat_template=CHAT_TEMPLATE)
+
+
+def make_tiny_checkpoint(path, model_type: str = "sdar", seed: int = 0, hidden_size: int = 64,
+                         num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
+                         intermediate_size: int = 128, block_size: int = 4, vocab_size: int = 384,
+                         tie_word_embeddings: bool = False, max_shard_size: str | None = None,
+                         tokenizer=None) -> Path:
+    """Write a random model + tokenizer directory and return its path."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    path = Path(path)
+    tok = tokenizer or build_tokenizer(vocab_size)
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                      num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                      num_key_value_heads=num_kv_heads, head_dim=hidden_size // num_heads,
+                      max_position_embeddings=2048, tie_word_embeddings=tie_word_embeddings,
+                      rope_theta=1000000.0 if model_type == "sdar" else 10000.0,
+                      bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+                      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+    model = Qwen3ForCausalLM(cfg)
+    with torch.no_grad():  # larger logits than the default init, so argmax ties never happen
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.2)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(path, safe_serialization=True, **kwargs)
+    tok.save_pretrained(path)
+    stops = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": stops, "do_sample": False}))
+    if model_type == "sdar":
+        relabel_as_sdar(path, block_size, tok.convert_tokens_to_ids("<|MASK|>"))
+    return path
+
+
+def relabel_as_sdar(path: Path, block_size: int, mask_token_id: int) -> None:
+    """Rewrite config.json the way published SDAR checkpoints spell it."""
+    raw = json.loads((path / "config.json").read_text())
+    theta = raw.pop("rope_parameters", None) or {}
+    raw.update({
+        "model_type": "sdar", "architectures": ["SDARForCausalLM"], "block_size": block_size,
+        "mask_token_id": mask_token_id, "rope_theta": int(theta.get("rope_theta", raw.get("rope_theta", 1e6))),
+        "rope_scaling": None, "use_cache": False, "attn_implementation": "flex_attention", "debug": False,
+        "ep_size": 1, "fuse_cross_entropy": True, "micro_forward": False, "skip_checkpoint": False,
+        "use_deepep": False,
+        "auto_map": {"AutoConfig": "configuration_sdar.SDARConfig",
+                     "AutoModel": "modeling_sdar.SDARModel",
+                     "AutoModelForCausalLM": "modeling_sdar.SDARForCausalLM"},
+    })
+    (path / "config.json").write_text(json.dumps(raw, indent=2))

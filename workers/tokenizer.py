@@ -1,0 +1,79 @@
+"""Tokenizer, chat template and stop ids of a checkpoint directory."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .models.config import ModelLoadError
+
+
+@dataclass
+class TokenizerBundle:
+    tokenizer: object  # transformers PreTrainedTokenizerBase
+    stop_ids: tuple[int, ...]
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def encode_prompt(self, prompt: str | None = None, messages: list | None = None,
+                      use_chat_template: bool = True) -> list[int]:
+        if messages is not None:
+            if not self.has_chat_template:
+                raise ValueError("messages given but the tokenizer has no chat template")
+            return list(self.tokenizer.apply_chat_template(
+                _check_messages(messages), tokenize=True, add_generation_prompt=True, return_dict=False))
+        if use_chat_template and self.has_chat_template:
+            return list(self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True,
+                return_dict=False))
+        return list(self.tokenizer.encode(prompt, add_special_tokens=False))
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def vocab_fingerprint(self) -> tuple[int, dict]:
+        """What two tokenizers must agree on for a draft to serve a target."""
+        return len(self.tokenizer), self.tokenizer.get_vocab()
+
+
+def _check_messages(messages) -> list[dict]:
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ValueError("each chat message must be a mapping with string 'role' and 'content'")
+        out.append({"role": m["role"], "content": m["content"]})
+    if not out:
+        raise ValueError("empty messages list")
+    return out
+
+
+def load_tokenizer(model_dir: str | Path) -> TokenizerBundle:
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    model_dir = Path(model_dir)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # it warns that "sdar" is an unknown model type; we know
+    try:
+        # trust_remote_code=False: SDAR configs carry an auto_map we must never execute.
+        tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+    except Exception as err:
+        raise ModelLoadError(f"{model_dir}: cannot load the tokenizer ({type(err).__name__}: {err})") from None
+    finally:
+        hf_logging.set_verbosity(level)
+    return TokenizerBundle(tok, stop_ids(model_dir, tok))
+
+
+def stop_ids(model_dir: Path, tok) -> tuple[int, ...]:
+    """Stop ids from generation_config.json, else the tokenizer's eos."""
+    path = model_dir / "generation_config.json"
+    ids = None
+    if path.is_file():
+        ids = json.loads(path.read_text()).get("eos_token_id")
+    if ids is None:
+        ids = tok.eos_token_id
+    if ids is None:
+        return ()
+    return tuple(int(i) for i in (ids if isinstance(ids, list) else [ids]))
