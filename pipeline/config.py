@@ -93,7 +93,7 @@ class GenerateConfig:
 
     def identity(self) -> dict:
         decode = {k: v for k, v in self.decode.to_dict().items() if k not in _DECODE_SPEED_ONLY}
-        return {**{k: getattr(self, k) for k in _FINGERPRINT_FIELDS}, "decode": decode}
+        return {**{k: getattr(self, k) for k in _FINGERPRINT_FIELDS}, **decode}
 
     def public_dict(self) -> dict:
         """The config without credentials, for logs and the summary."""

@@ -1,0 +1,30 @@
+"""Shared fixtures: one small local Ray instance for the whole session, tiny model dirs."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Ray workers are separate processes: they import pipeline/, workers/, tests/ from the repo root.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Object-store checkpoints are copied into this cache; keep it out of $HOME (workers inherit it).
+os.environ.setdefault("SIMSD_CACHE", tempfile.mkdtemp(prefix="simsd-test-cache-"))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for every in-process pipeline test (starting Ray costs seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

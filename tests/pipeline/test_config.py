@@ -1,0 +1,36 @@
+import pytest
+
+from pipeline.config import ConfigError, GenerateConfig, build_parser, parse_args
+
+
+def test_flags_cover_every_field():
+    flags = {a.dest for a in build_parser()._actions}
+    from dataclasses import fields
+    assert {f.name for f in fields(GenerateConfig)} <= flags
+
+
+def test_cli_wins_over_yaml(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("input: a.parquet\nmax-new-tokens: 7\ntemperature: 0.5\ndecoder: vanilla\n")
+    config = parse_args(["--config", str(path), "--max-new-tokens", "9"])
+    assert config.input == "a.parquet" and config.max_new_tokens == 9 and config.temperature == 0.5
+    assert config.decode.max_new_tokens == 9
+
+
+def test_bad_values_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="threshold"):
+        parse_args(["--threshold", "2"])
+    with pytest.raises(ConfigError, match="needs --draft"):
+        parse_args(["--decoder", "simsd", "--target", "t"])
+    path = tmp_path / "job.yaml"
+    path.write_text("nonsense: 1\n")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        parse_args(["--config", str(path)])
+
+
+def test_fingerprint_ignores_speed_and_credentials():
+    a = GenerateConfig(input="x", target="t", batch_size=4, workers=1, storage_options={"key": "k"})
+    b = GenerateConfig(input="x", target="t", batch_size=64, workers=3)
+    c = GenerateConfig(input="x", target="t", temperature=0.7)
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    assert "k" not in str(a.public_dict()["storage_options"][0:0])
