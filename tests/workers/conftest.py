@@ -1,0 +1,22 @@
+import pytest
+import torch
+
+from workers.testing import build_tokenizer, make_tiny_checkpoint
+
+# fp32 everywhere: the oracles compare tokens and logits exactly.
+torch.set_default_dtype(torch.float32)
+
+
+@pytest.fixture(scope="session")
+def ckpts(tmp_path_factory):
+    """Tiny random checkpoints sharing one tokenizer: two SDAR targets, an SDAR draft, an AR model."""
+    root = tmp_path_factory.mktemp("ckpts")
+    tok = build_tokenizer()
+    return {
+        "target": make_tiny_checkpoint(root / "target", seed=0, tokenizer=tok),
+        "target1": make_tiny_checkpoint(root / "target1", seed=3, num_layers=1, tokenizer=tok),
+        "target8": make_tiny_checkpoint(root / "target8", seed=4, block_size=8, tokenizer=tok),
+        "draft": make_tiny_checkpoint(root / "draft", seed=1, num_layers=1, hidden_size=32, tokenizer=tok),
+        "ar": make_tiny_checkpoint(root / "ar", model_type="qwen3", seed=2, tokenizer=tok),
+        "sharded": make_tiny_checkpoint(root / "sharded", seed=5, max_shard_size="60KB", tokenizer=tok),
+    }
