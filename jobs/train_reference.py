@@ -517,10 +517,21 @@ def mixed_batch(arith: Rows, code: Rows, n: int, code_frac: float, gen, device):
     return [torch.cat(xs, dim=0) for xs in zip(*parts)]
 
 
+def small_settings() -> Settings:
+    """A CPU-sized smoke run that still learns something (minutes on a laptop)."""
+    return Settings(
+        vocab=1024, seq_len=128, n_problems=20_000, max_code_files=30,
+        target=ModelShape(128, 3, 4, 2, 32, 256), draft=ModelShape(64, 1, 2, 1, 32, 128),
+        draft_ar=ModelShape(64, 1, 2, 1, 32, 128, tied=True),
+        ar_seconds=1e9, diff_seconds=1e9, ar_steps=150, diff_steps=300, ar_batch=16, diff_batch=16,
+        lr=2e-3, eval_n=50, log_every=25,
+    )
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m jobs.train_reference", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="models/reference", help="output directory (target/, draft/, draft-ar/)")
-    ap.add_argument("--scale", choices=["full", "toy"], default="full")
+    ap.add_argument("--scale", choices=["full", "small", "toy"], default="full")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     ap.add_argument("--ar-seconds", type=float)
@@ -536,7 +547,7 @@ def parse_args(argv):
 
 def main(argv=None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    s = toy_settings() if args.scale == "toy" else Settings()
+    s = {"toy": toy_settings, "small": small_settings, "full": Settings}[args.scale]()
     for name in ("ar_seconds", "diff_seconds", "ar_steps", "diff_steps", "n_problems", "eval_n"):
         if getattr(args, name) is not None:
             setattr(s, name, getattr(args, name))
