@@ -20,11 +20,30 @@ if str(ROOT) not in sys.path:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray for every in-process pipeline test (starting Ray costs seconds)."""
+def _ray_session():
+    import ray
+
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(_ray_session):
+    """One small local Ray shared by the in-process tests (starting Ray costs seconds); restarted
+    only when a test (the multi-node one) replaced it with its own cluster."""
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    return ray
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A tiny random SDAR target and a qwen3 draft sharing its tokenizer."""
+    from workers.testing import make_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {"target": make_tiny_checkpoint(root / "target", "sdar", seed=0),
+            "draft": make_tiny_checkpoint(root / "draft", "qwen3", seed=1)}
