@@ -73,13 +73,13 @@ class Settings:
     vocab: int = 4096
     seq_len: int = 256  # L; diffusion rows hold 2L tokens
     block: int = 4
-    n_problems: int = 300_000
+    n_problems: int = 200_000
     max_code_files: int | None = None
     target: ModelShape = field(default_factory=lambda: ModelShape(320, 8, 5, 1, 64, 576))
     draft: ModelShape = field(default_factory=lambda: ModelShape(256, 2, 4, 2, 64, 512))
     draft_ar: ModelShape = field(default_factory=lambda: ModelShape(256, 2, 4, 2, 64, 512, tied=True))
-    ar_seconds: float = 140.0
-    diff_seconds: float = 300.0
+    ar_seconds: float = 120.0
+    diff_seconds: float = 290.0
     ar_steps: int | None = None  # fixed step counts override the time budgets
     diff_steps: int | None = None
     ar_batch: int = 128  # rows of L tokens
@@ -90,7 +90,7 @@ class Settings:
     weight_decay: float = 0.1
     mask_eps: float = 1e-3
     eval_n: int = 500
-    max_new_tokens: int = 128
+    max_new_tokens: int = 192
     log_every: int = 50
 
 
@@ -634,10 +634,9 @@ def main(argv=None) -> dict:
                         loss = diffusion_loss(models[name], inp, pos2, vis2, ids, masked)
                     update(name, loss, lr)
                     losses[name] = loss.detach()
-                # the AR draft continues on the same clean rows (half of them: it is cheap anyway)
-                h = s.diff_batch
+                # the AR draft keeps training autoregressively on the same clean rows
                 with autocast():
-                    loss = ar_loss(models["draft-ar"], ids[:h], pos[:h], doc[:h], ar_visible(doc[:h]))
+                    loss = ar_loss(models["draft-ar"], ids, pos, doc, ar_visible(doc))
                 update("draft-ar", loss, lr * 0.5)
                 losses["draft-ar"] = loss.detach()
             for k, v in losses.items():
