@@ -57,14 +57,18 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory):
     from workers.actor import GenerateUDF
 
     in_fs, path = open_fs(config.input, config.storage_options)
-    ds = ray.data.read_parquet(path, filesystem=to_pyarrow(in_fs), file_extensions=["parquet"])
+    # Several read blocks per actor, so every actor in the pool gets input from the start.
+    ds = ray.data.read_parquet(path, filesystem=to_pyarrow(in_fs), file_extensions=["parquet"],
+                               override_num_blocks=num_workers(config) * 8)
     if done is not None:
         ds = ds.map_batches(_DropDone(config.id_column, done), batch_format="pyarrow", zero_copy_batch=True)
     return ds.map_batches(
         GenerateUDF,
         fn_constructor_kwargs={"config": config, "engine_factory": engine_factory},
         # A fixed pool, not autoscaling: model load time is large, so start every actor once.
-        compute=ray.data.ActorPoolStrategy(size=num_workers(config)),
+        # Two batches in flight per actor: one decoding, one queued so the GPU never waits, and
+        # no actor hoards the input while another sits idle.
+        compute=ray.data.ActorPoolStrategy(size=num_workers(config), max_tasks_in_flight_per_actor=2),
         num_gpus=gpus_per_worker(config),
         # Enough rows per call to keep every continuous-batching slot filled.
         batch_size=config.batch_size * 4,

@@ -60,6 +60,7 @@ def staging_path(out: str, run_id: str) -> str:
 def commit_staged(fs, out: str) -> list[str]:
     """Move complete staged files into data/, drop partial ones. Returns the committed paths."""
     staging = join(out, STAGING_DIR)
+    fs.invalidate_cache()  # object stores: the listing may predate the files Ray just wrote
     if not fs.exists(staging):
         return []
     fs.makedirs(join(out, DATA_DIR), exist_ok=True)
@@ -72,7 +73,10 @@ def commit_staged(fs, out: str) -> list[str]:
             committed.append(dest)
         else:
             fs.rm(path)
-    fs.rm(staging, recursive=True)
+    try:
+        fs.rm(staging, recursive=True)
+    except FileNotFoundError:  # object stores: the prefix vanished with its last file
+        pass
     return committed
 
 
@@ -87,6 +91,7 @@ def _is_complete(fs, path: str) -> bool:
 
 def data_files(fs, out: str) -> list[str]:
     path = join(out, DATA_DIR)
+    fs.invalidate_cache()
     if not fs.exists(path):
         return []
     return sorted(p for p in fs.find(path) if p.endswith(".parquet"))
