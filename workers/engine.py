@@ -40,12 +40,13 @@ def check_same_tokenizer(target_tok, draft_tok, draft_cfg, target_cfg) -> None:
 
 class Engine:
     def __init__(self, target: str, draft: str | None, decode: DecodeConfig, device: str = "auto",
-                 dtype: str = "auto", storage_options: dict | None = None):
+                 dtype: str = "auto", storage_options: dict | None = None, static_shapes: bool | None = None):
+        """static_shapes: fixed-shape decoding forwards (CUDA graphs on a GPU); default on CUDA only."""
         self.decode = decode
         self.device = resolve_device(device)
         target_dir = resolve_model_path(target, storage_options)
         self.tokenizer = load_tokenizer(target_dir)
-        self.target = ModelRunner(load_model(target_dir, self.device, dtype), self.device)
+        self.target = ModelRunner(load_model(target_dir, self.device, dtype), self.device, static_shapes)
         cfg = self.target.config
         self.block = decode.block_length or cfg.block_size
         self.draft = None
@@ -55,7 +56,7 @@ class Engine:
             if draft is None:
                 raise ModelLoadError("decoder simsd needs --draft")
             draft_dir = resolve_model_path(draft, storage_options)
-            self.draft = ModelRunner(load_model(draft_dir, self.device, dtype), self.device)
+            self.draft = ModelRunner(load_model(draft_dir, self.device, dtype), self.device, static_shapes)
             check_same_tokenizer(self.tokenizer, load_tokenizer(draft_dir), self.draft.config, cfg)
         if cfg.is_diffusion and self.block != cfg.block_size:
             log.warning("block length %d differs from the target's trained block_size %d", self.block, cfg.block_size)

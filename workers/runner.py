@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .decoding import layouts
+from .graphs import StaticForwards
 from .models import ForwardBatch, KVCache, Qwen3Model
 
 
@@ -13,21 +14,35 @@ class ModelRunner:
     Ids, positions and masks are ``[b, q]`` / ``[b, q, q]``; ``slots[b]`` selects cache rows.
     """
 
-    def __init__(self, model: Qwen3Model, device: torch.device):
+    def __init__(self, model: Qwen3Model, device: torch.device, static_shapes: bool | None = None,
+                 cuda_graphs: bool | None = None):
+        """static_shapes: decode forwards run over all slots at fixed shapes (default: on CUDA);
+        cuda_graphs: those forwards are captured and replayed as CUDA graphs (default: on CUDA)."""
         self.model, self.device = model, device
         self.config = model.config
         self.dtype = next(model.parameters()).dtype
+        on_cuda = device.type == "cuda"
+        self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
+        self.static_shapes = (on_cuda if static_shapes is None else static_shapes) or self.cuda_graphs
         self.cache: KVCache | None = None
+        self.static: StaticForwards | None = None
 
     def ensure_cache(self, num_slots: int, max_len: int) -> None:
         """(Re)allocate the cache when the slots or lengths needed exceed what is held."""
         c = self.cache
         if c is None or c.num_slots < num_slots or c.max_len < max_len:
-            self.cache = None  # free the old one before allocating
+            self.close()  # graphs point at the old cache: free both before allocating
             self.cache = KVCache(self.config, num_slots, max_len, self.device, self.dtype)
+            if self.static_shapes:
+                self.static = StaticForwards(self.model, self.cache, self.cuda_graphs)
 
     def hidden(self, ids, positions, visible, slots, write=None, cache_lens=None) -> torch.Tensor:
-        batch = ForwardBatch(positions, visible, self.cache, slots, cache_lens=cache_lens, write=write)
+        """A decoding forward of rows ``slots`` against their cache -> hidden [b, q, hidden]."""
+        lens = self.cache.lengths[slots] if cache_lens is None else cache_lens
+        if self.static is not None:
+            forward = self.static.get(ids.shape[1], int(lens.max()))
+            return forward(ids, positions, visible, slots, write, lens)
+        batch = ForwardBatch(positions, visible, self.cache, slots, cache_lens=lens, write=write)
         return self.model.hidden(ids, batch)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -45,8 +60,10 @@ class ModelRunner:
             ids[row, :len(p)] = torch.tensor(p, dtype=torch.long)
         positions = torch.arange(q, device=self.device).expand(len(prompts), q)
         write = positions < lengths[:, None]
-        zero = torch.zeros_like(lengths)
-        self.hidden(ids, positions, layouts.block_causal(lengths, q, block), slots, write, cache_lens=zero)
+        # Variable shapes and an empty cache: an eager forward (prefill happens once per sequence).
+        batch = ForwardBatch(positions, layouts.block_causal(lengths, q, block), self.cache, slots,
+                             cache_lens=torch.zeros_like(lengths), write=write, cache_span=0)
+        self.model.hidden(ids, batch)
         self.cache.lengths[slots] = lengths
 
     def commit(self, slots: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor) -> None:
@@ -58,6 +75,9 @@ class ModelRunner:
         self.cache.lengths[slots] = starts + B
 
     def close(self) -> None:
+        if self.static is not None:
+            self.static.close()
+        self.static = None
         if self.cache is not None:
             self.cache.close()
         self.cache = None

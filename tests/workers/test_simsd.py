@@ -187,3 +187,17 @@ def test_simsd_needs_draft_and_sdar_target(ckpts):
         Engine(str(ckpts["target"]), None, DecodeConfig(decoder="simsd"), "cpu")
     with pytest.raises(ModelLoadError, match="needs an sdar target"):
         Engine(str(ckpts["ar"]), str(ckpts["ar"]), DecodeConfig(decoder="simsd"), "cpu")
+
+
+@pytest.mark.parametrize("verify", ["paper", "exact"])
+def test_fixed_shape_path_matches(ckpts, near_draft, verify):
+    """The all-slots fixed-shape forwards (what CUDA graphs replay) decode exactly as the eager path."""
+    def go(draft, static, **kw):
+        eng = Engine(str(ckpts["target"]), str(draft) if draft else None,
+                     DecodeConfig(decoder="simsd" if draft else "vanilla", batch_size=3, **kw), "cpu",
+                     "float32", static_shapes=static)
+        return [(r.token_ids, r.num_accepted_tokens) for r in run(eng, stops=())]
+
+    assert go(None, True) == go(None, False)
+    assert go(near_draft, True, verify=verify) == go(near_draft, False, verify=verify)
+    assert go(ckpts["ar"], True, verify=verify) == go(ckpts["ar"], False, verify=verify)

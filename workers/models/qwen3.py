@@ -60,15 +60,35 @@ class Attention(nn.Module):
         ks = self.k_norm(self.k_proj(x).view(b, q, self.num_kv_heads, self.head_dim)).transpose(1, 2)
         vs = self.v_proj(x).view(b, q, self.num_kv_heads, self.head_dim).transpose(1, 2)
         qs, ks = apply_rope(qs, cos, sin), apply_rope(ks, cos, sin)
-        keys, values = ks, vs
-        if batch.cache is not None and batch.cache_span > 0:
-            span = batch.cache_span
-            keys = torch.cat([batch.cache.k[self.layer_idx][batch.slots, :, :span], ks], dim=2)
-            values = torch.cat([batch.cache.v[self.layer_idx][batch.slots, :, :span], vs], dim=2)
-        out = F.scaled_dot_product_attention(qs, keys, values, attn_mask=batch.attn_mask, enable_gqa=True)
+        if batch.cache_span > 0:
+            cache_k, cache_v = batch.cached_kv(self.layer_idx)
+            out = cached_attention(qs, ks, vs, cache_k, cache_v, batch.cache_mask, batch.new_mask)
+        else:
+            out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=batch.new_mask, enable_gqa=True)
         if batch.write is not None:
             batch.write_kv(self.layer_idx, ks, vs)
         return self.o_proj(out.transpose(1, 2).reshape(b, q, -1))
+
+
+def cached_attention(qs, ks, vs, cache_k, cache_v, cache_mask, new_mask):
+    """Attention of new queries over [cache | new keys] without concatenating or repeating K/V.
+
+    qs [b, H, q, D]; ks, vs [b, Hkv, q, D]; cache_k, cache_v [b, Hkv, L, D];
+    cache_mask [b, 1, q, L], new_mask [b, 1, q, q] (bool). Query heads are grouped under their
+    KV head ([b, Hkv, g*q, D]) so each cached K/V is read once, as decoding is memory bound.
+    """
+    b, H, q, D = qs.shape
+    Hkv = ks.shape[1]
+    g = H // Hkv
+    qg = qs.reshape(b, Hkv, g * q, D) * (D ** -0.5)
+    s_cache = (qg @ cache_k.transpose(-1, -2)).view(b, Hkv, g, q, -1)
+    s_new = (qg @ ks.transpose(-1, -2)).view(b, Hkv, g, q, q)
+    scores = torch.cat([s_cache.masked_fill(~cache_mask[:, :, None], float("-inf")),
+                        s_new.masked_fill(~new_mask[:, :, None], float("-inf"))], dim=-1)
+    probs = torch.softmax(scores.float(), dim=-1).to(qs.dtype).view(b, Hkv, g * q, -1)
+    L = cache_k.shape[2]
+    out = probs[..., :L] @ cache_v + probs[..., L:] @ vs
+    return out.view(b, H, q, D)
 
 
 class MLP(nn.Module):
@@ -100,29 +120,41 @@ class ForwardBatch:
 
     positions: [b, q] RoPE positions of the new tokens (duplicates allowed).
     visible:   [b, q, q] bool, query i may attend to new token j.
-    slots:     [b] cache slots of the rows; the cache part visible to row r is ``[0, lengths[r])``.
-    write:     [b, q] bool or None; K/V of the marked tokens are stored at their positions.
+    slots:     [b] cache slots of the rows, or None when the rows are all cache slots in order
+               (the fixed-shape path CUDA graphs capture: no gather of the cache).
+    cache_lens:[b] how many leading cache positions each row sees (default: the cache's lengths).
+    write:     [b, q] bool or None; K/V of the marked tokens are stored at their positions. Unmarked
+               tokens go to the cache's scratch position, so no data-dependent shapes are needed.
+    cache_span: how many leading cache positions attention reads (default: the longest row; the
+               whole cache for fixed shapes).
     """
 
     def __init__(self, positions, visible, cache: KVCache | None = None, slots=None,
                  cache_lens=None, write=None, cache_span: int | None = None):
         self.positions, self.cache, self.slots, self.write = positions, cache, slots, write
-        b, q = positions.shape
+        self.new_mask = visible[:, None]
+        self.cache_span = 0
         if cache is None:
-            self.cache_span = 0
-            self.attn_mask = visible[:, None]
             return
-        lens = cache.lengths[slots] if cache_lens is None else cache_lens
-        # cache_span: how many leading cache positions the attention reads (>= every row's length).
-        self.cache_span = int(lens.max()) if cache_span is None else cache_span
-        in_cache = torch.arange(self.cache_span, device=positions.device)[None, :] < lens[:, None]
-        self.attn_mask = torch.cat([in_cache[:, None, :].expand(b, q, -1), visible], dim=2)[:, None]
+        lens = (cache.lengths if slots is None else cache.lengths[slots]) if cache_lens is None else cache_lens
+        if cache_span is None:
+            cache_span = cache.max_len if slots is None else int(lens.max())
+        self.cache_span = cache_span
+        in_cache = torch.arange(cache_span, device=positions.device)[None, :] < lens[:, None]
+        self.cache_mask = in_cache[:, None, None, :]  # [b, 1, 1, span], broadcast over queries
+
+    def cached_kv(self, layer_idx: int):
+        k, v = self.cache.k[layer_idx], self.cache.v[layer_idx]
+        if self.slots is None:
+            return k[:, :, :self.cache_span], v[:, :, :self.cache_span]
+        return k[self.slots, :, :self.cache_span], v[self.slots, :, :self.cache_span]
 
     def write_kv(self, layer_idx: int, ks: torch.Tensor, vs: torch.Tensor) -> None:
-        rows, cols = self.write.nonzero(as_tuple=True)
-        slot, pos = self.slots[rows], self.positions[rows, cols]
-        self.cache.k[layer_idx][slot, :, pos] = ks[rows, :, cols]
-        self.cache.v[layer_idx][slot, :, pos] = vs[rows, :, cols]
+        b, q = self.positions.shape
+        rows = (torch.arange(b, device=ks.device) if self.slots is None else self.slots)[:, None].expand(b, q)
+        pos = torch.where(self.write, self.positions, self.cache.scratch)
+        self.cache.k[layer_idx][rows, :, pos] = ks.transpose(1, 2)
+        self.cache.v[layer_idx][rows, :, pos] = vs.transpose(1, 2)
 
 
 class Qwen3Model(nn.Module):
