@@ -57,9 +57,10 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory):
     from workers.actor import GenerateUDF
 
     in_fs, path = open_fs(config.input, config.storage_options)
-    # Several read blocks per actor, so every actor in the pool gets input from the start.
-    ds = ray.data.read_parquet(path, filesystem=to_pyarrow(in_fs), file_extensions=["parquet"],
-                               override_num_blocks=num_workers(config) * 8)
+    ds = ray.data.read_parquet(path, filesystem=to_pyarrow(in_fs), file_extensions=["parquet"])
+    # Small files are coalesced into one big block, which one actor would take whole: re-block
+    # (streaming, no shuffle) into batch-sized blocks so every actor in the pool gets input.
+    ds = ds.repartition(target_num_rows_per_block=_rows_per_call(config))
     if done is not None:
         ds = ds.map_batches(_DropDone(config.id_column, done), batch_format="pyarrow", zero_copy_batch=True)
     return ds.map_batches(
@@ -71,9 +72,13 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory):
         compute=ray.data.ActorPoolStrategy(size=num_workers(config), max_tasks_in_flight_per_actor=2),
         num_gpus=gpus_per_worker(config),
         # Enough rows per call to keep every continuous-batching slot filled.
-        batch_size=config.batch_size * 4,
+        batch_size=_rows_per_call(config),
         batch_format="pyarrow",
     )
+
+
+def _rows_per_call(config: GenerateConfig) -> int:
+    return config.batch_size * 4
 
 
 class _DropDone:
