@@ -17,6 +17,7 @@ from .decoding.vanilla import VanillaDecoder
 from .models import ModelLoadError, load_model
 from .models.source import resolve_model_path
 from .runner import ModelRunner
+from .timing import PhaseTimer
 from .tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -41,37 +42,53 @@ def check_same_tokenizer(target_tok, draft_tok, draft_cfg, target_cfg) -> None:
 class Engine:
     def __init__(self, target: str, draft: str | None, decode: DecodeConfig, device: str = "auto",
                  dtype: str = "auto", storage_options: dict | None = None, static_shapes: bool | None = None):
-        """static_shapes: fixed-shape decoding forwards (CUDA graphs on a GPU); default on CUDA only."""
-        self.decode = decode
-        self.device = resolve_device(device)
+        """Load the target (and draft) checkpoints. static_shapes: fixed-shape decoding forwards
+        replayed as CUDA graphs; the default is on for CUDA, off for CPU."""
+        dev = resolve_device(device)
         target_dir = resolve_model_path(target, storage_options)
-        self.tokenizer = load_tokenizer(target_dir)
-        self.target = ModelRunner(load_model(target_dir, self.device, dtype), self.device, static_shapes)
-        cfg = self.target.config
-        self.block = decode.block_length or cfg.block_size
-        self.draft = None
+        tokenizer = load_tokenizer(target_dir)
+        target_model = load_model(target_dir, dev, dtype)
+        draft_model = None
         if decode.decoder == "simsd":
-            if not cfg.is_diffusion:
+            if not target_model.config.is_diffusion:
                 raise ModelLoadError("decoder simsd needs an sdar target; a qwen3 target decodes with 'vanilla'")
             if draft is None:
                 raise ModelLoadError("decoder simsd needs --draft")
             draft_dir = resolve_model_path(draft, storage_options)
-            self.draft = ModelRunner(load_model(draft_dir, self.device, dtype), self.device, static_shapes)
-            check_same_tokenizer(self.tokenizer, load_tokenizer(draft_dir), self.draft.config, cfg)
+            draft_model = load_model(draft_dir, dev, dtype)
+            check_same_tokenizer(tokenizer, load_tokenizer(draft_dir), draft_model.config, target_model.config)
+        self._setup(target_model, draft_model, tokenizer, decode, dev, static_shapes)
+
+    @classmethod
+    def from_models(cls, target_model, draft_model, tokenizer, decode: DecodeConfig,
+                    static_shapes: bool | None = None) -> "Engine":
+        """An engine over models already in memory (benchmarks with random weights)."""
+        engine = cls.__new__(cls)
+        device = next(target_model.parameters()).device
+        engine._setup(target_model, draft_model, tokenizer, decode, device, static_shapes)
+        return engine
+
+    def _setup(self, target_model, draft_model, tokenizer, decode, device, static_shapes) -> None:
+        self.decode, self.device, self.tokenizer = decode, device, tokenizer
+        self.timer = PhaseTimer(device)
+        self.target = ModelRunner(target_model, device, static_shapes)
+        self.draft = ModelRunner(draft_model, device, static_shapes) if draft_model is not None else None
+        cfg = self.target.config
+        self.block = decode.block_length or cfg.block_size
         if cfg.is_diffusion and self.block != cfg.block_size:
             log.warning("block length %d differs from the target's trained block_size %d", self.block, cfg.block_size)
-        self.generator = torch.Generator(self.device).manual_seed(decode.seed)
+        self.generator = torch.Generator(device).manual_seed(decode.seed)
         self.decoder = self._make_decoder()
 
     def _make_decoder(self):
         cfg, slots = self.decode, self.decode.batch_size
         if not self.target.config.is_diffusion:
-            return AutoregressiveDecoder(self.target, cfg, slots, self.generator)
+            return AutoregressiveDecoder(self.target, cfg, slots, self.generator, self.timer)
         if self.draft is None:
-            return VanillaDecoder(self.target, self.block, cfg, slots, self.generator)
+            return VanillaDecoder(self.target, self.block, cfg, slots, self.generator, self.timer)
         kind = DiffusionDrafter if self.draft.config.is_diffusion else AutoregressiveDrafter
         drafter = kind(self.draft, self.block, cfg, self.generator)
-        return SimSDDecoder(self.target, drafter, self.block, cfg, slots, self.generator)
+        return SimSDDecoder(self.target, drafter, self.block, cfg, slots, self.generator, self.timer)
 
     @property
     def max_context(self) -> int:
@@ -138,7 +155,9 @@ class Engine:
                     active[id(seq)] = (i, seq)
                     admitted.append(seq)
                 if admitted:
-                    self.decoder.admit(admitted, stop_ids)
+                    with self.timer("prefill"):
+                        self.decoder.admit(admitted, stop_ids)
+                self.timer.count("steps")
                 for seq in self.decoder.step([s for _, s in active.values()], stop_ids):
                     i, _ = active.pop(id(seq))
                     results[i] = seq.result

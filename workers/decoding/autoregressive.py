@@ -11,8 +11,8 @@ from .sequence import Sequence
 class AutoregressiveDecoder:
     """The cache holds every committed token but the last; each step feeds that last token."""
 
-    def __init__(self, target: ModelRunner, settings, num_slots: int, generator):
-        self.target, self.settings, self.generator = target, settings, generator
+    def __init__(self, target: ModelRunner, settings, num_slots: int, generator, timer):
+        self.target, self.settings, self.generator, self.timer = target, settings, generator, timer
 
     def admit(self, seqs: list[Sequence], stop_ids) -> None:
         slots = torch.tensor([s.slot for s in seqs], device=self.target.device)
@@ -27,10 +27,11 @@ class AutoregressiveDecoder:
         positions = torch.tensor([[len(s.tokens) - 1] for s in seqs], device=dev)
         visible = torch.ones(len(seqs), 1, 1, dtype=torch.bool, device=dev)
         write = torch.ones(len(seqs), 1, dtype=torch.bool, device=dev)
-        logits = self.target.logits(self.target.hidden(last, positions, visible, slots, write))
-        self.target.cache.lengths[slots] += 1
-        temps = torch.tensor([s.temperature for s in seqs], device=dev)[:, None]
-        tokens, _, _ = choose_tokens(logits, temps, self.settings.top_k, self.settings.top_p, self.generator)
+        with self.timer("denoise"):
+            logits = self.target.logits(self.target.hidden(last, positions, visible, slots, write))
+            self.target.cache.lengths[slots] += 1
+            temps = torch.tensor([s.temperature for s in seqs], device=dev)[:, None]
+            tokens, _, _ = choose_tokens(logits, temps, self.settings.top_k, self.settings.top_p, self.generator)
         finished = []
         for s, tok in zip(seqs, tokens[:, 0].tolist()):
             s.tokens.append(tok)

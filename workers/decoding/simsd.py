@@ -13,8 +13,8 @@ from .sequence import Sequence
 
 
 class SimSDDecoder:
-    def __init__(self, target: ModelRunner, drafter, block: int, settings, num_slots: int, generator):
-        self.target, self.drafter, self.block = target, drafter, block
+    def __init__(self, target: ModelRunner, drafter, block: int, settings, num_slots: int, generator, timer):
+        self.target, self.drafter, self.block, self.timer = target, drafter, block, timer
         self.settings, self.generator = settings, generator
         self.mask_id = target.config.mask_token_id
         self.state = BlockState(num_slots, block, self.mask_id, target.device)
@@ -37,19 +37,18 @@ class SimSDDecoder:
         ids, masked = self.state.tokens[slots], self.state.masked[slots]
         rules = {self.settings.acceptance_rule(s.temperature) for s in seqs}
         use_mrs = "mrs" in rules
-        drafts, steps, p = self.drafter.draft(seqs, slots, ids, masked, starts, temps, use_mrs)
-        logits = self.verify(slots, starts, drafts, steps)  # [b, B, V] target logits per position
-        if use_mrs:
-            q = target_distribution(logits.reshape(-1, logits.shape[-1]), temps.repeat_interleave(B),
-                                    self.settings.top_k, self.settings.top_p).view_as(logits)
-            num_acc, bonus, has_bonus = accept_mrs(drafts, q, p, masked, self.generator)
-        else:
-            num_acc, bonus, has_bonus = accept_greedy(drafts, logits.argmax(-1), masked)
+        with self.timer("draft"):
+            drafts, steps, p = self.drafter.draft(seqs, slots, ids, masked, starts, temps, use_mrs)
+        with self.timer("verify"):
+            logits = self.verify(slots, starts, drafts, steps)  # [b, B, V] target logits per position
+            num_acc, bonus, has_bonus = self._accept(seqs, temps, drafts, logits, p, masked, use_mrs)
         new_tokens, new_masked = apply_acceptance(ids, masked, drafts, num_acc, bonus, has_bonus)
         self.state.tokens[slots], self.state.masked[slots] = new_tokens, new_masked
         self._count(seqs, masked, num_acc)
         self.drafter.after_round(seqs, slots, starts + (~new_masked).sum(-1))
-        committed, finished = commit_full_blocks(self.state, [self.target] + self.drafter.commit_runners, seqs, stop_ids)
+        with self.timer("commit"):
+            runners = [self.target] + self.drafter.commit_runners
+            committed, finished = commit_full_blocks(self.state, runners, seqs, stop_ids)
         for s in committed:
             s.result.num_target_forwards += 1
             s.result.num_draft_forwards += len(self.drafter.commit_runners)
@@ -57,6 +56,14 @@ class SimSDDecoder:
         # A stop committed inside a block ends the sequence now; the rest of the block is not needed.
         finished += [s for s in seqs if id(s) not in done and s.check_finished(stop_ids, self.state.revealed_prefix(s))]
         return finished
+
+    def _accept(self, seqs, temps, drafts, logits, p, masked, use_mrs):
+        B = self.block
+        if use_mrs:
+            q = target_distribution(logits.reshape(-1, logits.shape[-1]), temps.repeat_interleave(B),
+                                    self.settings.top_k, self.settings.top_p).view_as(logits)
+            return accept_mrs(drafts, q, p, masked, self.generator)
+        return accept_greedy(drafts, logits.argmax(-1), masked)
 
     def verify(self, slots, starts, drafts, steps) -> torch.Tensor:
         b, B, dev = drafts.shape[0], self.block, self.target.device

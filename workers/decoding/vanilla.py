@@ -14,8 +14,9 @@ from .sequence import Sequence
 class VanillaDecoder:
     """One denoising step per call for every active sequence; full blocks are then committed."""
 
-    def __init__(self, target: ModelRunner, block: int, settings, num_slots: int, generator):
+    def __init__(self, target: ModelRunner, block: int, settings, num_slots: int, generator, timer):
         self.target, self.block, self.settings, self.generator = target, block, settings, generator
+        self.timer = timer
         self.state = BlockState(num_slots, block, target.config.mask_token_id, target.device)
 
     def admit(self, seqs: list[Sequence], stop_ids) -> None:
@@ -28,18 +29,20 @@ class VanillaDecoder:
     def step(self, seqs: list[Sequence], stop_ids) -> list[Sequence]:
         cfg, dev, B = self.settings, self.target.device, self.block
         slots = _slots(seqs, dev)
-        ids, masked = self.state.tokens[slots], self.state.masked[slots]
-        positions = _starts(seqs, dev)[:, None] + torch.arange(B, device=dev)
-        logits = self.target.logits(self.target.hidden(ids, positions, full_block(len(seqs), B, dev), slots))
-        temps = torch.tensor([s.temperature for s in seqs], device=dev)[:, None]
-        tokens, confidence, _ = choose_tokens(logits, temps, cfg.top_k, cfg.top_p, self.generator)
-        reveal = reveal_positions(confidence, masked, cfg.remasking, cfg.threshold)
-        self.state.tokens[slots] = torch.where(reveal, tokens, ids)
-        self.state.masked[slots] = masked & ~reveal
+        with self.timer("denoise"):
+            ids, masked = self.state.tokens[slots], self.state.masked[slots]
+            positions = _starts(seqs, dev)[:, None] + torch.arange(B, device=dev)
+            logits = self.target.logits(self.target.hidden(ids, positions, full_block(len(seqs), B, dev), slots))
+            temps = torch.tensor([s.temperature for s in seqs], device=dev)[:, None]
+            tokens, confidence, _ = choose_tokens(logits, temps, cfg.top_k, cfg.top_p, self.generator)
+            reveal = reveal_positions(confidence, masked, cfg.remasking, cfg.threshold)
+            self.state.tokens[slots] = torch.where(reveal, tokens, ids)
+            self.state.masked[slots] = masked & ~reveal
         for s in seqs:
             s.result.num_rounds += 1
             s.result.num_target_forwards += 1
-        committed, finished = commit_full_blocks(self.state, [self.target], seqs, stop_ids)
+        with self.timer("commit"):
+            committed, finished = commit_full_blocks(self.state, [self.target], seqs, stop_ids)
         for s in committed:
             s.result.num_target_forwards += 1
         return finished
