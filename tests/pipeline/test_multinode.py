@@ -19,14 +19,14 @@ def test_two_nodes_two_actors(tmp_path, tiny_models):
         cluster.add_node(num_cpus=2, num_gpus=1)
     try:
         ray.init(address=cluster.address, log_to_driver=False)
-        write_prompts(tmp_path / "in", 24, shards=12)
+        write_prompts(tmp_path / "in", 48, shards=12)
         # --device cpu with --gpus-per-worker 1: each actor reserves a (fake) GPU, so one per node.
         config = GenerateConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"),
                                 target=str(tiny_models["target"]), max_new_tokens=4, batch_size=1,
                                 device="cpu", gpus_per_worker=1, workers=2)
         driver.run(config)
         table = read_output(tmp_path / "out")
-        assert sorted(table.column("id").to_pylist()) == list(range(24))
+        assert sorted(table.column("id").to_pylist()) == list(range(48))
         assert len(set(table.column("actor_id").to_pylist())) == 2
     finally:
         ray.shutdown()
