@@ -31,7 +31,8 @@ class AutoregressiveDecoder:
             logits = self.target.logits(self.target.hidden(last, positions, visible, slots, write))
             self.target.cache.lengths[slots] += 1
             temps = torch.tensor([s.temperature for s in seqs], device=dev)[:, None]
-            tokens, _, _ = choose_tokens(logits, temps, self.settings.top_k, self.settings.top_p, self.generator)
+            tokens, _, _ = choose_tokens(logits, temps, self.settings.top_k, self.settings.top_p, self.generator,
+                                         sample=any(s.temperature > 0 for s in seqs))
         finished = []
         for s, tok in zip(seqs, tokens[:, 0].tolist()):
             s.tokens.append(tok)

@@ -30,19 +30,25 @@ class BlockState:
                 self.tokens[s.slot, :len(tail)] = torch.tensor(tail, device=self.device)
                 self.masked[s.slot, :len(tail)] = False
 
-    def revealed_prefix(self, seq: Sequence) -> list[int]:
-        """Tokens of the block up to the first masked position (the block's decided part)."""
-        row, masked = self.tokens[seq.slot].tolist(), self.masked[seq.slot].tolist()
-        n = masked.index(True) if True in masked else self.block
-        return row[len(seq.tokens) - seq.start:n]
+    def read(self, slots: torch.Tensor) -> list[tuple[list[int], int]]:
+        """Per row: the block's tokens and how many leading positions are revealed.
 
-    def advance(self, seqs: list[Sequence]) -> None:
+        One device->host copy for the whole batch (each copy is a synchronisation on a GPU).
+        """
+        B = self.block
+        masked = self.masked[slots]
+        first_masked = torch.where(masked.any(-1), masked.int().argmax(-1), B)
+        rows = torch.cat([self.tokens[slots], first_masked[:, None]], dim=1).tolist()
+        return [(row[:B], row[B]) for row in rows]
+
+    def advance(self, seqs: list[Sequence], blocks: list[list[int]]) -> None:
         """Append each (full) block to its sequence and open the next, all masked."""
-        for s in seqs:
-            s.tokens.extend(self.tokens[s.slot, len(s.tokens) - s.start:].tolist())
+        slots = torch.tensor([s.slot for s in seqs], device=self.device)
+        for s, block in zip(seqs, blocks):
+            s.tokens.extend(block[len(s.tokens) - s.start:])
             s.start += self.block
-            self.tokens[s.slot] = self.mask_id
-            self.masked[s.slot] = True
+        self.tokens[slots] = self.mask_id
+        self.masked[slots] = True
 
 
 def commit_full_blocks(state: BlockState, runners: list[ModelRunner], seqs: list[Sequence],
@@ -51,12 +57,14 @@ def commit_full_blocks(state: BlockState, runners: list[ModelRunner], seqs: list
 
     Returns (sequences whose block was committed, those of them that finished).
     """
-    full = [s for s in seqs if not bool(state.masked[s.slot].any())]
+    rows = state.read(torch.tensor([s.slot for s in seqs], device=state.device))
+    full = [(s, block) for s, (block, n) in zip(seqs, rows) if n == state.block]
     if not full:
         return [], []
-    slots = torch.tensor([s.slot for s in full], device=state.device)
-    starts = torch.tensor([s.start for s in full], device=state.device)
+    seqs_full = [s for s, _ in full]
+    slots = torch.tensor([s.slot for s in seqs_full], device=state.device)
+    starts = torch.tensor([s.start for s in seqs_full], device=state.device)
     for runner in runners:
         runner.commit(slots, state.tokens[slots], starts)
-    state.advance(full)
-    return full, [s for s in full if s.check_finished(stop_ids)]
+    state.advance(seqs_full, [block for _, block in full])
+    return seqs_full, [s for s in seqs_full if s.check_finished(stop_ids)]

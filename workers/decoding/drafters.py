@@ -32,14 +32,19 @@ class DiffusionDrafter:
         drafts, masked = ids.clone(), masked.clone()
         steps = torch.zeros_like(ids)
         probs = None
+        one_per_step = cfg.draft_remasking != "dynamic"
+        num_left = masked.sum(-1).tolist()
+        # One reveal per step: the step count is known up front, no synchronisation per step.
+        steps_needed = max(num_left) if one_per_step else None
         step = 0
-        while bool(masked.any()):
+        while (step < steps_needed) if one_per_step else bool(masked.any()):
             step += 1
-            active = masked.any(-1)
-            for s, a in zip(seqs, active.tolist()):
+            live = [n >= step for n in num_left] if one_per_step else masked.any(-1).tolist()
+            for s, a in zip(seqs, live):
                 s.result.num_draft_forwards += int(a)
             logits = self.runner.logits(self.runner.hidden(drafts, positions, full_block(len(seqs), B, dev), slots))
-            tokens, confidence, dist = choose_tokens(logits, temps[:, None], cfg.top_k, cfg.top_p, self.generator)
+            tokens, confidence, dist = choose_tokens(logits, temps[:, None], cfg.top_k, cfg.top_p,
+                                                     self.generator, sample=want_probs)
             reveal = reveal_positions(confidence, masked, cfg.draft_remasking, cfg.threshold)
             drafts = torch.where(reveal, tokens, drafts)
             steps = torch.where(reveal, step, steps)
@@ -78,13 +83,15 @@ class AutoregressiveDrafter:
         visible = torch.ones(b, 1, 1, dtype=torch.bool, device=dev)
         write = torch.ones(b, 1, dtype=torch.bool, device=dev)
         rows = torch.arange(b, device=dev)
-        for j in range(int(num_left.max())):
+        left = num_left.tolist()
+        for j in range(max(left)):
             live = j < num_left
-            for s, a in zip(seqs, live.tolist()):
-                s.result.num_draft_forwards += int(a)
+            for s, n in zip(seqs, left):
+                s.result.num_draft_forwards += int(j < n)
             # Scratch K/V past the cache length; after_round keeps what was committed.
             h = self.runner.hidden(prev[:, None], (base + j)[:, None], visible, slots, write, cache_lens=base + j)
-            tokens, _, dist = choose_tokens(self.runner.logits(h), temps[:, None], cfg.top_k, cfg.top_p, self.generator)
+            tokens, _, dist = choose_tokens(self.runner.logits(h), temps[:, None], cfg.top_k, cfg.top_p,
+                                            self.generator, sample=want_probs)
             tokens = tokens[:, 0]
             col = (first + j).clamp(max=B - 1)
             drafts[rows[live], col[live]] = tokens[live]

@@ -28,23 +28,25 @@ def target_distribution(logits: torch.Tensor, temperature: torch.Tensor, top_k: 
 
 
 def choose_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_k: int, top_p: float,
-                  generator: torch.Generator | None):
+                  generator: torch.Generator | None, sample: bool = True):
     """Pick a token per row and report its confidence.
 
-    logits [..., V]; temperature broadcastable to logits.shape[:-1].
+    logits [..., V]; temperature broadcastable to logits.shape[:-1]. ``sample=False`` promises
+    every temperature is 0 (decided on the host, so no device synchronisation is needed).
     Returns tokens [...], confidence [...] (softmax probability of the chosen token at the row's
-    temperature, before top-k/top-p filtering) and the distribution sampled from [..., V].
+    temperature, before top-k/top-p filtering) and the distribution drawn from [..., V]
+    (None when not sampling: it is one-hot at the argmax).
     """
     shape = logits.shape[:-1]
     flat = logits.reshape(-1, logits.shape[-1]).float()
+    if not sample:
+        confidence, tokens = torch.softmax(flat, dim=-1).max(-1)
+        return tokens.view(shape), confidence.view(shape), None
     temp = temperature.expand(shape).reshape(-1).float()
     dist = target_distribution(flat, temp, top_k, top_p)
     greedy = temp <= 0
-    if bool(greedy.all()):
-        tokens = flat.argmax(-1)
-    else:
-        sampled = torch.multinomial(dist, 1, generator=generator).squeeze(-1)
-        tokens = torch.where(greedy, flat.argmax(-1), sampled)
+    sampled = torch.multinomial(dist, 1, generator=generator).squeeze(-1)
+    tokens = torch.where(greedy, flat.argmax(-1), sampled)
     raw = torch.softmax(flat / torch.where(greedy, 1.0, temp)[:, None], dim=-1)
     confidence = raw.gather(-1, tokens[:, None]).squeeze(-1)
     return tokens.view(shape), confidence.view(shape), dist.view(*shape, -1)

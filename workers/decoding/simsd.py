@@ -52,9 +52,14 @@ class SimSDDecoder:
         for s in committed:
             s.result.num_target_forwards += 1
             s.result.num_draft_forwards += len(self.drafter.commit_runners)
-        done = set(id(s) for s in committed)
         # A stop committed inside a block ends the sequence now; the rest of the block is not needed.
-        finished += [s for s in seqs if id(s) not in done and s.check_finished(stop_ids, self.state.revealed_prefix(s))]
+        done = set(id(s) for s in committed)
+        partial = [s for s in seqs if id(s) not in done]
+        if partial:
+            rows = self.state.read(torch.tensor([s.slot for s in partial], device=dev))
+            for s, (block, n) in zip(partial, rows):
+                if s.check_finished(stop_ids, block[len(s.tokens) - s.start:n]):
+                    finished.append(s)
         return finished
 
     def _accept(self, seqs, temps, drafts, logits, p, masked, use_mrs):

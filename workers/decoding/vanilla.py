@@ -34,7 +34,8 @@ class VanillaDecoder:
             positions = _starts(seqs, dev)[:, None] + torch.arange(B, device=dev)
             logits = self.target.logits(self.target.hidden(ids, positions, full_block(len(seqs), B, dev), slots))
             temps = torch.tensor([s.temperature for s in seqs], device=dev)[:, None]
-            tokens, confidence, _ = choose_tokens(logits, temps, cfg.top_k, cfg.top_p, self.generator)
+            tokens, confidence, _ = choose_tokens(logits, temps, cfg.top_k, cfg.top_p, self.generator,
+                                                  sample=any(s.temperature > 0 for s in seqs))
             reveal = reveal_positions(confidence, masked, cfg.remasking, cfg.threshold)
             self.state.tokens[slots] = torch.where(reveal, tokens, ids)
             self.state.masked[slots] = masked & ~reveal
