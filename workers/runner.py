@@ -26,6 +26,8 @@ class ModelRunner:
         self.static_shapes = (on_cuda if static_shapes is None else static_shapes) or self.cuda_graphs
         self.cache: KVCache | None = None
         self.static: StaticForwards | None = None
+        self.num_forwards = 0        # decoding forwards run (prefill excluded)
+        self.num_query_tokens = 0    # query tokens computed by them, idle slots included
 
     def ensure_cache(self, num_slots: int, max_len: int) -> None:
         """(Re)allocate the cache when the slots or lengths needed exceed what is held."""
@@ -39,6 +41,9 @@ class ModelRunner:
     def hidden(self, ids, positions, visible, slots, write=None, cache_lens=None) -> torch.Tensor:
         """A decoding forward of rows ``slots`` against their cache -> hidden [b, q, hidden]."""
         lens = self.cache.lengths[slots] if cache_lens is None else cache_lens
+        self.num_forwards += 1
+        rows = self.cache.num_slots if self.static is not None else ids.shape[0]
+        self.num_query_tokens += rows * ids.shape[1]
         if self.static is not None:
             forward = self.static.get(ids.shape[1], int(lens.max()))
             return forward(ids, positions, visible, slots, write, lens)

@@ -1,0 +1,46 @@
+"""Published SDAR shapes with random weights: real cost without downloading real weights."""
+from __future__ import annotations
+
+import torch
+
+from ..models import ModelConfig, Qwen3Model
+from ..models.config import parse_config
+
+# hidden, intermediate, layers, heads, kv heads (head_dim 128, vocab 151936, untied head)
+SDAR_SHAPES = {
+    "sdar-1.7b": (2048, 6144, 28, 16, 8),
+    "sdar-4b": (2560, 9728, 36, 32, 8),
+    "sdar-8b": (4096, 12288, 36, 32, 8),
+}
+MASK_TOKEN_ID = 151669
+
+
+def shape_config(name: str, block_size: int = 4) -> ModelConfig:
+    hidden, inter, layers, heads, kv = SDAR_SHAPES[name]
+    return parse_config({
+        "model_type": "sdar", "vocab_size": 151936, "hidden_size": hidden, "intermediate_size": inter,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
+        "head_dim": 128, "rms_norm_eps": 1e-6, "rope_theta": 1000000, "tie_word_embeddings": False,
+        "max_position_embeddings": 32768, "block_size": block_size, "mask_token_id": MASK_TOKEN_ID,
+        "torch_dtype": "bfloat16",
+    }, source=name)
+
+
+def random_model(name: str, device, dtype=torch.bfloat16, block_size: int = 4, seed: int = 0) -> Qwen3Model:
+    """A model of a published shape, weights N(0, 0.02) drawn on the device (no host copy)."""
+    cfg = shape_config(name, block_size)
+    with torch.device("meta"):
+        model = Qwen3Model(cfg)
+    model = model.to_empty(device=device).to(dtype)
+    gen = torch.Generator(device).manual_seed(seed)
+    with torch.no_grad():
+        for name_, p in model.named_parameters():
+            if name_.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.02, generator=gen)
+    return model.eval().requires_grad_(False)
+
+
+def weight_bytes(model: Qwen3Model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
