@@ -30,10 +30,10 @@ def hf_sequential_decode(model, prompt_len: int, max_new: int, block: int, mask_
 
     ids = torch.randint(0, 1000, (1, (prompt_len // block) * block), device=device)
     cache = DynamicCache()
-    torch.cuda.synchronize(device)
+    _sync(device)
     start = time.perf_counter()
     out = model(ids, past_key_values=cache, use_cache=True)
-    torch.cuda.synchronize(device)
+    _sync(device)
     prefill = time.perf_counter() - start
     pos, forwards, generated = ids.shape[1], 0, 0
     while generated < max_new:
@@ -41,14 +41,19 @@ def hf_sequential_decode(model, prompt_len: int, max_new: int, block: int, mask_
         for i in range(block):
             out = model(blk, past_key_values=cache, use_cache=True,
                         position_ids=torch.arange(pos, pos + block, device=device)[None])
-            cache.crop(pos)
+            cache.crop(-block)  # drop the block again: it is not committed yet
             blk[0, i] = out.logits[0, i].argmax()
             forwards += 1
         model(blk, past_key_values=cache, use_cache=True, position_ids=torch.arange(pos, pos + block, device=device)[None])
         forwards += 1
         pos += block
         generated += block
-    torch.cuda.synchronize(device)
+    _sync(device)
     total = time.perf_counter() - start
     return {"wall_s": total, "prefill_s": prefill, "decode_s": total - prefill, "tokens": generated,
             "target_forwards": forwards, "steps": forwards}
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
