@@ -11,6 +11,7 @@ COMMANDS = {
     "bench": "jobs.benchmark",
     "evaluate": "jobs.evaluate",
     "train-reference": "jobs.train_reference",
+    "pipeline-bench": "jobs.pipeline_bench",
 }
 
 
