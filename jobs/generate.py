@@ -1,7 +1,13 @@
-"""`simsd generate` / `python -m jobs.generate`: parse -> validate -> run the Ray Data plan."""
+"""`simsd generate` / `python -m jobs.generate`: parse -> validate -> run the Ray Data plan.
+
+Exit codes: 0 done (rows that could not be generated carry an error value), 2 bad configuration
+(nothing was started), 1 the run failed (rows written so far are kept; rerun to resume).
+Messages never include credential values (--storage-options, AWS_* and similar env vars).
+"""
 from __future__ import annotations
 
 import sys
+import traceback
 
 PROG = "simsd generate"
 
@@ -9,17 +15,26 @@ PROG = "simsd generate"
 def main(argv: list[str] | None = None) -> int:
     from pipeline import demo, driver, summary
     from pipeline.config import ConfigError, parse_args
+    from pipeline.storage import redact
     from pipeline.validate import validate
 
+    options: dict = {}
     try:
         config = parse_args(argv, prog=PROG)
+        options = config.storage_options
         if config.input is None and config.target is None:
             config = demo.prepare(config)
-        validate(config)
+        for warning in validate(config):
+            print(f"{PROG}: warning: {redact(warning, options)}", file=sys.stderr)
         stats = driver.run(config)
     except ConfigError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {redact(str(err), options)}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - report, redacted, and exit nonzero
+        print(redact(traceback.format_exc(), options), file=sys.stderr)
+        print(f"{PROG}: failed: {redact(f'{type(err).__name__}: {err}', options)} "
+              "(rows already written are kept; rerun the same command to resume)", file=sys.stderr)
+        return 1
     print(summary.format_table(stats))
     print(f"output: {config.output}")
     return 0

@@ -6,6 +6,7 @@ module only wires the stages together and handles the output directory's commit 
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 
@@ -14,7 +15,11 @@ import pyarrow.compute as pc
 
 from . import resume, summary
 from .config import GenerateConfig
-from .storage import open_fs, to_pyarrow
+from .storage import TRANSIENT_ERROR_PATTERNS, open_fs, to_pyarrow
+
+# How long the actor pool may take to start every actor (model load included) before the job
+# fails with "Timed out while starting actors" instead of waiting forever for GPUs that never come.
+WAIT_FOR_ACTORS_S = int(os.environ.get("SIMSD_WAIT_FOR_ACTORS_S", "1800"))
 
 
 def run(config: GenerateConfig, engine_factory=None) -> dict:
@@ -25,6 +30,7 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
     _prepare_output(out_fs, out, config)
     done = resume.done_ids(out_fs, out)
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    _configure_data_context()
     dataset = _plan(config, done, engine_factory)
     dataset.write_parquet(resume.staging_path(out, run_id), filesystem=to_pyarrow(out_fs))
     committed = resume.commit_staged(out_fs, out)
@@ -41,6 +47,18 @@ def _init_ray() -> None:
         return
     # RAY_ADDRESS set (ray job submit, a cluster node): join it; otherwise start a local one.
     ray.init(address="auto" if os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
+
+
+def _configure_data_context() -> None:
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    # Start every actor before any batch is handed out, so the first actor to load its model
+    # does not take the whole input while the others are still loading.
+    ctx.wait_for_min_actors_s = WAIT_FOR_ACTORS_S
+    # Ray Data retries reads/writes whose error text matches one of these (object-store hiccups).
+    ctx.retried_io_errors = list(dict.fromkeys([*ctx.retried_io_errors,
+                                                *(re.escape(p) for p in TRANSIENT_ERROR_PATTERNS)]))
 
 
 def _prepare_output(fs, out: str, config: GenerateConfig) -> None:
@@ -74,6 +92,10 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory):
         # Enough rows per call to keep every continuous-batching slot filled.
         batch_size=_rows_per_call(config),
         batch_format="pyarrow",
+        # A dead actor (segfault, host OOM kill, lost node) is restarted by Ray and its unfinished
+        # batches re-run: Ray Data's actor pools default to max_restarts=-1, max_task_retries=-1
+        # (passing them here is deprecated). Rows are written only after a whole batch returns,
+        # so a retried batch writes nothing twice.
     )
 
 

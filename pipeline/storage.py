@@ -4,13 +4,16 @@ Storage options (endpoint, credentials) are passed straight to fsspec and never 
 """
 from __future__ import annotations
 
+import os
+import time
+
 import fsspec
 import pyarrow.fs as pafs
 
 
 def open_fs(url: str, storage_options: dict | None = None):
     """(fsspec filesystem, path without the protocol) for a local path or URL."""
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    fs, path = retry(fsspec.core.url_to_fs, url, **(storage_options or {}))
     return fs, path.rstrip("/") or "/"
 
 
@@ -32,9 +35,9 @@ def to_pyarrow(fs) -> pafs.FileSystem:
 
 def list_parquet(fs, path: str) -> list[str]:
     """Parquet files under ``path`` (a file or a directory), skipping hidden/underscore names."""
-    if fs.isfile(path):
+    if retry(fs.isfile, path):
         return [path]
-    files = [p for p in fs.find(path) if p.endswith(".parquet")]
+    files = [p for p in retry(fs.find, path) if p.endswith(".parquet")]
     return sorted(p for p in files if not any(part.startswith((".", "_")) for part in _rel_parts(p, path)))
 
 
@@ -44,3 +47,66 @@ def _rel_parts(p: str, root: str) -> list[str]:
 
 def join(path: str, *parts: str) -> str:
     return "/".join([path.rstrip("/"), *parts])
+
+
+# Error texts that mean "try again" on object stores and network filesystems. Ray Data retries
+# reads and writes whose error matches one of these (DataContext.retried_io_errors, set by the
+# driver); the driver's own reads and writes go through `retry` below with the same rule.
+TRANSIENT_ERROR_PATTERNS = (
+    "AWS Error INTERNAL_FAILURE",
+    "AWS Error NETWORK_CONNECTION",
+    "AWS Error SLOW_DOWN",
+    "AWS Error UNKNOWN (HTTP status 503)",
+    "AWS Error SERVICE_UNAVAILABLE",
+    "SlowDown",
+    "Service Unavailable",
+    "ServiceUnavailable",
+    "InternalError",
+    "RequestTimeout",
+    "Connection reset",
+    "Connection aborted",
+    "Connection refused",
+    "Broken pipe",
+    "timed out",
+    "Temporary failure",
+    "temporarily unavailable",
+)
+# Errors that will not go away by retrying.
+_PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+RETRY_ATTEMPTS = 6
+RETRY_BASE_DELAY_S = 0.1
+
+
+def is_transient(err: BaseException) -> bool:
+    if isinstance(err, _PERMANENT):
+        return False
+    if isinstance(err, (TimeoutError, ConnectionError)):
+        return True
+    text = str(err)
+    return isinstance(err, OSError) and (any(p in text for p in TRANSIENT_ERROR_PATTERNS) or not text)
+
+
+def retry(fn, *args, attempts: int = RETRY_ATTEMPTS, **kwargs):
+    """Call ``fn(*args, **kwargs)``; on a transient storage error wait (exponential backoff) and
+    call it again, up to ``attempts`` times. Other errors propagate at once."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - filtered just below
+            if attempt == attempts - 1 or not is_transient(err):
+                raise
+            time.sleep(RETRY_BASE_DELAY_S * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def redact(text: str, storage_options: dict | None) -> str:
+    """``text`` with every credential-looking storage option value and AWS secret env var removed."""
+    secrets = [v for v in (storage_options or {}).values() if isinstance(v, str) and len(v) >= 4]
+    secrets += [os.environ[k] for k in _SECRET_ENV if len(os.environ.get(k, "")) >= 4]
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS",
+               "AZURE_STORAGE_KEY", "AZURE_STORAGE_CONNECTION_STRING", "HF_TOKEN")

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import resume
-from .storage import join
+from .storage import join, retry
 
 SUMMARY_FILE = "summary.parquet"
 _SUMMED = ("num_input_tokens", "num_generated_tokens", "num_rounds", "num_drafted_tokens",
@@ -88,7 +88,11 @@ def _versions() -> dict:
 
 def write(fs, out: str, stats: dict) -> None:
     table = pa.Table.from_pylist([stats])
-    with fs.open(join(out, SUMMARY_FILE), "wb") as f:
+    retry(_write_table, fs, join(out, SUMMARY_FILE), table)
+
+
+def _write_table(fs, path: str, table: pa.Table) -> None:
+    with fs.open(path, "wb") as f:
         pq.write_table(table, f)
 
 

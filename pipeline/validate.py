@@ -1,25 +1,37 @@
 """Fail fast, before any actor or GPU is reserved: inputs, columns, models, tokenizers, output.
 
 Every check raises ConfigError with a message that names the problem; jobs/ turns that into
-`simsd generate: error: ...` and a nonzero exit.
+`simsd generate: error: ...` and a nonzero exit. Problems that do not stop a job (a block length
+the target was not trained for) come back as warning strings.
 """
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from workers.models.config import ModelLoadError
 from .config import ConfigError, GenerateConfig
 from .resume import read_job_file
-from .storage import list_parquet, open_fs
+from .storage import list_parquet, open_fs, retry
+
+# Per-row override columns and the Arrow types they may have (null: every row uses the flag).
+_OVERRIDE_TYPES = {"max_new_tokens": pa.types.is_integer,
+                   "temperature": lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)}
+_MAX_SHOWN = 5
 
 
-def validate(config: GenerateConfig) -> None:
+def validate(config: GenerateConfig) -> list[str]:
+    """Raise ConfigError on the first problem that stops the job; return warnings."""
+    warnings: list[str] = []
     check_input(config)
-    tokenizer = check_model("--target", config.target, config)
+    target_cfg, tokenizer = check_model("--target", config.target, config)
+    warnings += check_block_length(target_cfg, config)
     if config.draft is not None:
-        draft_tokenizer = check_model("--draft", config.draft, config)
-        check_same_vocab(tokenizer, draft_tokenizer, config)
+        draft_cfg, draft_tokenizer = check_model("--draft", config.draft, config)
+        check_same_vocab(tokenizer, draft_tokenizer, config, target_cfg, draft_cfg)
     check_output(config)
+    return warnings
 
 
 def check_input(config: GenerateConfig) -> None:
@@ -27,7 +39,7 @@ def check_input(config: GenerateConfig) -> None:
         raise ConfigError("--input is required")
     try:
         fs, path = open_fs(config.input, config.storage_options)
-        if not fs.exists(path):
+        if not retry(fs.exists, path):
             raise ConfigError(f"--input {config.input} does not exist")
         files = list_parquet(fs, path)
     except ConfigError:
@@ -36,31 +48,112 @@ def check_input(config: GenerateConfig) -> None:
         raise ConfigError(f"--input {config.input} is not readable ({type(err).__name__}: {err})") from None
     if not files:
         raise ConfigError(f"--input {config.input} holds no .parquet files")
-    check_columns(_schema_names(fs, files[0], config.input), config)
+    schemas = {file: _schema(fs, file, config.input) for file in files}
+    for file, schema in schemas.items():
+        check_columns(list(schema.names), config, where="" if len(files) == 1 else f" file {file}")
+        check_column_types(schema, config, where=f" file {file}")
+    _check_same_id_type(schemas, config)
+    check_ids(fs, files, config)
 
 
-def _schema_names(fs, file: str, url: str) -> list[str]:
+def _schema(fs, file: str, url: str) -> pa.Schema:
     # Only the footer is read: the schema, never the data.
-    try:
+    def read():
         with fs.open(file, "rb") as f:
-            return list(pq.read_schema(f).names)
+            return pq.read_schema(f)
+    try:
+        return retry(read)
     except Exception as err:
         raise ConfigError(f"--input {url}: {file} is not a readable Parquet file ({err})") from None
 
 
-def check_columns(names: list[str], config: GenerateConfig) -> None:
+def _schema_names(fs, file: str, url: str) -> list[str]:
+    return list(_schema(fs, file, url).names)
+
+
+def check_columns(names: list[str], config: GenerateConfig, where: str = "") -> None:
     if config.id_column not in names:
-        raise ConfigError(f"--input has no id column {config.id_column!r} (columns: {', '.join(names)}); "
+        raise ConfigError(f"--input{where} has no id column {config.id_column!r} (columns: {', '.join(names)}); "
                           f"pass --id-column")
     text_column = config.messages_column or config.prompt_column
     if text_column not in names:
         flag = "--messages-column" if config.messages_column else "--prompt-column"
-        raise ConfigError(f"--input has no column {text_column!r} (columns: {', '.join(names)}); pass {flag}")
+        raise ConfigError(f"--input{where} has no column {text_column!r} (columns: {', '.join(names)}); pass {flag}")
+
+
+def check_column_types(schema: pa.Schema, config: GenerateConfig, where: str = "") -> None:
+    """Types that cannot work for any row: a config error, not one error per row."""
+    id_type = schema.field(config.id_column).type
+    if not (pa.types.is_integer(id_type) or pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+        raise ConfigError(f"--input{where}: id column {config.id_column!r} has type {id_type}; "
+                          "it must hold integers or strings")
+    if config.messages_column:
+        mtype = schema.field(config.messages_column).type
+        if not pa.types.is_null(mtype) and not _is_messages_type(mtype):
+            raise ConfigError(f"--input{where}: messages column {config.messages_column!r} has type {mtype}; "
+                              "it must be a list of structs with string fields 'role' and 'content'")
+    else:
+        ptype = schema.field(config.prompt_column).type
+        if not (pa.types.is_string(ptype) or pa.types.is_large_string(ptype) or pa.types.is_null(ptype)):
+            raise ConfigError(f"--input{where}: prompt column {config.prompt_column!r} has type {ptype}; "
+                              "it must hold strings (for chat messages use --messages-column)")
+    for name, ok in _OVERRIDE_TYPES.items():
+        if name in schema.names:
+            otype = schema.field(name).type
+            if not (pa.types.is_null(otype) or ok(otype)):
+                raise ConfigError(f"--input{where}: per-row override column {name!r} has type {otype}; "
+                                  f"it must be {'an integer' if name == 'max_new_tokens' else 'a number'} column")
+
+
+def _is_messages_type(t: pa.DataType) -> bool:
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
+        return False
+    item = t.value_type
+    if not pa.types.is_struct(item):
+        return False
+    names = {item.field(i).name: item.field(i).type for i in range(item.num_fields)}
+    return all(k in names and (pa.types.is_string(names[k]) or pa.types.is_large_string(names[k])
+                               or pa.types.is_null(names[k])) for k in ("role", "content"))
+
+
+def _check_same_id_type(schemas: dict, config: GenerateConfig) -> None:
+    kinds = {("int" if pa.types.is_integer(s.field(config.id_column).type) else "str") for s in schemas.values()}
+    if len(kinds) > 1:
+        raise ConfigError(f"--input: id column {config.id_column!r} holds integers in some files and strings "
+                          "in others; use one type")
+
+
+def check_ids(fs, files: list[str], config: GenerateConfig) -> None:
+    """Every id non-null and unique. Reads only the id column."""
+    def read(file):
+        with fs.open(file, "rb") as f:
+            return pq.read_table(f, columns=[config.id_column]).column(0)
+    try:
+        chunks = [retry(read, file) for file in files]
+    except Exception as err:
+        raise ConfigError(f"--input {config.input}: cannot read the id column ({type(err).__name__}: {err})") from None
+    target = pa.int64() if pa.types.is_integer(chunks[0].type) else pa.large_string()
+    ids = pa.chunked_array([c.cast(target) for c in chunks], type=target).combine_chunks() \
+        if any(len(c) for c in chunks) else pa.array([], type=target)
+    if len(ids) == 0:
+        raise ConfigError(f"--input {config.input} holds no rows")
+    nulls = ids.null_count
+    if nulls:
+        raise ConfigError(f"--input: {nulls} row(s) have a null id in column {config.id_column!r}; "
+                          "every row needs a unique id")
+    if len(pc.unique(ids)) != len(ids):
+        counts = pc.value_counts(ids)
+        dup = counts.filter(pc.greater(counts.field("counts"), 1))
+        shown = ", ".join(repr(v) for v in dup.field("values")[:_MAX_SHOWN].to_pylist())
+        raise ConfigError(f"--input: {len(dup)} id(s) in column {config.id_column!r} occur more than once "
+                          f"(e.g. {shown}); ids must be unique")
 
 
 def check_model(flag: str, source: str | None, config: GenerateConfig):
-    """Resolve the checkpoint (copying URLs to the local cache), read its config and tokenizer."""
+    """Resolve the checkpoint (copying URLs to the local cache), read its config, weight index
+    and tokenizer. Returns (ModelConfig, tokenizer)."""
     from workers.models import load_config
+    from workers.models.loader import weight_files
     from workers.models.source import resolve_model_path
     from workers.tokenizer import load_tokenizer
 
@@ -68,16 +161,28 @@ def check_model(flag: str, source: str | None, config: GenerateConfig):
         raise ConfigError(f"{flag} is required")
     try:
         path = resolve_model_path(source, config.storage_options)
-        load_config(path)
-        return load_tokenizer(path)
+        cfg = load_config(path)
+        weight_files(path)  # safetensors only; shards must stay inside the directory
+        return cfg, load_tokenizer(path)
     except ModelLoadError as err:
         raise ConfigError(f"{flag}: {err}") from None
     except Exception as err:
         raise ConfigError(f"{flag} {source} cannot be loaded ({type(err).__name__}: {err})") from None
 
 
-def check_same_vocab(target_tok, draft_tok, config: GenerateConfig) -> None:
+def check_block_length(target_cfg, config: GenerateConfig) -> list[str]:
+    if target_cfg.is_diffusion and config.block_length is not None and config.block_length != target_cfg.block_size:
+        return [f"--block-length {config.block_length} differs from the block size the target was trained "
+                f"with ({target_cfg.block_size}); generations may be worse"]
+    return []
+
+
+def check_same_vocab(target_tok, draft_tok, config: GenerateConfig, target_cfg=None, draft_cfg=None) -> None:
     # SimSD compares draft and target token ids position by position: the vocabularies must match.
+    if target_cfg is not None and draft_cfg is not None and target_cfg.vocab_size != draft_cfg.vocab_size:
+        raise ConfigError(f"--draft {config.draft} and --target {config.target} have different tokenizers "
+                          f"(config.json vocab_size {draft_cfg.vocab_size} vs {target_cfg.vocab_size}); "
+                          "a draft must share the target's vocabulary")
     t_size, t_vocab = target_tok.vocab_fingerprint()
     d_size, d_vocab = draft_tok.vocab_fingerprint()
     if t_size != d_size or t_vocab != d_vocab:
@@ -91,7 +196,7 @@ def check_output(config: GenerateConfig) -> None:
     fs, path = open_fs(config.output, config.storage_options)
     job = read_job_file(fs, path)
     if job is None:
-        if fs.exists(path) and list_parquet(fs, path):
+        if retry(fs.exists, path) and list_parquet(fs, path):
             raise ConfigError(f"--output {config.output} holds Parquet files not written by simsd; "
                               "pick another directory or pass --overwrite")
         return

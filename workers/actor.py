@@ -7,6 +7,8 @@ so one bad prompt never fails a batch (and never makes Ray retry the whole batch
 """
 from __future__ import annotations
 
+import logging
+import math
 import os
 import socket
 from typing import Callable
@@ -31,6 +33,30 @@ OUTPUT_SCHEMA_TAIL = [  # every output column after `id`, with its type
     ("actor_id", pa.string()),
 ]
 _OVERRIDES = ("max_new_tokens", "temperature")
+MAX_TEMPERATURE = 100.0
+log = logging.getLogger(__name__)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A device (or host) out-of-memory error: worth retrying the batch in smaller pieces."""
+    try:
+        import torch
+
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            return True
+    except Exception:  # noqa: BLE001 - torch missing or without cuda
+        pass
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
+def _free_device_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _default_engine_factory(config):
@@ -60,9 +86,29 @@ class GenerateUDF:
                 results[i] = Result(id=ids[i], finish_reason="error", error=request_or_error)
             else:
                 requests.append(request_or_error)
-        for request, result in zip(requests, self.engine.generate(requests) if requests else []):
+        for request, result in zip(requests, self._generate(requests)):
             results[request.id] = result
         return self._to_table(batch.column(self.config.id_column), results)
+
+    def _generate(self, requests: list[Request]) -> list[Result]:
+        """engine.generate, split in halves on out-of-memory down to single rows; a single row
+        that still runs out of memory gets an error result. Any other error propagates (the
+        batch fails and Ray Data retries it)."""
+        if not requests:
+            return []
+        try:
+            return self.engine.generate(requests)
+        except Exception as err:  # noqa: BLE001 - filtered just below
+            if not is_out_of_memory(err):
+                raise
+            _free_device_memory()
+            if len(requests) == 1:
+                log.warning("row %s ran out of memory on its own: %s", requests[0].id, err)
+                return [Result(id=requests[0].id, finish_reason="error", num_input_tokens=len(requests[0].prompt_ids),
+                               error=f"out of memory generating this row alone ({type(err).__name__})")]
+            log.warning("out of memory on %d rows; retrying in two halves", len(requests))
+            half = len(requests) // 2
+            return self._generate(requests[:half]) + self._generate(requests[half:])
 
     def _request(self, index: int, row: dict) -> Request | str:
         """A Request keyed by the row's index in the batch, or an error message for this row."""
@@ -72,13 +118,18 @@ class GenerateUDF:
             return f"cannot tokenize the prompt: {err}"
         if not prompt_ids:
             return "prompt is empty after tokenization"
-        limit = getattr(self.engine, "max_prompt_tokens", None)
+        limit = getattr(self.engine, "max_prompt_tokens", None) or getattr(self.engine, "max_context", None)
         if limit is not None and len(prompt_ids) > limit:
             return f"prompt has {len(prompt_ids)} tokens, more than the model's limit of {limit}"
         overrides = {name: row.get(name) for name in _OVERRIDES}
         problem = _check_overrides(overrides)
         if problem:
             return problem
+        context = getattr(self.engine, "max_context", None)
+        max_new = overrides["max_new_tokens"] or self.config.max_new_tokens
+        if context is not None and len(prompt_ids) + max_new > context:
+            return (f"prompt of {len(prompt_ids)} tokens + max_new_tokens {max_new} exceeds the model's "
+                    f"context of {context} tokens")
         return Request(id=index, prompt_ids=prompt_ids, **overrides)
 
     def _encode(self, row: dict) -> list[int]:
@@ -86,6 +137,8 @@ class GenerateUDF:
             messages = row.get(self.config.messages_column)
             if messages is None:
                 raise ValueError(f"column {self.config.messages_column!r} is null")
+            if isinstance(messages, (str, bytes, dict)):
+                raise ValueError(f"column {self.config.messages_column!r} must be a list of {{role, content}}")
             return self.tokenizer.encode_prompt(messages=list(messages))
         prompt = row.get(self.config.prompt_column)
         if not isinstance(prompt, str) or not prompt.strip():
@@ -124,9 +177,12 @@ class GenerateUDF:
 
 
 def _check_overrides(overrides: dict) -> str | None:
+    """Null means "use the job's setting"; anything else must be in range."""
     max_new, temperature = overrides["max_new_tokens"], overrides["temperature"]
-    if max_new is not None and (not isinstance(max_new, int) or max_new < 1):
+    if max_new is not None and (isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 1):
         return f"max_new_tokens override must be an integer >= 1, got {max_new!r}"
-    if temperature is not None and (not isinstance(temperature, (int, float)) or temperature < 0):
-        return f"temperature override must be >= 0, got {temperature!r}"
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not math.isfinite(temperature)
+                                    or not 0 <= temperature <= MAX_TEMPERATURE):
+        return f"temperature override must be a number in [0, {MAX_TEMPERATURE:g}], got {temperature!r}"
     return None
