@@ -47,6 +47,7 @@ class FakeEngine:
     """Echoes the prompt's ids up to max_new_tokens; fills every statistic deterministically."""
 
     max_prompt_tokens = 48
+    max_context = 96  # prompt + max_new_tokens must fit
 
     def __init__(self, config):
         self.tokenizer = load_tokenizer(config.target)
