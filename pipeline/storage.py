@@ -30,7 +30,27 @@ def to_pyarrow(fs) -> pafs.FileSystem:
     """A pyarrow filesystem Ray Data can read/write with; keeps the fsspec credentials."""
     if is_local(fs):
         return pafs.LocalFileSystem()
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+    return pafs.PyFileSystem(RetryingFSSpecHandler(fs))
+
+
+class RetryingFSSpecHandler(pafs.FSSpecHandler):
+    """FSSpecHandler whose idempotent calls (listing, opening, creating dirs) retry transient
+    errors. Ray Data retries some of its reads and writes itself (DataContext.retried_io_errors),
+    but not all (e.g. its Parquet footer listing), so the filesystem it is given retries too."""
+
+
+def _retrying(name):
+    method = getattr(pafs.FSSpecHandler, name)
+
+    def call(self, *args, **kwargs):
+        return retry(method, self, *args, **kwargs)
+    call.__name__ = name
+    return call
+
+
+for _name in ("get_file_info", "get_file_info_selector", "create_dir", "open_input_stream", "open_input_file",
+              "open_output_stream", "delete_file", "copy_file"):
+    setattr(RetryingFSSpecHandler, _name, _retrying(_name))
 
 
 def list_parquet(fs, path: str) -> list[str]:
