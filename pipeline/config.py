@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class GenerateConfig:
     overwrite: bool = _f(False, "replace an output written with a different config instead of refusing")
 
     def __post_init__(self):
+        self._check_types()
         self.decode = self._build_decode()
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {self.workers}")
@@ -79,6 +81,29 @@ class GenerateConfig:
             allowed = DEVICES if name == "device" else DTYPES
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def _check_types(self) -> None:
+        """YAML can hold any type: each setting must have its declared one (ints for floats are fine)."""
+        for f in fields(self):
+            value, kind, flag = getattr(self, f.name), f.metadata["type"], _flag(f.name)
+            if f.name == "storage_options":
+                continue  # checked in __post_init__
+            if value is None:
+                if f.default is None:
+                    continue  # optional setting
+                raise ConfigError(f"{flag} needs a value")
+            if isinstance(f.default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{flag} must be true or false, got {value!r}")
+            elif kind is int:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f"{flag} must be an integer, got {value!r}")
+            elif kind is float:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ConfigError(f"{flag} must be a finite number, got {value!r}")
+                setattr(self, f.name, float(value))
+            elif not isinstance(value, str):
+                raise ConfigError(f"{flag} must be a string, got {value!r}")
 
     def _build_decode(self) -> DecodeConfig:
         names = [f.name for f in fields(DecodeConfig)]
@@ -106,8 +131,15 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags raise ConfigError (one error path, one exit code) instead of exiting here."""
+
+    def error(self, message):
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser(prog: str = "simsd generate") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Batch generation with SDAR / SimSD on Ray.")
+    parser = _Parser(prog=prog, description="Batch generation with SDAR / SimSD on Ray.")
     parser.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     for f in fields(GenerateConfig):
         meta = f.metadata
