@@ -17,9 +17,10 @@ SPAN_BUCKET = 128  # cache spans are rounded up to this, so few graphs cover all
 
 
 class StaticForward:
-    def __init__(self, model: Qwen3Model, cache: KVCache, q: int, span: int, capture: bool, pool=None):
+    def __init__(self, model: Qwen3Model, cache: KVCache, q: int, span: int, capture: bool, pool=None,
+                 layer_fn=None):
         S, dev = cache.num_slots, cache.lengths.device
-        self.model, self.cache, self.span = model, cache, span
+        self.model, self.cache, self.span, self.layer_fn = model, cache, span, layer_fn
         self.ids = torch.zeros(S, q, dtype=torch.long, device=dev)
         self.positions = torch.zeros(S, q, dtype=torch.long, device=dev)
         self.visible = torch.eye(q, dtype=torch.bool, device=dev).repeat(S, 1, 1)
@@ -29,7 +30,8 @@ class StaticForward:
         self.graph = self._capture(pool) if capture else None
 
     def _forward(self) -> torch.Tensor:
-        batch = ForwardBatch(self.positions, self.visible, self.cache, None, self.lens, self.write, self.span)
+        batch = ForwardBatch(self.positions, self.visible, self.cache, None, self.lens, self.write, self.span,
+                             layer_fn=self.layer_fn)
         return self.model.hidden(self.ids, batch)
 
     def _capture(self, pool):
@@ -63,8 +65,8 @@ class StaticForward:
 class StaticForwards:
     """The :class:`StaticForward` of every (query length, span bucket) a decoder has used."""
 
-    def __init__(self, model: Qwen3Model, cache: KVCache, capture: bool):
-        self.model, self.cache, self.capture = model, cache, capture
+    def __init__(self, model: Qwen3Model, cache: KVCache, capture: bool, layer_fn=None):
+        self.model, self.cache, self.capture, self.layer_fn = model, cache, capture, layer_fn
         self.pool = torch.cuda.graph_pool_handle() if capture else None
         self.forwards: dict[tuple[int, int], StaticForward] = {}
 
@@ -72,7 +74,8 @@ class StaticForwards:
         span = min(self.cache.max_len, -(-max(max_len, 1) // SPAN_BUCKET) * SPAN_BUCKET)
         key = (q, span)
         if key not in self.forwards:
-            self.forwards[key] = StaticForward(self.model, self.cache, q, span, self.capture, self.pool)
+            self.forwards[key] = StaticForward(self.model, self.cache, q, span, self.capture, self.pool,
+                                               self.layer_fn)
         return self.forwards[key]
 
     def close(self) -> None:

@@ -21,10 +21,14 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Qwen3's RMSNorm: statistics in float32, result cast back before the weight."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
@@ -41,40 +45,42 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
-class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_idx: int):
-        super().__init__()
-        self.layer_idx = layer_idx
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, self.num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, cfg.hidden_size, bias=False)
-        self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
-        self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+def decoder_layer(x, cos, sin, p: tuple, shape: tuple, cache_k, cache_v, rows, span: int,
+                  cache_mask, new_mask):
+    """One Qwen3 layer as a pure function of tensors (what ``torch.compile`` fuses on the GPU).
 
-    def forward(self, x, cos, sin, batch: "ForwardBatch") -> torch.Tensor:
-        b, q, _ = x.shape
-        # [b, heads, q, head_dim]; per-head RMSNorm on q and k comes before RoPE.
-        qs = self.q_norm(self.q_proj(x).view(b, q, self.num_heads, self.head_dim)).transpose(1, 2)
-        ks = self.k_norm(self.k_proj(x).view(b, q, self.num_kv_heads, self.head_dim)).transpose(1, 2)
-        vs = self.v_proj(x).view(b, q, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        qs, ks = apply_rope(qs, cos, sin), apply_rope(ks, cos, sin)
-        if batch.cache_span > 0:
-            cache_k, cache_v = batch.cached_kv(self.layer_idx)
-            out = cached_attention(qs, ks, vs, cache_k, cache_v, batch.cache_mask, batch.new_mask)
-        else:
-            out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=batch.new_mask, enable_gqa=True)
-        if batch.write is not None:
-            batch.write_kv(self.layer_idx, ks, vs)
-        return self.o_proj(out.transpose(1, 2).reshape(b, q, -1))
+    x [b, q, hidden]; cos, sin [b, 1, q, head_dim]; p: the layer's weights (input norm, q, k, v,
+    q norm, k norm, o, post norm, gate, up, down); shape: (heads, kv heads, head_dim, eps).
+    cache_k, cache_v: this layer's whole cache [S, Hkv, L + 1, head_dim] or None; rows [b] the
+    slots of the batch rows (None: the rows are all slots in order); span: cache positions read.
+    Returns the layer output and the new tokens' K and V [b, Hkv, q, head_dim] (stored by the
+    caller: an in-place write into a graph input is kept out of the compiled region).
+    """
+    w_in, wq, wk, wv, w_qn, w_kn, wo, w_post, wg, wu, wd = p
+    num_heads, num_kv, head_dim, eps = shape
+    b, q, _ = x.shape
+    h = rms_norm(x, w_in, eps)
+    # [b, heads, q, head_dim]; per-head RMSNorm on q and k comes before RoPE.
+    qs = rms_norm(F.linear(h, wq).view(b, q, num_heads, head_dim), w_qn, eps).transpose(1, 2)
+    ks = rms_norm(F.linear(h, wk).view(b, q, num_kv, head_dim), w_kn, eps).transpose(1, 2)
+    vs = F.linear(h, wv).view(b, q, num_kv, head_dim).transpose(1, 2)
+    qs, ks = apply_rope(qs, cos, sin), apply_rope(ks, cos, sin)
+    if span > 0:
+        ck = cache_k[:, :, :span] if rows is None else cache_k[rows, :, :span]
+        cv = cache_v[:, :, :span] if rows is None else cache_v[rows, :, :span]
+        out = cached_attention(qs, ks, vs, ck, cv, cache_mask, new_mask)
+    else:
+        out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=new_mask, enable_gqa=True)
+    x = x + F.linear(out.transpose(1, 2).reshape(b, q, -1), wo)
+    h = rms_norm(x, w_post, eps)
+    return x + F.linear(F.silu(F.linear(h, wg)) * F.linear(h, wu), wd), ks, vs
 
 
 def cached_attention(qs, ks, vs, cache_k, cache_v, cache_mask, new_mask):
     """Attention of new queries over [cache | new keys] without concatenating or repeating K/V.
 
     qs [b, H, q, D]; ks, vs [b, Hkv, q, D]; cache_k, cache_v [b, Hkv, L, D];
-    cache_mask [b, 1, q, L], new_mask [b, 1, q, q] (bool). Query heads are grouped under their
+    cache_mask [b, 1, 1, L], new_mask [b, 1, q, q] (bool). Query heads are grouped under their
     KV head ([b, Hkv, g*q, D]) so each cached K/V is read once, as decoding is memory bound.
     """
     b, H, q, D = qs.shape
@@ -91,6 +97,20 @@ def cached_attention(qs, ks, vs, cache_k, cache_v, cache_mask, new_mask):
     return out.view(b, H, q, D)
 
 
+class Attention(nn.Module):
+    """Holds the attention weights under their published names; the math is in decoder_layer."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        heads, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, heads * d, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, kv * d, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, kv * d, bias=False)
+        self.o_proj = nn.Linear(heads * d, cfg.hidden_size, bias=False)
+        self.q_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.k_norm = RMSNorm(d, cfg.rms_norm_eps)
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -98,21 +118,32 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
 
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
-        self.self_attn = Attention(cfg, layer_idx)
+        self.layer_idx = layer_idx
+        self.shape = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
         self.mlp = MLP(cfg)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, batch):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, batch)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def weights(self) -> tuple:
+        a, m = self.self_attn, self.mlp
+        return (self.input_layernorm.weight, a.q_proj.weight, a.k_proj.weight, a.v_proj.weight,
+                a.q_norm.weight, a.k_norm.weight, a.o_proj.weight, self.post_attention_layernorm.weight,
+                m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight)
+
+    def forward(self, x, cos, sin, batch: "ForwardBatch"):
+        cache = batch.cache
+        ck = cache.k[self.layer_idx] if cache is not None else None
+        cv = cache.v[self.layer_idx] if cache is not None else None
+        x, ks, vs = batch.layer_fn(x, cos, sin, self.weights(), self.shape, ck, cv, batch.slots,
+                                   batch.cache_span, batch.cache_mask, batch.new_mask)
+        if batch.write_pos is not None:
+            batch.write_kv(ck, cv, ks, vs)
+        return x
 
 
 class ForwardBatch:
@@ -127,13 +158,15 @@ class ForwardBatch:
                tokens go to the cache's scratch position, so no data-dependent shapes are needed.
     cache_span: how many leading cache positions attention reads (default: the longest row; the
                whole cache for fixed shapes).
+    layer_fn:  the layer implementation (``decoder_layer``, or a compiled version of it).
     """
 
     def __init__(self, positions, visible, cache: KVCache | None = None, slots=None,
-                 cache_lens=None, write=None, cache_span: int | None = None):
-        self.positions, self.cache, self.slots, self.write = positions, cache, slots, write
+                 cache_lens=None, write=None, cache_span: int | None = None, layer_fn=None):
+        self.positions, self.cache, self.slots = positions, cache, slots
+        self.layer_fn = layer_fn or decoder_layer
         self.new_mask = visible[:, None]
-        self.cache_span = 0
+        self.cache_span, self.cache_mask, self.write_pos = 0, None, None
         if cache is None:
             return
         lens = (cache.lengths if slots is None else cache.lengths[slots]) if cache_lens is None else cache_lens
@@ -142,19 +175,15 @@ class ForwardBatch:
         self.cache_span = cache_span
         in_cache = torch.arange(cache_span, device=positions.device)[None, :] < lens[:, None]
         self.cache_mask = in_cache[:, None, None, :]  # [b, 1, 1, span], broadcast over queries
+        if write is not None:
+            self.write_pos = torch.where(write, positions, cache.scratch)
+            b, q = positions.shape
+            self.write_slot = (torch.arange(b, device=positions.device) if slots is None else slots)[:, None].expand(b, q)
 
-    def cached_kv(self, layer_idx: int):
-        k, v = self.cache.k[layer_idx], self.cache.v[layer_idx]
-        if self.slots is None:
-            return k[:, :, :self.cache_span], v[:, :, :self.cache_span]
-        return k[self.slots, :, :self.cache_span], v[self.slots, :, :self.cache_span]
-
-    def write_kv(self, layer_idx: int, ks: torch.Tensor, vs: torch.Tensor) -> None:
-        b, q = self.positions.shape
-        rows = (torch.arange(b, device=ks.device) if self.slots is None else self.slots)[:, None].expand(b, q)
-        pos = torch.where(self.write, self.positions, self.cache.scratch)
-        self.cache.k[layer_idx][rows, :, pos] = ks.transpose(1, 2)
-        self.cache.v[layer_idx][rows, :, pos] = vs.transpose(1, 2)
+    def write_kv(self, cache_k, cache_v, ks, vs) -> None:
+        """Store new K/V [b, Hkv, q, D] at ``write_pos`` of each row's slot."""
+        cache_k[self.write_slot, :, self.write_pos] = ks.transpose(1, 2)
+        cache_v[self.write_slot, :, self.write_pos] = vs.transpose(1, 2)
 
 
 class Qwen3Model(nn.Module):
