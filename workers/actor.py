@@ -92,8 +92,12 @@ class GenerateUDF:
 
     def _generate(self, requests: list[Request]) -> list[Result]:
         """engine.generate, split in halves on out-of-memory down to single rows; a single row
-        that still runs out of memory gets an error result. Any other error propagates (the
-        batch fails and Ray Data retries it)."""
+        that still runs out of memory gets an error result. Any other error propagates: the batch
+        fails, Ray Data stops the job, and a rerun resumes.
+
+        With workers.engine.Engine the KV cache is sized batch_size slots x the longest sequence of
+        the call, so a split saves memory by separating long rows from short ones, not by using
+        fewer slots."""
         if not requests:
             return []
         try:
