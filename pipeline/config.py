@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from workers.api import ACCEPTANCE, DECODERS, REMASKING, VERIFY, DecodeConfig
+from workers.api import ACCEPTANCE, COMMIT_FOLDING, DECODERS, REMASKING, VERIFY, DecodeConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -20,7 +20,7 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 _FINGERPRINT_FIELDS = ("input", "target", "draft", "id_column", "prompt_column", "messages_column",
                        "no_chat_template", "dtype")
 # Decode fields that only change speed, not outputs.
-_DECODE_SPEED_ONLY = ("batch_size",)
+_DECODE_SPEED_ONLY = ("batch_size", "commit_folding")
 
 
 class ConfigError(ValueError):
@@ -59,6 +59,7 @@ class GenerateConfig:
     messages_column: str | None = _f(None, "input column with chat messages (list of {role, content}); used instead of the prompt column")
     no_chat_template: bool = _f(False, "encode text prompts raw instead of through the tokenizer's chat template")
     batch_size: int = _f(32, "sequences decoded together per worker (continuous batching slots)", flag_type=int)
+    commit_folding: str = _f("auto", "store a finished block's K/V in the next forward instead of an extra forward (auto: when batch x block <= 64 tokens)", COMMIT_FOLDING)
     workers: int | None = _f(None, "number of engine actors (default: GPUs in the cluster on cuda, 1 on cpu)", flag_type=int)
     gpus_per_worker: float | None = _f(None, "GPUs reserved per actor (default: 1 on cuda, 0 on cpu)", flag_type=float)
     device: str = _f("auto", "where the engine runs (auto: cuda when available)", DEVICES)

@@ -8,6 +8,7 @@ DECODERS = ("vanilla", "simsd")
 REMASKING = ("sequential", "static", "dynamic")
 VERIFY = ("paper", "exact")
 ACCEPTANCE = ("auto", "greedy", "mrs")
+COMMIT_FOLDING = ("auto", "always", "never")
 
 
 @dataclass(slots=True)
@@ -27,6 +28,8 @@ class DecodeConfig:
     acceptance: str = "auto"          # simsd: greedy at temperature 0, mrs above
     draft_remasking: str = "static"   # simsd with an SDAR draft: how the draft reveals its block
     batch_size: int = 32              # sequences decoded together (continuous batching slots)
+    commit_folding: str = "auto"      # store a finished block's K/V in the next forward instead of
+                                      # a forward of its own (auto: when batch x block <= 64 tokens)
 
     def __post_init__(self):
         _one_of("decoder", self.decoder, DECODERS)
@@ -34,6 +37,7 @@ class DecodeConfig:
         _one_of("draft_remasking", self.draft_remasking, REMASKING)
         _one_of("verify", self.verify, VERIFY)
         _one_of("acceptance", self.acceptance, ACCEPTANCE)
+        _one_of("commit_folding", self.commit_folding, COMMIT_FOLDING)
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if self.block_length is not None and not 1 <= self.block_length <= 256:

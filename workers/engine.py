@@ -10,6 +10,7 @@ import torch
 
 from .api import DecodeConfig, Request, Result
 from .decoding.autoregressive import AutoregressiveDecoder
+from .decoding.commits import FOLD_MAX_QUERY_TOKENS
 from .decoding.drafters import AutoregressiveDrafter, DiffusionDrafter
 from .decoding.sequence import Sequence
 from .decoding.simsd import SimSDDecoder
@@ -82,13 +83,14 @@ class Engine:
 
     def _make_decoder(self):
         cfg, slots = self.decode, self.decode.batch_size
+        fold = {"always": True, "never": False}.get(cfg.commit_folding, slots * self.block <= FOLD_MAX_QUERY_TOKENS)
         if not self.target.config.is_diffusion:
             return AutoregressiveDecoder(self.target, cfg, slots, self.generator, self.timer)
         if self.draft is None:
-            return VanillaDecoder(self.target, self.block, cfg, slots, self.generator, self.timer)
+            return VanillaDecoder(self.target, self.block, cfg, slots, self.generator, self.timer, fold)
         kind = DiffusionDrafter if self.draft.config.is_diffusion else AutoregressiveDrafter
         drafter = kind(self.draft, self.block, cfg, self.generator)
-        return SimSDDecoder(self.target, drafter, self.block, cfg, slots, self.generator, self.timer)
+        return SimSDDecoder(self.target, drafter, self.block, cfg, slots, self.generator, self.timer, fold)
 
     @property
     def max_context(self) -> int:

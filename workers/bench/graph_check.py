@@ -15,9 +15,9 @@ from ..api import DecodeConfig, Request
 from ..engine import Engine
 from ..testing import build_tokenizer, make_tiny_checkpoint
 
-CASES = [("vanilla", None, "paper", "sequential"), ("vanilla", None, "paper", "dynamic"),
-         ("simsd", "draft", "paper", "sequential"), ("simsd", "draft", "exact", "sequential"),
-         ("simsd", "ar", "paper", "sequential"), ("simsd", "ar", "exact", "sequential")]
+CASES = [("vanilla", None, "paper", "sequential", "always"), ("vanilla", None, "paper", "dynamic", "never"),
+         ("simsd", "draft", "paper", "sequential", "always"), ("simsd", "draft", "exact", "sequential", "never"),
+         ("simsd", "ar", "paper", "sequential", "always"), ("simsd", "ar", "exact", "sequential", "always")]
 
 
 def check(root: Path, device: str = "cuda") -> list[tuple[str, bool]]:
@@ -28,17 +28,18 @@ def check(root: Path, device: str = "cuda") -> list[tuple[str, bool]]:
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(4, 380, (n,), generator=g).tolist() for n in (3, 17, 40, 9, 130, 1)]
     out = []
-    for decoder, draft, verify, rule in CASES:
+    for decoder, draft, verify, rule, folding in CASES:
         runs = []
         for static in (False, True):
-            cfg = DecodeConfig(decoder=decoder, verify=verify, remasking=rule, threshold=0.2, batch_size=4)
+            cfg = DecodeConfig(decoder=decoder, verify=verify, remasking=rule, threshold=0.2, batch_size=4,
+                               commit_folding=folding)
             eng = Engine(str(paths["target"]), str(paths[draft]) if draft else None, cfg, device, "float32",
                          static_shapes=static)
             eng.tokenizer.stop_ids = ()
             res = eng.generate([Request(i, p, max_new_tokens=37) for i, p in enumerate(prompts)])
             runs.append([(r.token_ids, r.num_accepted_tokens) for r in res])
             eng.close()
-        out.append((f"{decoder}/{draft}/{verify}/{rule}", runs[0] == runs[1]))
+        out.append((f"{decoder}/{draft}/{verify}/{rule}/fold-{folding}", runs[0] == runs[1]))
     return out
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from ..runner import ModelRunner
 from .sequence import Sequence
 
 
@@ -51,20 +50,23 @@ class BlockState:
         self.masked[slots] = True
 
 
-def commit_full_blocks(state: BlockState, runners: list[ModelRunner], seqs: list[Sequence],
-                       stop_ids: tuple[int, ...]) -> tuple[list[Sequence], list[Sequence]]:
-    """Commit every full block to the given caches (one forward each) and advance.
+def close_full_blocks(state: BlockState, queues: list, seqs: list[Sequence],
+                      stop_ids: tuple[int, ...]) -> tuple[list[Sequence], list[Sequence]]:
+    """Append every full block to its sequence and queue it for each model's cache.
 
-    Returns (sequences whose block was committed, those of them that finished).
+    Returns (sequences whose block closed, those of them that finished). A finished sequence's
+    last block is never committed: nothing will read it.
     """
     rows = state.read(torch.tensor([s.slot for s in seqs], device=state.device))
     full = [(s, block) for s, (block, n) in zip(seqs, rows) if n == state.block]
     if not full:
         return [], []
-    seqs_full = [s for s, _ in full]
-    slots = torch.tensor([s.slot for s in seqs_full], device=state.device)
-    starts = torch.tensor([s.start for s in seqs_full], device=state.device)
-    for runner in runners:
-        runner.commit(slots, state.tokens[slots], starts)
-    state.advance(seqs_full, [block for _, block in full])
-    return seqs_full, [s for s in seqs_full if s.check_finished(stop_ids)]
+    closed = [s for s, _ in full]
+    blocks = state.tokens[torch.tensor([s.slot for s in closed], device=state.device)].clone()
+    state.advance(closed, [block for _, block in full])
+    finished = [s for s in closed if s.check_finished(stop_ids)]
+    done = {id(s) for s in finished}
+    going = [i for i, s in enumerate(closed) if id(s) not in done]
+    for queue in queues:
+        queue.add([closed[i] for i in going], blocks[going])
+    return closed, finished

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..runner import ModelRunner
+from .commits import CommitQueue
 from .layouts import full_block
 from .remasking import reveal_positions
 from .sampling import choose_tokens
@@ -20,7 +21,12 @@ class DiffusionDrafter:
 
     def __init__(self, runner: ModelRunner, block: int, settings, generator):
         self.runner, self.block, self.settings, self.generator = runner, block, settings, generator
-        self.commit_runners = [runner]  # full blocks enter this cache as they do the target's
+        self.commits: CommitQueue | None = None
+
+    def make_queues(self, num_slots: int, fold: bool) -> list[CommitQueue]:
+        """Full blocks enter this cache as they enter the target's (folded into the first step)."""
+        self.commits = CommitQueue(self.runner, num_slots, self.block, fold, "num_draft_forwards")
+        return [self.commits]
 
     def admit(self, seqs: list[Sequence]) -> None:
         slots = torch.tensor([s.slot for s in seqs], device=self.runner.device)
@@ -42,7 +48,8 @@ class DiffusionDrafter:
             live = [n >= step for n in num_left] if one_per_step else masked.any(-1).tolist()
             for s, a in zip(seqs, live):
                 s.result.num_draft_forwards += int(a)
-            logits = self.runner.logits(self.runner.hidden(drafts, positions, full_block(len(seqs), B, dev), slots))
+            h = self.commits.hidden(seqs, drafts, positions, full_block(len(seqs), B, dev), slots)
+            logits = self.runner.logits(h)
             tokens, confidence, dist = choose_tokens(logits, temps[:, None], cfg.top_k, cfg.top_p,
                                                      self.generator, sample=want_probs)
             reveal = reveal_positions(confidence, masked, cfg.draft_remasking, cfg.threshold)
@@ -62,7 +69,9 @@ class AutoregressiveDrafter:
 
     def __init__(self, runner: ModelRunner, block: int, settings, generator):
         self.runner, self.block, self.settings, self.generator = runner, block, settings, generator
-        self.commit_runners = []  # the AR cache follows committed tokens itself
+
+    def make_queues(self, num_slots: int, fold: bool) -> list:
+        return []  # the AR cache follows committed tokens itself (see after_round)
 
     def admit(self, seqs: list[Sequence]) -> None:
         slots = torch.tensor([s.slot for s in seqs], device=self.runner.device)

@@ -63,3 +63,17 @@ def exact_copies(tokens: torch.Tensor, mask_id: int) -> torch.Tensor:
     keep = pos[None, :] < pos[:, None]  # [copy k, position]
     copies = torch.where(keep[None], tokens[:, None, :], mask_id)
     return copies.reshape(b, B * B)
+
+
+def fold_prefix(visible: torch.Tensor, pending: torch.Tensor, block: int) -> torch.Tensor:
+    """Prepend a finished block to a layout ``visible[b, q, q]`` -> ``[b, B + q, B + q]``.
+
+    The block's tokens see the cache and each other only; the layout's tokens also see the
+    block where ``pending[b]`` (elsewhere the prepended tokens are padding nobody reads).
+    """
+    b, q, _ = visible.shape
+    dev = visible.device
+    top = torch.cat([torch.ones(b, block, block, dtype=torch.bool, device=dev),
+                     torch.zeros(b, block, q, dtype=torch.bool, device=dev)], dim=2)
+    left = pending[:, None, None].expand(b, q, block)
+    return torch.cat([top, torch.cat([left, visible], dim=2)], dim=1)

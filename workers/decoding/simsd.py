@@ -7,17 +7,21 @@ import torch
 from ..runner import ModelRunner
 from . import layouts
 from .acceptance import accept_greedy, accept_mrs
-from .block_state import BlockState, commit_full_blocks
+from .block_state import BlockState, close_full_blocks
+from .commits import CommitQueue
 from .sampling import target_distribution
 from .sequence import Sequence
 
 
 class SimSDDecoder:
-    def __init__(self, target: ModelRunner, drafter, block: int, settings, num_slots: int, generator, timer):
+    def __init__(self, target: ModelRunner, drafter, block: int, settings, num_slots: int, generator, timer,
+                 fold: bool):
         self.target, self.drafter, self.block, self.timer = target, drafter, block, timer
         self.settings, self.generator = settings, generator
         self.mask_id = target.config.mask_token_id
         self.state = BlockState(num_slots, block, self.mask_id, target.device)
+        self.commits = CommitQueue(target, num_slots, block, fold, "num_target_forwards")
+        self.queues = [self.commits] + drafter.make_queues(num_slots, fold)
 
     def admit(self, seqs: list[Sequence], stop_ids) -> None:
         slots = torch.tensor([s.slot for s in seqs], device=self.target.device)
@@ -26,6 +30,8 @@ class SimSDDecoder:
         for s in seqs:
             s.result.num_target_forwards += 1
             s.result.num_draft_forwards += 1
+            for queue in self.queues:
+                queue.drop(s)
         self.state.open(seqs)
 
     def step(self, seqs: list[Sequence], stop_ids) -> list[Sequence]:
@@ -40,18 +46,14 @@ class SimSDDecoder:
         with self.timer("draft"):
             drafts, steps, p = self.drafter.draft(seqs, slots, ids, masked, starts, temps, use_mrs)
         with self.timer("verify"):
-            logits = self.verify(slots, starts, drafts, steps)  # [b, B, V] target logits per position
+            logits = self.verify(seqs, slots, starts, drafts, steps)  # [b, B, V] target logits per position
             num_acc, bonus, has_bonus = self._accept(seqs, temps, drafts, logits, p, masked, use_mrs)
         new_tokens, new_masked = apply_acceptance(ids, masked, drafts, num_acc, bonus, has_bonus)
         self.state.tokens[slots], self.state.masked[slots] = new_tokens, new_masked
         self._count(seqs, masked, num_acc)
         self.drafter.after_round(seqs, slots, starts + (~new_masked).sum(-1))
         with self.timer("commit"):
-            runners = [self.target] + self.drafter.commit_runners
-            committed, finished = commit_full_blocks(self.state, runners, seqs, stop_ids)
-        for s in committed:
-            s.result.num_target_forwards += 1
-            s.result.num_draft_forwards += len(self.drafter.commit_runners)
+            committed, finished = close_full_blocks(self.state, self.queues, seqs, stop_ids)
         # A stop committed inside a block ends the sequence now; the rest of the block is not needed.
         done = set(id(s) for s in committed)
         partial = [s for s in seqs if id(s) not in done]
@@ -60,6 +62,9 @@ class SimSDDecoder:
             for s, (block, n) in zip(partial, rows):
                 if s.check_finished(stop_ids, block[len(s.tokens) - s.start:n]):
                     finished.append(s)
+        for s in finished:
+            for queue in self.queues:
+                queue.drop(s)
         return finished
 
     def _accept(self, seqs, temps, drafts, logits, p, masked, use_mrs):
@@ -70,17 +75,17 @@ class SimSDDecoder:
             return accept_mrs(drafts, q, p, masked, self.generator)
         return accept_greedy(drafts, logits.argmax(-1), masked)
 
-    def verify(self, slots, starts, drafts, steps) -> torch.Tensor:
+    def verify(self, seqs, slots, starts, drafts, steps) -> torch.Tensor:
         b, B, dev = drafts.shape[0], self.block, self.target.device
         positions = starts[:, None] + torch.arange(B, device=dev)
         if self.settings.verify == "paper":
             # [leftover | D_1..D_n | M_1..M_n], M_i at D_i's RoPE position; read the target at M_i.
             ids = torch.cat([drafts, torch.full_like(drafts, self.mask_id)], dim=1)
-            h = self.target.hidden(ids, positions.repeat(1, 2), layouts.paper_verify(steps), slots)
+            h = self.commits.hidden(seqs, ids, positions.repeat(1, 2), layouts.paper_verify(steps), slots)
             return self.target.logits(h[:, B:])
         # Exact: copy k = [block positions < k revealed, >= k masked]; read position k of copy k.
         ids = layouts.exact_copies(drafts, self.mask_id)
-        h = self.target.hidden(ids, positions.repeat(1, B), layouts.exact_verify(b, B, dev), slots)
+        h = self.commits.hidden(seqs, ids, positions.repeat(1, B), layouts.exact_verify(b, B, dev), slots)
         diag = torch.arange(B, device=dev)
         return self.target.logits(h.view(b, B, B, -1)[:, diag, diag])
 

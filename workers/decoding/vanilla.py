@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from ..runner import ModelRunner
-from .block_state import BlockState, commit_full_blocks
+from .block_state import BlockState, close_full_blocks
+from .commits import CommitQueue
 from .layouts import full_block
 from .remasking import reveal_positions
 from .sampling import choose_tokens
@@ -14,16 +15,18 @@ from .sequence import Sequence
 class VanillaDecoder:
     """One denoising step per call for every active sequence; full blocks are then committed."""
 
-    def __init__(self, target: ModelRunner, block: int, settings, num_slots: int, generator, timer):
+    def __init__(self, target: ModelRunner, block: int, settings, num_slots: int, generator, timer, fold: bool):
         self.target, self.block, self.settings, self.generator = target, block, settings, generator
         self.timer = timer
         self.state = BlockState(num_slots, block, target.config.mask_token_id, target.device)
+        self.commits = CommitQueue(target, num_slots, block, fold, "num_target_forwards")
 
     def admit(self, seqs: list[Sequence], stop_ids) -> None:
         slots = _slots(seqs, self.target.device)
         self.target.prefill(slots, [s.tokens[:(s.prompt_len // self.block) * self.block] for s in seqs], self.block)
         for s in seqs:
             s.result.num_target_forwards += 1
+            self.commits.drop(s)
         self.state.open(seqs)
 
     def step(self, seqs: list[Sequence], stop_ids) -> list[Sequence]:
@@ -32,7 +35,8 @@ class VanillaDecoder:
         with self.timer("denoise"):
             ids, masked = self.state.tokens[slots], self.state.masked[slots]
             positions = _starts(seqs, dev)[:, None] + torch.arange(B, device=dev)
-            logits = self.target.logits(self.target.hidden(ids, positions, full_block(len(seqs), B, dev), slots))
+            h = self.commits.hidden(seqs, ids, positions, full_block(len(seqs), B, dev), slots)
+            logits = self.target.logits(h)
             temps = torch.tensor([s.temperature for s in seqs], device=dev)[:, None]
             tokens, confidence, _ = choose_tokens(logits, temps, cfg.top_k, cfg.top_p, self.generator,
                                                   sample=any(s.temperature > 0 for s in seqs))
@@ -43,9 +47,7 @@ class VanillaDecoder:
             s.result.num_rounds += 1
             s.result.num_target_forwards += 1
         with self.timer("commit"):
-            committed, finished = commit_full_blocks(self.state, [self.target], seqs, stop_ids)
-        for s in committed:
-            s.result.num_target_forwards += 1
+            _, finished = close_full_blocks(self.state, [self.commits], seqs, stop_ids)
         return finished
 
 

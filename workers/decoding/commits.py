@@ -1,0 +1,63 @@
+"""Finished blocks waiting to enter a model's KV cache.
+
+Every reference engine spends one extra forward per block to store its K/V. Here a finished
+block is queued and, when folding is on, prepended to that model's next forward of the same
+sequence: its K/V are written by the forward that also runs the next block's first step. The
+prepended tokens see only the cache and themselves, so the stored K/V are exactly what a
+separate commit forward would store. Folding adds B query tokens per row to that forward, which
+is free while a forward is memory bound (small batches); at large batch a separate commit forward
+is cheaper, so folding is chosen by the batch's query-token count.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..runner import ModelRunner
+from . import layouts
+from .sequence import Sequence
+
+FOLD_MAX_QUERY_TOKENS = 64  # fold while slots x block length stays at or below this
+
+
+class CommitQueue:
+    def __init__(self, runner: ModelRunner, num_slots: int, block: int, fold: bool, counter: str):
+        self.runner, self.block, self.fold, self.counter = runner, block, fold, counter
+        self.tokens = torch.zeros(num_slots, block, dtype=torch.long, device=runner.device)
+        self.pending: set[int] = set()  # slots whose previous block is not in the cache yet
+
+    def add(self, seqs: list[Sequence], blocks: torch.Tensor) -> None:
+        """Queue each sequence's just-finished block ``blocks[n, B]``; seq.start is already past it."""
+        if not seqs:
+            return
+        slots = torch.tensor([s.slot for s in seqs], device=self.runner.device)
+        if self.fold:
+            self.tokens[slots] = blocks
+            self.pending.update(s.slot for s in seqs)
+            return
+        starts = torch.tensor([s.start - self.block for s in seqs], device=self.runner.device)
+        self.runner.commit(slots, blocks, starts)
+        for s in seqs:
+            setattr(s.result, self.counter, getattr(s.result, self.counter) + 1)
+
+    def drop(self, seq: Sequence) -> None:
+        """A finished sequence's last block never needs to enter the cache."""
+        self.pending.discard(seq.slot)
+
+    def hidden(self, seqs, ids, positions, visible, slots, write=None) -> torch.Tensor:
+        """``runner.hidden`` for these rows, with any queued blocks folded in front."""
+        flags = [s.slot in self.pending for s in seqs]
+        if not any(flags):
+            return self.runner.hidden(ids, positions, visible, slots, write)
+        dev, B = self.runner.device, self.block
+        b, q = ids.shape
+        pending = torch.tensor(flags, device=dev)
+        starts = torch.tensor([s.start for s in seqs], device=dev)
+        prev_pos = (starts - B)[:, None] + torch.arange(B, device=dev)
+        new_write = torch.zeros(b, q, dtype=torch.bool, device=dev) if write is None else write
+        h = self.runner.hidden(torch.cat([self.tokens[slots], ids], dim=1),
+                               torch.cat([prev_pos, positions], dim=1),
+                               layouts.fold_prefix(visible, pending, B), slots,
+                               torch.cat([pending[:, None].expand(b, B), new_write], dim=1))
+        self.runner.cache.lengths[slots] += B * pending
+        self.pending.difference_update(s.slot for s, f in zip(seqs, flags) if f)
+        return h[:, B:]
