@@ -131,20 +131,35 @@ class Engine:
                 results[i] = item
             else:
                 waiting.append((i, item))
-        if waiting:
-            self._allocate([s for _, s in waiting])
-        self._run(waiting, results)
+        if not waiting:
+            return results
+        num_slots = min(self.decode.batch_size, len(waiting))
+        try:
+            self._allocate([s for _, s in waiting], num_slots)
+            self._run(waiting, results, num_slots)
+        except torch.cuda.OutOfMemoryError:
+            # Free the caches so a retry with fewer requests (the actor halves the batch) starts
+            # from an empty device instead of failing again on what this attempt held.
+            self.release_caches()
+            raise
         return results
 
-    def _allocate(self, seqs: list[Sequence]) -> None:
+    def _allocate(self, seqs: list[Sequence], num_slots: int) -> None:
         longest = max(s.prompt_len + s.max_new for s in seqs) + 2 * self.block
         for runner in (self.target, self.draft):
             if runner is not None:
-                runner.ensure_cache(self.decode.batch_size, longest)
+                runner.ensure_cache(num_slots, longest)
 
-    def _run(self, waiting: deque, results: list) -> None:
+    def release_caches(self) -> None:
+        for runner in (self.target, self.draft):
+            if runner is not None:
+                runner.close()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _run(self, waiting: deque, results: list, num_slots: int) -> None:
         """Continuous batching: a finished sequence's slot is refilled before the next step."""
-        free = list(range(self.decode.batch_size))
+        free = list(range(num_slots))
         active: dict[int, tuple[int, Sequence]] = {}
         stop_ids = self.tokenizer.stop_ids
         with torch.inference_mode():
@@ -166,6 +181,4 @@ class Engine:
                     free.append(seq.slot)
 
     def close(self) -> None:
-        for runner in (self.target, self.draft):
-            if runner is not None:
-                runner.close()
+        self.release_caches()

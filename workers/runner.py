@@ -56,14 +56,20 @@ class ModelRunner:
             if self.static_shapes:
                 self.static = StaticForwards(self.model, self.cache, self.cuda_graphs, self.layer_fn)
 
-    def hidden(self, ids, positions, visible, slots, write=None, cache_lens=None) -> torch.Tensor:
-        """A decoding forward of rows ``slots`` against their cache -> hidden [b, q, hidden]."""
+    def hidden(self, ids, positions, visible, slots, write=None, cache_lens=None,
+               max_cache_len: int | None = None) -> torch.Tensor:
+        """A decoding forward of rows ``slots`` against their cache -> hidden [b, q, hidden].
+
+        max_cache_len: a host-side upper bound of the rows' cache lengths; without it the bound is
+        read from the device, which waits for every queued kernel.
+        """
         lens = self.cache.lengths[slots] if cache_lens is None else cache_lens
         self.num_forwards += 1
         rows = self.cache.num_slots if self.static is not None else ids.shape[0]
         self.num_query_tokens += rows * ids.shape[1]
         if self.static is not None:
-            forward = self.static.get(ids.shape[1], int(lens.max()))
+            bound = int(lens.max()) if max_cache_len is None else max_cache_len
+            forward = self.static.get(ids.shape[1], bound)
             return forward(ids, positions, visible, slots, write, lens)
         batch = ForwardBatch(positions, visible, self.cache, slots, cache_lens=lens, write=write)
         return self.model.hidden(ids, batch)
@@ -89,12 +95,12 @@ class ModelRunner:
         self.model.hidden(ids, batch)
         self.cache.lengths[slots] = lengths
 
-    def commit(self, slots: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor) -> None:
+    def commit(self, slots: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor, max_start: int) -> None:
         """Store K/V of finished blocks ``tokens[b, B]`` starting at ``starts[b]`` (= cache lengths)."""
         b, B = tokens.shape
         positions = starts[:, None] + torch.arange(B, device=self.device)
         write = torch.ones(b, B, dtype=torch.bool, device=self.device)
-        self.hidden(tokens, positions, layouts.full_block(b, B, self.device), slots, write)
+        self.hidden(tokens, positions, layouts.full_block(b, B, self.device), slots, write, max_cache_len=max_start)
         self.cache.lengths[slots] = starts + B
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ import torch
 from ..runner import ModelRunner
 from .sampling import choose_tokens
 from .sequence import Sequence
+from .host import to_device
 
 
 class AutoregressiveDecoder:
@@ -15,22 +16,24 @@ class AutoregressiveDecoder:
         self.target, self.settings, self.generator, self.timer = target, settings, generator, timer
 
     def admit(self, seqs: list[Sequence], stop_ids) -> None:
-        slots = torch.tensor([s.slot for s in seqs], device=self.target.device)
+        slots = to_device([s.slot for s in seqs], self.target.device)
         self.target.prefill(slots, [s.tokens[:-1] for s in seqs], block=1)
         for s in seqs:
             s.result.num_target_forwards += 1
 
     def step(self, seqs: list[Sequence], stop_ids) -> list[Sequence]:
         dev = self.target.device
-        slots = torch.tensor([s.slot for s in seqs], device=dev)
-        last = torch.tensor([[s.tokens[-1]] for s in seqs], device=dev)
-        positions = torch.tensor([[len(s.tokens) - 1] for s in seqs], device=dev)
+        slots = to_device([s.slot for s in seqs], dev)
+        last = to_device([[s.tokens[-1]] for s in seqs], dev)
+        positions = to_device([[len(s.tokens) - 1] for s in seqs], dev)
         visible = torch.ones(len(seqs), 1, 1, dtype=torch.bool, device=dev)
         write = torch.ones(len(seqs), 1, dtype=torch.bool, device=dev)
         with self.timer("denoise"):
-            logits = self.target.logits(self.target.hidden(last, positions, visible, slots, write))
+            h = self.target.hidden(last, positions, visible, slots, write,
+                                   max_cache_len=max(len(s.tokens) for s in seqs))
+            logits = self.target.logits(h)
             self.target.cache.lengths[slots] += 1
-            temps = torch.tensor([s.temperature for s in seqs], device=dev)[:, None]
+            temps = to_device([s.temperature for s in seqs], dev)[:, None]
             tokens, _, _ = choose_tokens(logits, temps, self.settings.top_k, self.settings.top_p, self.generator,
                                          sample=any(s.temperature > 0 for s in seqs))
         finished = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .sequence import Sequence
+from .host import to_device
 
 
 class BlockState:
@@ -23,10 +24,11 @@ class BlockState:
         for s in seqs:
             s.start = (s.prompt_len // self.block) * self.block
             tail = s.tokens[s.start:]
+            s.masked_left = self.block - len(tail)
             self.tokens[s.slot] = self.mask_id
             self.masked[s.slot] = True
             if tail:
-                self.tokens[s.slot, :len(tail)] = torch.tensor(tail, device=self.device)
+                self.tokens[s.slot, :len(tail)] = to_device(tail, self.device)
                 self.masked[s.slot, :len(tail)] = False
 
     def read(self, slots: torch.Tensor) -> list[tuple[list[int], int]]:
@@ -42,27 +44,32 @@ class BlockState:
 
     def advance(self, seqs: list[Sequence], blocks: list[list[int]]) -> None:
         """Append each (full) block to its sequence and open the next, all masked."""
-        slots = torch.tensor([s.slot for s in seqs], device=self.device)
+        slots = to_device([s.slot for s in seqs], self.device)
         for s, block in zip(seqs, blocks):
             s.tokens.extend(block[len(s.tokens) - s.start:])
             s.start += self.block
+            s.masked_left = self.block
         self.tokens[slots] = self.mask_id
         self.masked[slots] = True
 
 
-def close_full_blocks(state: BlockState, queues: list, seqs: list[Sequence],
-                      stop_ids: tuple[int, ...]) -> tuple[list[Sequence], list[Sequence]]:
+def close_full_blocks(state: BlockState, queues: list, seqs: list[Sequence], stop_ids: tuple[int, ...],
+                      blocks: list[list[int]] | None = None) -> tuple[list[Sequence], list[Sequence]]:
     """Append every full block to its sequence and queue it for each model's cache.
 
-    Returns (sequences whose block closed, those of them that finished). A finished sequence's
-    last block is never committed: nothing will read it.
+    ``blocks``: the rows' block tokens when the caller has already copied them to the host (then
+    ``seq.masked_left`` says which are full). Returns (sequences whose block closed, those of
+    them that finished). A finished sequence's last block is never committed: nothing reads it.
     """
-    rows = state.read(torch.tensor([s.slot for s in seqs], device=state.device))
+    if blocks is None:
+        rows = state.read(to_device([s.slot for s in seqs], state.device))
+    else:
+        rows = [(block, state.block - s.masked_left) for s, block in zip(seqs, blocks)]
     full = [(s, block) for s, (block, n) in zip(seqs, rows) if n == state.block]
     if not full:
         return [], []
     closed = [s for s, _ in full]
-    blocks = state.tokens[torch.tensor([s.slot for s in closed], device=state.device)].clone()
+    blocks = state.tokens[to_device([s.slot for s in closed], state.device)].clone()
     state.advance(closed, [block for _, block in full])
     finished = [s for s in closed if s.check_finished(stop_ids)]
     done = {id(s) for s in finished}

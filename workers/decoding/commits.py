@@ -15,6 +15,7 @@ import torch
 from ..runner import ModelRunner
 from . import layouts
 from .sequence import Sequence
+from .host import to_device
 
 FOLD_MAX_QUERY_TOKENS = 64  # fold while slots x block length stays at or below this
 
@@ -29,13 +30,13 @@ class CommitQueue:
         """Queue each sequence's just-finished block ``blocks[n, B]``; seq.start is already past it."""
         if not seqs:
             return
-        slots = torch.tensor([s.slot for s in seqs], device=self.runner.device)
+        slots = to_device([s.slot for s in seqs], self.runner.device)
         if self.fold:
             self.tokens[slots] = blocks
             self.pending.update(s.slot for s in seqs)
             return
-        starts = torch.tensor([s.start - self.block for s in seqs], device=self.runner.device)
-        self.runner.commit(slots, blocks, starts)
+        starts = [s.start - self.block for s in seqs]
+        self.runner.commit(slots, blocks, to_device(starts, self.runner.device), max(starts))
         for s in seqs:
             setattr(s.result, self.counter, getattr(s.result, self.counter) + 1)
 
@@ -46,18 +47,19 @@ class CommitQueue:
     def hidden(self, seqs, ids, positions, visible, slots, write=None) -> torch.Tensor:
         """``runner.hidden`` for these rows, with any queued blocks folded in front."""
         flags = [s.slot in self.pending for s in seqs]
+        bound = max(s.start for s in seqs)  # a block's cache never holds more than its start
         if not any(flags):
-            return self.runner.hidden(ids, positions, visible, slots, write)
+            return self.runner.hidden(ids, positions, visible, slots, write, max_cache_len=bound)
         dev, B = self.runner.device, self.block
         b, q = ids.shape
-        pending = torch.tensor(flags, device=dev)
-        starts = torch.tensor([s.start for s in seqs], device=dev)
+        pending = to_device(flags, dev)
+        starts = to_device([s.start for s in seqs], dev)
         prev_pos = (starts - B)[:, None] + torch.arange(B, device=dev)
         new_write = torch.zeros(b, q, dtype=torch.bool, device=dev) if write is None else write
         h = self.runner.hidden(torch.cat([self.tokens[slots], ids], dim=1),
                                torch.cat([prev_pos, positions], dim=1),
                                layouts.fold_prefix(visible, pending, B), slots,
-                               torch.cat([pending[:, None].expand(b, B), new_write], dim=1))
+                               torch.cat([pending[:, None].expand(b, B), new_write], dim=1), max_cache_len=bound)
         self.runner.cache.lengths[slots] += B * pending
         self.pending.difference_update(s.slot for s, f in zip(seqs, flags) if f)
         return h[:, B:]

@@ -14,6 +14,7 @@ from .layouts import full_block
 from .remasking import reveal_positions
 from .sampling import choose_tokens
 from .sequence import Sequence
+from .host import to_device
 
 
 class DiffusionDrafter:
@@ -29,7 +30,7 @@ class DiffusionDrafter:
         return [self.commits]
 
     def admit(self, seqs: list[Sequence]) -> None:
-        slots = torch.tensor([s.slot for s in seqs], device=self.runner.device)
+        slots = to_device([s.slot for s in seqs], self.runner.device)
         self.runner.prefill(slots, [s.tokens[:(s.prompt_len // self.block) * self.block] for s in seqs], self.block)
 
     def draft(self, seqs, slots, ids, masked, starts, temps, want_probs: bool):
@@ -39,7 +40,7 @@ class DiffusionDrafter:
         steps = torch.zeros_like(ids)
         probs = None
         one_per_step = cfg.draft_remasking != "dynamic"
-        num_left = masked.sum(-1).tolist()
+        num_left = [s.masked_left for s in seqs]
         # One reveal per step: the step count is known up front, no synchronisation per step.
         steps_needed = max(num_left) if one_per_step else None
         step = 0
@@ -74,7 +75,7 @@ class AutoregressiveDrafter:
         return []  # the AR cache follows committed tokens itself (see after_round)
 
     def admit(self, seqs: list[Sequence]) -> None:
-        slots = torch.tensor([s.slot for s in seqs], device=self.runner.device)
+        slots = to_device([s.slot for s in seqs], self.runner.device)
         self.runner.prefill(slots, [s.tokens[:-1] for s in seqs], block=1)
 
     def draft(self, seqs, slots, ids, masked, starts, temps, want_probs: bool):
@@ -82,23 +83,25 @@ class AutoregressiveDrafter:
         b = len(seqs)
         drafts, steps = ids.clone(), torch.zeros_like(ids)
         probs = torch.zeros(b, B, self.runner.config.vocab_size, device=dev) if want_probs else None
-        num_left = masked.sum(-1)
+        left = [s.masked_left for s in seqs]
+        num_left = to_device(left, dev)
         first = B - num_left  # leftover length: drafting starts here
         # The token before the first masked position: in the block, or the last committed one.
-        prev = torch.tensor([s.tokens[-1] if s.start + B - n == len(s.tokens) else 0
-                             for s, n in zip(seqs, num_left.tolist())], device=dev)
+        prev = to_device([s.tokens[-1] if s.start + B - n == len(s.tokens) else 0
+                          for s, n in zip(seqs, left)], dev)
         prev = torch.where(first > 0, ids.gather(-1, (first - 1).clamp(min=0)[:, None]).squeeze(-1), prev)
         base = self.runner.cache.lengths[slots].clone()  # = committed length - 1
         visible = torch.ones(b, 1, 1, dtype=torch.bool, device=dev)
         write = torch.ones(b, 1, dtype=torch.bool, device=dev)
         rows = torch.arange(b, device=dev)
-        left = num_left.tolist()
+        bound = max(s.start for s in seqs) + B  # committed length - 1 < block start + B
         for j in range(max(left)):
             live = j < num_left
             for s, n in zip(seqs, left):
                 s.result.num_draft_forwards += int(j < n)
             # Scratch K/V past the cache length; after_round keeps what was committed.
-            h = self.runner.hidden(prev[:, None], (base + j)[:, None], visible, slots, write, cache_lens=base + j)
+            h = self.runner.hidden(prev[:, None], (base + j)[:, None], visible, slots, write, cache_lens=base + j,
+                                   max_cache_len=bound + j)
             tokens, _, dist = choose_tokens(self.runner.logits(h), temps[:, None], cfg.top_k, cfg.top_p,
                                             self.generator, sample=want_probs)
             tokens = tokens[:, 0]

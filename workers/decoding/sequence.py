@@ -26,6 +26,7 @@ class Sequence:
     temperature: float
     tokens: list[int] = field(default_factory=list)  # committed tokens: prompt + generated
     start: int = 0                                    # aligned start of the current block
+    masked_left: int = 0                              # host mirror of the block's masked count
     result: Result | None = None
     started_at: float = field(default_factory=time.perf_counter)
 

@@ -11,6 +11,7 @@ from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
 from .sampling import target_distribution
 from .sequence import Sequence
+from .host import to_device
 
 
 class SimSDDecoder:
@@ -24,7 +25,7 @@ class SimSDDecoder:
         self.queues = [self.commits] + drafter.make_queues(num_slots, fold)
 
     def admit(self, seqs: list[Sequence], stop_ids) -> None:
-        slots = torch.tensor([s.slot for s in seqs], device=self.target.device)
+        slots = to_device([s.slot for s in seqs], self.target.device)
         self.target.prefill(slots, [s.tokens[:(s.prompt_len // self.block) * self.block] for s in seqs], self.block)
         self.drafter.admit(seqs)
         for s in seqs:
@@ -37,9 +38,9 @@ class SimSDDecoder:
     def step(self, seqs: list[Sequence], stop_ids) -> list[Sequence]:
         """One speculative round for every sequence; returns those that finished."""
         dev, B = self.target.device, self.block
-        slots = torch.tensor([s.slot for s in seqs], device=dev)
-        starts = torch.tensor([s.start for s in seqs], device=dev)
-        temps = torch.tensor([s.temperature for s in seqs], device=dev)
+        slots = to_device([s.slot for s in seqs], dev)
+        starts = to_device([s.start for s in seqs], dev)
+        temps = to_device([s.temperature for s in seqs], dev)
         ids, masked = self.state.tokens[slots], self.state.masked[slots]
         rules = {self.settings.acceptance_rule(s.temperature) for s in seqs}
         use_mrs = "mrs" in rules
@@ -50,18 +51,17 @@ class SimSDDecoder:
             num_acc, bonus, has_bonus = self._accept(seqs, temps, drafts, logits, p, masked, use_mrs)
         new_tokens, new_masked = apply_acceptance(ids, masked, drafts, num_acc, bonus, has_bonus)
         self.state.tokens[slots], self.state.masked[slots] = new_tokens, new_masked
-        self._count(seqs, masked, num_acc)
-        self.drafter.after_round(seqs, slots, starts + (~new_masked).sum(-1))
+        # The round's one device->host copy: the blocks and the accepted counts.
+        rows = torch.cat([new_tokens, num_acc[:, None], has_bonus[:, None].long()], dim=1).tolist()
+        blocks = self._count(seqs, rows)
+        self.drafter.after_round(seqs, slots, to_device([s.start + B - s.masked_left for s in seqs], dev))
         with self.timer("commit"):
-            committed, finished = close_full_blocks(self.state, self.queues, seqs, stop_ids)
+            closed, finished = close_full_blocks(self.state, self.queues, seqs, stop_ids, blocks)
         # A stop committed inside a block ends the sequence now; the rest of the block is not needed.
-        done = set(id(s) for s in committed)
-        partial = [s for s in seqs if id(s) not in done]
-        if partial:
-            rows = self.state.read(torch.tensor([s.slot for s in partial], device=dev))
-            for s, (block, n) in zip(partial, rows):
-                if s.check_finished(stop_ids, block[len(s.tokens) - s.start:n]):
-                    finished.append(s)
+        done = set(id(s) for s in closed)
+        for s, block in zip(seqs, blocks):
+            if id(s) not in done and s.check_finished(stop_ids, block[len(s.tokens) - s.start:B - s.masked_left]):
+                finished.append(s)
         for s in finished:
             for queue in self.queues:
                 queue.drop(s)
@@ -89,14 +89,18 @@ class SimSDDecoder:
         diag = torch.arange(B, device=dev)
         return self.target.logits(h.view(b, B, B, -1)[:, diag, diag])
 
-    @staticmethod
-    def _count(seqs, masked, num_acc) -> None:
-        for s, n, a in zip(seqs, masked.sum(-1).tolist(), num_acc.tolist()):
+    def _count(self, seqs, rows) -> list[list[int]]:
+        """Update statistics and the host's masked counts from the copied rows; return the blocks."""
+        B = self.block
+        for s, row in zip(seqs, rows):
+            accepted, bonus = row[B], row[B + 1]
             r = s.result
             r.num_rounds += 1
             r.num_target_forwards += 1
-            r.num_drafted_tokens += n
-            r.num_accepted_tokens += a
+            r.num_drafted_tokens += s.masked_left
+            r.num_accepted_tokens += accepted
+            s.masked_left -= accepted + bonus
+        return [row[:B] for row in rows]
 
 
 def apply_acceptance(ids, masked, drafts, num_acc, bonus, has_bonus):

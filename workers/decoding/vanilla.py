@@ -10,6 +10,7 @@ from .layouts import full_block
 from .remasking import reveal_positions
 from .sampling import choose_tokens
 from .sequence import Sequence
+from .host import to_device
 
 
 class VanillaDecoder:
@@ -37,7 +38,7 @@ class VanillaDecoder:
             positions = _starts(seqs, dev)[:, None] + torch.arange(B, device=dev)
             h = self.commits.hidden(seqs, ids, positions, full_block(len(seqs), B, dev), slots)
             logits = self.target.logits(h)
-            temps = torch.tensor([s.temperature for s in seqs], device=dev)[:, None]
+            temps = to_device([s.temperature for s in seqs], dev)[:, None]
             tokens, confidence, _ = choose_tokens(logits, temps, cfg.top_k, cfg.top_p, self.generator,
                                                   sample=any(s.temperature > 0 for s in seqs))
             reveal = reveal_positions(confidence, masked, cfg.remasking, cfg.threshold)
@@ -46,14 +47,21 @@ class VanillaDecoder:
         for s in seqs:
             s.result.num_rounds += 1
             s.result.num_target_forwards += 1
+        if cfg.remasking != "dynamic":
+            # One reveal per step: the host knows which blocks are full without reading the device.
+            for s in seqs:
+                s.masked_left -= 1
+            seqs = [s for s in seqs if s.masked_left == 0]
+            if not seqs:
+                return []
         with self.timer("commit"):
             _, finished = close_full_blocks(self.state, [self.commits], seqs, stop_ids)
         return finished
 
 
 def _slots(seqs: list[Sequence], device) -> torch.Tensor:
-    return torch.tensor([s.slot for s in seqs], device=device)
+    return to_device([s.slot for s in seqs], device)
 
 
 def _starts(seqs: list[Sequence], device) -> torch.Tensor:
-    return torch.tensor([s.start for s in seqs], device=device)
+    return to_device([s.start for s in seqs], device)
