@@ -25,8 +25,9 @@ REFERENCE_DIR = Path(__file__).resolve().parent.parent / "models" / "reference"
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="simsd bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plan", choices=["full", "quick"], default="full",
-                   help="full: the committed matrix; quick: a few configurations for a smoke test")
+    p.add_argument("--plan", choices=["full", "shapes", "reference", "quick"], default="full",
+                   help="full: the committed matrix (= shapes + reference); shapes: random-weight SDAR "
+                        "shapes only; reference: the shipped family only; quick: a smoke test")
     p.add_argument("--out", default="bench-output", help="directory for results (created)")
     p.add_argument("--prompt-len", type=int, default=256, help="prompt tokens for random-weight pairs")
     p.add_argument("--max-new", type=int, default=64, help="tokens generated per sequence")
@@ -34,13 +35,17 @@ def parse_args(argv):
                    help="held-out arithmetic problems per reference configuration")
     p.add_argument("--device", default="cuda")
     p.add_argument("--report", metavar="DIR", help="only redraw table.md/plot.png from DIR/results.json")
+    p.add_argument("--merge", nargs="+", metavar="DIR",
+                   help="with --report: first combine these runs' results.json into DIR/results.json")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.report:
-        from workers.bench.report import write_report
+        from workers.bench.report import merge_results, write_report
+        if args.merge:
+            merge_results([Path(d) for d in args.merge], Path(args.report))
         write_report(Path(args.report))
         return 0
     import torch

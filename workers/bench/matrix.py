@@ -19,6 +19,8 @@ def shape_plan(plan: str) -> list[tuple[str, int, list[int], list[tuple]]]:
     if plan == "quick":
         return [("sdar-1.7b-shape", 4, [1], [("hf", "", "")] + VANILLA[:1]),
                 ("sdar-4b-shape", 4, [8], VANILLA[1:2] + SIMSD)]
+    if plan == "reference":
+        return []
     return [
         ("sdar-1.7b-shape", 4, [1], [("hf", "", "")] + VANILLA[:1]),
         ("sdar-8b-shape", 4, [1], [("hf", "", "")]),
@@ -32,6 +34,8 @@ def reference_plan(plan: str) -> list[tuple[int, list[int], list[tuple]]]:
     ar = [("simsd", "sequential", "paper", "ar"), ("simsd", "sequential", "exact", "ar")]
     if plan == "quick":
         return [(4, [1], VANILLA + SIMSD + ar[:1])]
+    if plan == "shapes":
+        return []
     return [(4, [1, 8, 32], VANILLA + SIMSD + ar), (8, [1], VANILLA[:1] + SIMSD)]
 
 
@@ -55,7 +59,9 @@ def run_matrix(args, pairs: dict, reference_dir, log) -> list[dict]:
                 log(_line(rec))
     loaded.clear()
     _free()
-    if (reference_dir / "target").is_dir():
+    if not reference_plan(args.plan):
+        pass
+    elif (reference_dir / "target").is_dir():
         records += run_reference(args, reference_dir, device, log)
     else:
         log(f"no reference family under {reference_dir}: skipped")

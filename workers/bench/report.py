@@ -25,6 +25,15 @@ def table_markdown(records: list[dict]) -> str:
     return "\n".join([head, rule, *rows]) + "\n"
 
 
+def merge_results(dirs: list[Path], out: Path) -> None:
+    """One results.json from several runs of the same commit on the same GPU (records concatenated)."""
+    docs = [json.loads((d / "results.json").read_text()) for d in dirs]
+    merged = {**docs[0], "command": " + ".join(d["command"] for d in docs),
+              "wall_s": sum(d.get("wall_s", 0) for d in docs), "records": [r for d in docs for r in d["records"]]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(merged, indent=1))
+
+
 def write_report(out: Path) -> None:
     doc = json.loads((out / "results.json").read_text())
     records = doc["records"]
