@@ -59,11 +59,15 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    records = run_matrix(args, PAIRS, REFERENCE_DIR, log=lambda msg: print(msg, flush=True))
     doc = {"gpu": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
            "commit": _commit(), "command": "simsd bench " + " ".join(sys.argv[1:] if argv is None else argv),
-           "torch": torch.__version__, "wall_s": time.time() - started, "records": records}
-    (out / "results.json").write_text(json.dumps(doc, indent=1))
+           "torch": torch.__version__, "wall_s": 0.0, "records": []}
+
+    def save(records):  # after every configuration, so an interrupted run keeps what it measured
+        doc.update(records=records, wall_s=time.time() - started)
+        (out / "results.json").write_text(json.dumps(doc, indent=1, default=str))
+
+    save(run_matrix(args, PAIRS, REFERENCE_DIR, log=lambda msg: print(msg, flush=True), save=save))
     write_report(out)
     print((out / "table.md").read_text())
     return 0

@@ -39,7 +39,7 @@ def reference_plan(plan: str) -> list[tuple[int, list[int], list[tuple]]]:
     return [(4, [1, 8, 32], VANILLA + SIMSD + ar), (8, [1], VANILLA[:1] + SIMSD)]
 
 
-def run_matrix(args, pairs: dict, reference_dir, log) -> list[dict]:
+def run_matrix(args, pairs: dict, reference_dir, log, save=lambda records: None) -> list[dict]:
     device = torch.device(args.device)
     records = []
     loaded: dict[str, torch.nn.Module] = {}
@@ -57,12 +57,13 @@ def run_matrix(args, pairs: dict, reference_dir, log) -> list[dict]:
                 rec = _run_case(case, target, draft, tok, prompts, args, device)
                 records.append(rec)
                 log(_line(rec))
+                save(derive(records))
     loaded.clear()
     _free()
     if not reference_plan(args.plan):
         pass
     elif (reference_dir / "target").is_dir():
-        records += run_reference(args, reference_dir, device, log)
+        records += run_reference(args, reference_dir, device, log, lambda recs: save(derive(records + recs)))
     else:
         log(f"no reference family under {reference_dir}: skipped")
     return derive(records)
@@ -96,7 +97,7 @@ def _add_floor(rec: dict, target, draft) -> None:
     rec["ms_per_target_forward"] = 1e3 * rec["decode_s"] / max(rec.get("target_forwards", 1), 1)
 
 
-def run_reference(args, reference_dir, device, log) -> list[dict]:
+def run_reference(args, reference_dir, device, log, save=lambda records: None) -> list[dict]:
     from jobs.reference_data import extract_answer, heldout_problems
 
     from ..models import load_model
@@ -126,6 +127,7 @@ def run_reference(args, reference_dir, device, log) -> list[dict]:
                 _add_floor(rec, target, draft)
                 records.append(rec)
                 log(_line(rec))
+                save(records)
     return records
 
 
