@@ -12,6 +12,7 @@ COMMANDS = {
     "evaluate": "jobs.evaluate",
     "train-reference": "jobs.train_reference",
     "pipeline-bench": "jobs.pipeline_bench",
+    "scale-bench": "jobs.scale_bench",
 }
 
 

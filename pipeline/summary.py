@@ -23,7 +23,7 @@ _SUMMED = ("num_input_tokens", "num_generated_tokens", "num_rounds", "num_drafte
 def build(fs, out: str, this_run_files: list[str], config, wall_time_s: float, num_workers: int) -> dict:
     columns = ["finish_reason", *_SUMMED]
     table = resume.read_columns(fs, resume.data_files(fs, out), columns)
-    this_run = resume.read_columns(fs, this_run_files, ["num_generated_tokens"])
+    this_run = resume.read_columns(fs, this_run_files, ["num_generated_tokens", "finished_at"])
     return compute(table, this_run, config, wall_time_s, num_workers)
 
 
@@ -41,6 +41,7 @@ def compute(table: pa.Table | None, this_run: pa.Table | None, config, wall_time
         "generated_tokens_this_run": run_tokens,
         "wall_time_s": wall_time_s,
         "tokens_per_s": tokens_per_s,
+        "steady_tokens_per_s": steady_tokens_per_s(this_run),
         "num_workers": num_workers,
         "tokens_per_s_per_worker": tokens_per_s / max(num_workers, 1),
         "tokens_per_round": _ratio(totals["num_generated_tokens"], totals["num_rounds"]),
@@ -52,6 +53,20 @@ def compute(table: pa.Table | None, this_run: pa.Table | None, config, wall_time
         "draft": config.draft,
         "versions": json.dumps(_versions(), sort_keys=True),
     }
+
+
+def steady_tokens_per_s(this_run: pa.Table | None) -> float | None:
+    """Throughput once every actor is up: tokens of the batches that finished after the first
+    batch, over the time from the first batch's end to the last's. Excludes start-up (Ray,
+    actor scheduling, model load, compilation), which `tokens_per_s` includes."""
+    if this_run is None or "finished_at" not in this_run.column_names or this_run.num_rows == 0:
+        return None
+    done = this_run.column("finished_at")
+    first, last = pc.min(done).as_py(), pc.max(done).as_py()
+    if first is None or last <= first:
+        return None
+    later = pc.greater(done, first)
+    return _sum(this_run.filter(later), "num_generated_tokens") / (last - first)
 
 
 def _sum(table: pa.Table | None, name: str) -> int:

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import socket
+import time
 from typing import Callable
 
 import pyarrow as pa
@@ -31,6 +32,7 @@ OUTPUT_SCHEMA_TAIL = [  # every output column after `id`, with its type
     ("num_draft_forwards", pa.int64()),
     ("time_taken_s", pa.float64()),
     ("actor_id", pa.string()),
+    ("finished_at", pa.float64()),
 ]
 _OVERRIDES = ("max_new_tokens", "temperature")
 MAX_TEMPERATURE = 100.0
@@ -165,6 +167,7 @@ class GenerateUDF:
             "num_draft_forwards": [r.num_draft_forwards for r in results],
             "time_taken_s": [float(r.time_taken_s) for r in results],
             "actor_id": [self.actor_id] * len(results),
+            "finished_at": [time.time()] * len(results),
         }
         arrays = [ids.combine_chunks()] + [pa.array(columns[n], type=t) for n, t in OUTPUT_SCHEMA_TAIL]
         return pa.Table.from_arrays(arrays, names=["id"] + [n for n, _ in OUTPUT_SCHEMA_TAIL])
