@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_args(argv, prog=PROG)
         options = config.storage_options
-        if config.input is None and config.target is None:
+        is_demo = config.input is None and config.target is None
+        if is_demo:
             config = demo.prepare(config)
         for warning in validate(config):
             print(f"{PROG}: warning: {redact(warning, options)}", file=sys.stderr)
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: failed: {redact(f'{type(err).__name__}: {err}', options)} "
               "(rows already written are kept; rerun the same command to resume)", file=sys.stderr)
         return 1
+    if is_demo:
+        demo.show_samples(config)
     print(summary.format_table(stats))
     print(f"output: {config.output}")
     return 0
