@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"simsd: error: command {command!r} is not available in this install", file=sys.stderr)
         return 2
-    return module.main(rest) or 0
+    status = module.main(rest)
+    return status if isinstance(status, int) else 0  # some jobs return their report
 
 
 def _usage() -> str:
