@@ -97,9 +97,9 @@ class GenerateUDF:
         that still runs out of memory gets an error result. Any other error propagates: the batch
         fails, Ray Data stops the job, and a rerun resumes.
 
-        With workers.engine.Engine the KV cache is sized batch_size slots x the longest sequence of
-        the call, so a split saves memory by separating long rows from short ones, not by using
-        fewer slots."""
+        workers.engine.Engine frees its KV caches when it runs out of memory and sizes them to
+        min(batch_size, rows of the call) slots x the longest sequence of the call, so each half
+        starts from an empty device with fewer slots (and long rows apart from short ones)."""
         if not requests:
             return []
         try:
