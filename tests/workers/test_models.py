@@ -83,14 +83,18 @@ def test_not_a_model_directory(tmp_path):
         load_model(tmp_path)
 
 
+def edited_copy(src, dst, filename: str, edit) -> None:
+    """Copy a checkpoint and rewrite one of its JSON files with ``edit(dict)``."""
+    shutil.copytree(src, dst)
+    raw = json.loads((dst / filename).read_text())
+    edit(raw)
+    (dst / filename).write_text(json.dumps(raw))
+
+
 def test_unknown_model_type(ckpts, tmp_path):
-    bad = tmp_path / "llama"
-    shutil.copytree(ckpts["target"], bad)
-    raw = json.loads((bad / "config.json").read_text())
-    raw["model_type"] = "llama"
-    (bad / "config.json").write_text(json.dumps(raw))
+    edited_copy(ckpts["target"], tmp_path / "llama", "config.json", lambda raw: raw.update(model_type="llama"))
     with pytest.raises(ModelLoadError, match="unsupported model_type 'llama'"):
-        load_model(bad)
+        load_model(tmp_path / "llama")
 
 
 def test_pickle_weights_refused(ckpts, tmp_path):
@@ -102,21 +106,15 @@ def test_pickle_weights_refused(ckpts, tmp_path):
 
 
 def test_index_cannot_escape_directory(ckpts, tmp_path):
-    bad = tmp_path / "escape"
-    shutil.copytree(ckpts["sharded"], bad)
-    index = json.loads((bad / "model.safetensors.index.json").read_text())
-    first = next(iter(index["weight_map"]))
-    index["weight_map"][first] = "../../etc/passwd"
-    (bad / "model.safetensors.index.json").write_text(json.dumps(index))
+    def escape(index):
+        index["weight_map"][next(iter(index["weight_map"]))] = "../../etc/passwd"
+
+    edited_copy(ckpts["sharded"], tmp_path / "escape", "model.safetensors.index.json", escape)
     with pytest.raises(ModelLoadError, match="escapes"):
-        load_model(bad)
+        load_model(tmp_path / "escape")
 
 
 def test_missing_mask_token(ckpts, tmp_path):
-    bad = tmp_path / "nomask"
-    shutil.copytree(ckpts["target"], bad)
-    raw = json.loads((bad / "config.json").read_text())
-    del raw["mask_token_id"]
-    (bad / "config.json").write_text(json.dumps(raw))
+    edited_copy(ckpts["target"], tmp_path / "nomask", "config.json", lambda raw: raw.pop("mask_token_id"))
     with pytest.raises(ModelLoadError, match="mask_token_id"):
-        load_model(bad)
+        load_model(tmp_path / "nomask")
