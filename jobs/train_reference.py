@@ -585,7 +585,7 @@ def main(argv=None) -> dict:
     }
     models = {name: init_model(cfg, args.seed + i, device) for i, (name, cfg) in enumerate(cfgs.items())}
     sizes = {name: num_bytes_bf16(m) for name, m in models.items()}
-    log(f"models: " + ", ".join(f"{n} {b / 1e6:.2f} MB" for n, b in sizes.items())
+    log("models: " + ", ".join(f"{n} {b / 1e6:.2f} MB" for n, b in sizes.items())
         + f", total {sum(sizes.values()) / 1e6:.2f} MB (bf16)")
     opts = {name: torch.optim.AdamW(m.parameters(), lr=s.lr, betas=(0.9, 0.95), weight_decay=s.weight_decay,
                                     fused=device.type == "cuda")

@@ -5,7 +5,6 @@ import math
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from pipeline import driver
 from pipeline.config import GenerateConfig

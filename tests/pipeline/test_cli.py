@@ -1,7 +1,5 @@
 """`simsd generate` end to end with the real engine on tiny random checkpoints."""
-import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from jobs.cli import main
 from tests.pipeline.helpers import read_output, write_prompts

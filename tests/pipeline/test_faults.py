@@ -13,7 +13,6 @@ from tests.pipeline import flaky_fs
 from tests.pipeline.fakes import FakeEngine
 from tests.pipeline.helpers import read_output, write_prompts
 from workers.actor import GenerateUDF
-from workers.api import Result
 
 
 def _config(tmp_path, model, **kw):

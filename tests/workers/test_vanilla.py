@@ -1,7 +1,6 @@
 """Oracles 2 and 3 for vanilla decoding, the AR path against transformers, stop and length rules."""
 import pytest
 import torch
-from transformers import Qwen3ForCausalLM
 
 from workers.api import DecodeConfig, Request
 from workers.engine import Engine
