@@ -25,7 +25,7 @@ REFERENCE_DIR = Path(__file__).resolve().parent.parent / "models" / "reference"
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="simsd bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plan", choices=["full", "shapes", "reference", "quick"], default="full",
+    p.add_argument("--plan", choices=["full", "shapes", "reference", "reference-b1", "quick"], default="full",
                    help="full: the committed matrix (= shapes + reference); shapes: random-weight SDAR "
                         "shapes only; reference: the shipped family only; quick: a smoke test")
     p.add_argument("--out", default="bench-output", help="directory for results (created)")

@@ -19,7 +19,7 @@ def shape_plan(plan: str) -> list[tuple[str, int, list[int], list[tuple]]]:
     if plan == "quick":
         return [("sdar-1.7b-shape", 4, [1], [("hf", "", "")] + VANILLA[:1]),
                 ("sdar-4b-shape", 4, [8], VANILLA[1:2] + SIMSD)]
-    if plan == "reference":
+    if plan in ("reference", "reference-b1"):
         return []
     return [
         ("sdar-1.7b-shape", 4, [1], [("hf", "", "")] + VANILLA[:1]),
@@ -36,6 +36,8 @@ def reference_plan(plan: str) -> list[tuple[int, list[int], list[tuple]]]:
         return [(4, [1], VANILLA + SIMSD + ar[:1])]
     if plan == "shapes":
         return []
+    if plan == "reference-b1":
+        return [(4, [1], VANILLA + SIMSD)]
     return [(4, [1, 8, 32], VANILLA + SIMSD + ar), (8, [1], VANILLA[:1] + SIMSD)]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..draft_loop import DraftLoop
 from ..runner import ModelRunner
 from .commits import CommitQueue
 from .layouts import full_block
@@ -23,6 +24,7 @@ class DiffusionDrafter:
     def __init__(self, runner: ModelRunner, block: int, settings, generator):
         self.runner, self.block, self.settings, self.generator = runner, block, settings, generator
         self.commits: CommitQueue | None = None
+        self.loop: DraftLoop | None = None  # the graphed denoising loop, built on first use
 
     def make_queues(self, num_slots: int, fold: bool) -> list[CommitQueue]:
         """Full blocks enter this cache as they enter the target's (folded into the first step)."""
@@ -43,12 +45,20 @@ class DiffusionDrafter:
         num_left = [s.masked_left for s in seqs]
         # One reveal per step: the step count is known up front, no synchronisation per step.
         steps_needed = max(num_left) if one_per_step else None
+        for s, n in zip(seqs, num_left):
+            s.result.num_draft_forwards += n if one_per_step else 0
         step = 0
         while (step < steps_needed) if one_per_step else bool(masked.any()):
+            if one_per_step and not want_probs and self._use_loop(seqs):
+                # The remaining steps as one graph replay (queued blocks were folded in already).
+                loop = self._loop()
+                drafts, steps = loop.run(slots, drafts, masked, positions, steps, step, steps_needed - step,
+                                         max(s.start for s in seqs))
+                break
             step += 1
-            live = [n >= step for n in num_left] if one_per_step else masked.any(-1).tolist()
-            for s, a in zip(seqs, live):
-                s.result.num_draft_forwards += int(a)
+            if not one_per_step:
+                for s, a in zip(seqs, masked.any(-1).tolist()):
+                    s.result.num_draft_forwards += int(a)
             h = self.commits.hidden(seqs, drafts, positions, full_block(len(seqs), B, dev), slots)
             logits = self.runner.logits(h)
             tokens, confidence, dist = choose_tokens(logits, temps[:, None], cfg.top_k, cfg.top_p,
@@ -60,6 +70,15 @@ class DiffusionDrafter:
                 probs = dist if probs is None else torch.where(reveal[..., None], dist, probs)
             masked &= ~reveal
         return drafts, steps, probs
+
+    def _use_loop(self, seqs) -> bool:
+        """The graphed loop needs fixed shapes and no block waiting to be folded into a forward."""
+        return self.runner.static_shapes and not any(s.slot in self.commits.pending for s in seqs)
+
+    def _loop(self) -> DraftLoop:
+        if self.loop is None or self.loop.cache is not self.runner.cache:
+            self.loop = DraftLoop(self.runner, self.block, self.settings.draft_remasking)
+        return self.loop
 
     def after_round(self, seqs, slots, committed_lens) -> None:
         pass  # nothing enters this cache until the block is full
