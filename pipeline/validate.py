@@ -67,10 +67,6 @@ def _schema(fs, file: str, url: str) -> pa.Schema:
         raise ConfigError(f"--input {url}: {file} is not a readable Parquet file ({err})") from None
 
 
-def _schema_names(fs, file: str, url: str) -> list[str]:
-    return list(_schema(fs, file, url).names)
-
-
 def check_columns(names: list[str], config: GenerateConfig, where: str = "") -> None:
     if config.id_column not in names:
         raise ConfigError(f"--input{where} has no id column {config.id_column!r} (columns: {', '.join(names)}); "

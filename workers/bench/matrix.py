@@ -62,12 +62,10 @@ def run_matrix(args, pairs: dict, reference_dir, log, save=lambda records: None)
                 save(derive(records))
     loaded.clear()
     _free()
-    if not reference_plan(args.plan):
-        pass
-    elif (reference_dir / "target").is_dir():
-        records += run_reference(args, reference_dir, device, log, lambda recs: save(derive(records + recs)))
-    else:
+    if reference_plan(args.plan) and not (reference_dir / "target").is_dir():
         log(f"no reference family under {reference_dir}: skipped")
+    elif reference_plan(args.plan):
+        records += run_reference(args, reference_dir, device, log, lambda recs: save(derive(records + recs)))
     return derive(records)
 
 

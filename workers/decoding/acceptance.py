@@ -32,7 +32,7 @@ def accept_mrs(drafts: torch.Tensor, q: torch.Tensor, p: torch.Tensor, verify: t
     Accept D_i with probability min(1, q(D_i)/p(D_i)); at the first rejection sample from
     normalize(max(0, q - p)), or from q when p(D_i) = 0 or the residual is empty.
     """
-    b, B, V = q.shape
+    b, B, _ = q.shape
     q_x = q.gather(-1, drafts[..., None]).squeeze(-1)
     p_x = p.gather(-1, drafts[..., None]).squeeze(-1)
     u = torch.rand(b, B, generator=generator, device=q.device)

@@ -6,7 +6,7 @@ import torch
 from ..runner import ModelRunner
 from .sampling import choose_tokens
 from .sequence import Sequence
-from .host import to_device
+from .host import temperatures, to_device
 
 
 class AutoregressiveDecoder:
@@ -33,9 +33,10 @@ class AutoregressiveDecoder:
                                    max_cache_len=max(len(s.tokens) for s in seqs))
             logits = self.target.logits(h)
             self.target.cache.lengths[slots] += 1
-            temps = to_device([s.temperature for s in seqs], dev)[:, None]
-            tokens, _, _ = choose_tokens(logits, temps, self.settings.top_k, self.settings.top_p, self.generator,
-                                         sample=any(s.temperature > 0 for s in seqs))
+            sample = any(s.temperature > 0 for s in seqs)
+            temps = temperatures(seqs, dev, sample)
+            tokens, _, _ = choose_tokens(logits, temps[:, None] if sample else None, self.settings.top_k,
+                                         self.settings.top_p, self.generator, sample=sample)
         finished = []
         for s, tok in zip(seqs, tokens[:, 0].tolist()):
             s.tokens.append(tok)

@@ -22,7 +22,7 @@ class BlockState:
     def open(self, seqs: list[Sequence]) -> None:
         """Start each sequence's first block at floor(P/B)*B with the prompt tail revealed."""
         for s in seqs:
-            s.start = (s.prompt_len // self.block) * self.block
+            s.start = len(s.aligned_prompt(self.block))
             tail = s.tokens[s.start:]
             s.masked_left = self.block - len(tail)
             self.tokens[s.slot] = self.mask_id

@@ -33,7 +33,7 @@ class DiffusionDrafter:
 
     def admit(self, seqs: list[Sequence]) -> None:
         slots = to_device([s.slot for s in seqs], self.runner.device)
-        self.runner.prefill(slots, [s.tokens[:(s.prompt_len // self.block) * self.block] for s in seqs], self.block)
+        self.runner.prefill(slots, [s.aligned_prompt(self.block) for s in seqs], self.block)
 
     def draft(self, seqs, slots, ids, masked, starts, temps, want_probs: bool):
         dev, B, cfg = self.runner.device, self.block, self.settings
@@ -61,7 +61,7 @@ class DiffusionDrafter:
                     s.result.num_draft_forwards += int(a)
             h = self.commits.hidden(seqs, drafts, positions, full_block(len(seqs), B, dev), slots)
             logits = self.runner.logits(h)
-            tokens, confidence, dist = choose_tokens(logits, temps[:, None], cfg.top_k, cfg.top_p,
+            tokens, confidence, dist = choose_tokens(logits, _column(temps), cfg.top_k, cfg.top_p,
                                                      self.generator, sample=want_probs)
             reveal = reveal_positions(confidence, masked, cfg.draft_remasking, cfg.threshold)
             drafts = torch.where(reveal, tokens, drafts)
@@ -121,7 +121,7 @@ class AutoregressiveDrafter:
             # Scratch K/V past the cache length; after_round keeps what was committed.
             h = self.runner.hidden(prev[:, None], (base + j)[:, None], visible, slots, write, cache_lens=base + j,
                                    max_cache_len=bound + j)
-            tokens, _, dist = choose_tokens(self.runner.logits(h), temps[:, None], cfg.top_k, cfg.top_p,
+            tokens, _, dist = choose_tokens(self.runner.logits(h), _column(temps), cfg.top_k, cfg.top_p,
                                             self.generator, sample=want_probs)
             tokens = tokens[:, 0]
             col = (first + j).clamp(max=B - 1)
@@ -135,3 +135,8 @@ class AutoregressiveDrafter:
     def after_round(self, seqs, slots, committed_lens) -> None:
         # K/V at positions < committed - 1 were written for committed tokens: keep them.
         self.runner.cache.lengths[slots] = committed_lens - 1
+
+
+def _column(temps):
+    """Temperatures [b] -> [b, 1] to broadcast over a block; None (greedy) stays None."""
+    return None if temps is None else temps[:, None]

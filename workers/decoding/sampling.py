@@ -31,8 +31,9 @@ def choose_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_k: int, t
                   generator: torch.Generator | None, sample: bool = True):
     """Pick a token per row and report its confidence.
 
-    logits [..., V]; temperature broadcastable to logits.shape[:-1]. ``sample=False`` promises
-    every temperature is 0 (decided on the host, so no device synchronisation is needed).
+    logits [..., V]; temperature broadcastable to logits.shape[:-1] (may be None when not
+    sampling). ``sample=False`` promises every temperature is 0 (decided on the host, so no device
+    synchronisation is needed).
     Returns tokens [...], confidence [...] (softmax probability of the chosen token at the row's
     temperature, before top-k/top-p filtering) and the distribution drawn from [..., V]
     (None when not sampling: it is one-hot at the argmax).

@@ -35,6 +35,10 @@ class Sequence:
         self.tokens = list(self.request.prompt_ids)
         self.result = Result(id=self.request.id, num_input_tokens=self.prompt_len)
 
+    def aligned_prompt(self, block: int) -> list[int]:
+        """The prompt's whole blocks: what prefill stores (the tail opens the first decode block)."""
+        return self.tokens[:(self.prompt_len // block) * block]
+
     def check_finished(self, stop_ids: tuple[int, ...], extra: list[int] = ()) -> bool:
         """Apply the stop rule to committed tokens plus ``extra`` (a revealed prefix of the block)."""
         reason, out = finish_state(self.tokens[self.prompt_len:] + list(extra), stop_ids, self.max_new)

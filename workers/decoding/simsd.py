@@ -11,7 +11,7 @@ from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
 from .sampling import target_distribution
 from .sequence import Sequence
-from .host import to_device
+from .host import temperatures, to_device
 
 
 class SimSDDecoder:
@@ -26,7 +26,7 @@ class SimSDDecoder:
 
     def admit(self, seqs: list[Sequence], stop_ids) -> None:
         slots = to_device([s.slot for s in seqs], self.target.device)
-        self.target.prefill(slots, [s.tokens[:(s.prompt_len // self.block) * self.block] for s in seqs], self.block)
+        self.target.prefill(slots, [s.aligned_prompt(self.block) for s in seqs], self.block)
         self.drafter.admit(seqs)
         for s in seqs:
             s.result.num_target_forwards += 1
@@ -40,10 +40,9 @@ class SimSDDecoder:
         dev, B = self.target.device, self.block
         slots = to_device([s.slot for s in seqs], dev)
         starts = to_device([s.start for s in seqs], dev)
-        temps = to_device([s.temperature for s in seqs], dev)
         ids, masked = self.state.tokens[slots], self.state.masked[slots]
-        rules = {self.settings.acceptance_rule(s.temperature) for s in seqs}
-        use_mrs = "mrs" in rules
+        use_mrs = any(self.settings.acceptance_rule(s.temperature) == "mrs" for s in seqs)
+        temps = temperatures(seqs, dev, use_mrs)  # only sampling (MRS) reads them
         with self.timer("draft"):
             drafts, steps, p = self.drafter.draft(seqs, slots, ids, masked, starts, temps, use_mrs)
         with self.timer("verify"):

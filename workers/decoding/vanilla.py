@@ -10,7 +10,7 @@ from .layouts import full_block
 from .remasking import reveal_positions
 from .sampling import choose_tokens
 from .sequence import Sequence
-from .host import to_device
+from .host import temperatures, to_device
 
 
 class VanillaDecoder:
@@ -24,7 +24,7 @@ class VanillaDecoder:
 
     def admit(self, seqs: list[Sequence], stop_ids) -> None:
         slots = _slots(seqs, self.target.device)
-        self.target.prefill(slots, [s.tokens[:(s.prompt_len // self.block) * self.block] for s in seqs], self.block)
+        self.target.prefill(slots, [s.aligned_prompt(self.block) for s in seqs], self.block)
         for s in seqs:
             s.result.num_target_forwards += 1
             self.commits.drop(s)
@@ -38,9 +38,10 @@ class VanillaDecoder:
             positions = _starts(seqs, dev)[:, None] + torch.arange(B, device=dev)
             h = self.commits.hidden(seqs, ids, positions, full_block(len(seqs), B, dev), slots)
             logits = self.target.logits(h)
-            temps = to_device([s.temperature for s in seqs], dev)[:, None]
-            tokens, confidence, _ = choose_tokens(logits, temps, cfg.top_k, cfg.top_p, self.generator,
-                                                  sample=any(s.temperature > 0 for s in seqs))
+            sample = any(s.temperature > 0 for s in seqs)
+            temps = temperatures(seqs, dev, sample)
+            tokens, confidence, _ = choose_tokens(logits, temps[:, None] if sample else None, cfg.top_k,
+                                                  cfg.top_p, self.generator, sample=sample)
             reveal = reveal_positions(confidence, masked, cfg.remasking, cfg.threshold)
             self.state.tokens[slots] = torch.where(reveal, tokens, ids)
             self.state.masked[slots] = masked & ~reveal
