@@ -17,6 +17,7 @@ from typing import Callable
 import pyarrow as pa
 
 from workers.api import Request, Result
+from workers.metrics import ActorMetrics
 
 OUTPUT_SCHEMA_TAIL = [  # every output column after `id`, with its type
     ("generated_text", pa.string()),
@@ -77,6 +78,7 @@ class GenerateUDF:
         self.engine = (engine_factory or _default_engine_factory)(config)
         self.tokenizer = self.engine.tokenizer
         self.actor_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.metrics = ActorMetrics(self.actor_id, config.decoder)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -90,6 +92,7 @@ class GenerateUDF:
                 requests.append(request_or_error)
         for request, result in zip(requests, self._generate(requests)):
             results[request.id] = result
+        self.metrics.record(results)
         return self._to_table(batch.column(self.config.id_column), results)
 
     def _generate(self, requests: list[Request]) -> list[Result]:
@@ -137,6 +140,10 @@ class GenerateUDF:
             return (f"prompt of {len(prompt_ids)} tokens + max_new_tokens {max_new} exceeds the model's "
                     f"context of {context} tokens")
         return Request(id=index, prompt_ids=prompt_ids, **overrides)
+
+    def prompt_ids(self, row: dict) -> list[int]:
+        """The token ids this actor decodes for one input row (raises on a malformed row)."""
+        return self._encode(row)
 
     def _encode(self, row: dict) -> list[int]:
         if self.config.messages_column:

@@ -1,0 +1,64 @@
+"""Live Ray metrics exported by each engine actor (Ray dashboard, Prometheus).
+
+Every counter is tagged with the actor that decoded the rows (``actor``) and the decoder.
+Ray prefixes application metrics with ``ray_`` when it exports them, and appends ``_total`` to
+counters, so ``simsd_generated_tokens`` is scraped as ``ray_simsd_generated_tokens_total``.
+Outside a Ray worker or driver (``simsd.LLM`` in a notebook) nothing is recorded.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable
+
+from .api import Result
+
+log = logging.getLogger(__name__)
+
+# Counter name -> (description, the value one result adds).
+COUNTERS: dict[str, tuple[str, Callable[[Result], float]]] = {
+    "simsd_rows": ("rows finished (error rows included)", lambda r: 1),
+    "simsd_generated_tokens": ("tokens generated", lambda r: r.num_generated_tokens),
+    "simsd_input_tokens": ("prompt tokens of the finished rows", lambda r: r.num_input_tokens),
+    "simsd_rounds": ("denoising steps (vanilla) or speculative rounds (simsd)", lambda r: r.num_rounds),
+    "simsd_drafted_tokens": ("tokens proposed by the draft", lambda r: r.num_drafted_tokens),
+    "simsd_accepted_tokens": ("drafted tokens the target accepted", lambda r: r.num_accepted_tokens),
+    "simsd_error_rows": ("rows that ended with finish_reason error",
+                         lambda r: 1 if r.finish_reason == "error" else 0),
+}
+TAG_KEYS = ("actor", "decoder")
+
+
+class ActorMetrics:
+    """The counters of one actor. ``counter_factory`` builds one counter from (name,
+    description, tag_keys); the default is ``ray.util.metrics.Counter`` when Ray is running,
+    none otherwise (then ``record`` does nothing)."""
+
+    def __init__(self, actor: str, decoder: str, counter_factory: Callable | None = None):
+        self.tags = {"actor": actor, "decoder": decoder}
+        factory = counter_factory or _ray_counter_factory()
+        self.counters = {} if factory is None else {
+            name: factory(name, description, TAG_KEYS) for name, (description, _) in COUNTERS.items()}
+
+    def record(self, results: Iterable[Result]) -> None:
+        """Add a batch's finished rows to the counters. Never raises: metrics must not fail rows."""
+        if not self.counters:
+            return
+        results = [r for r in results if r is not None]
+        try:
+            for name, (_, value) in COUNTERS.items():
+                total = sum(value(r) for r in results)
+                if total > 0:  # Ray counters refuse increments <= 0
+                    self.counters[name].inc(total, tags=self.tags)
+        except Exception as err:  # noqa: BLE001 - a metrics backend problem is logged, not raised
+            log.warning("cannot record metrics: %s", err)
+
+
+def _ray_counter_factory() -> Callable | None:
+    try:
+        import ray
+        from ray.util.metrics import Counter
+    except ImportError:
+        return None
+    if not ray.is_initialized():
+        return None
+    return lambda name, description, tag_keys: Counter(name, description=description, tag_keys=tag_keys)
