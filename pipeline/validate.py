@@ -23,14 +23,21 @@ _MAX_SHOWN = 5
 
 def validate(config: GenerateConfig) -> list[str]:
     """Raise ConfigError on the first problem that stops the job; return warnings."""
-    warnings: list[str] = []
     check_input(config)
+    warnings = validate_models(config)
+    check_output(config)
+    return warnings
+
+
+def validate_models(config: GenerateConfig) -> list[str]:
+    """The model checks alone (target, draft, their vocabularies, the block length): what
+    ``build_processor`` runs, where the input is the user's Dataset and there is no output."""
+    warnings: list[str] = []
     target_cfg, tokenizer = check_model("--target", config.target, config)
     warnings += check_block_length(target_cfg, config)
     if config.draft is not None:
         draft_cfg, draft_tokenizer = check_model("--draft", config.draft, config)
         check_same_vocab(tokenizer, draft_tokenizer, config, target_cfg, draft_cfg)
-    check_output(config)
     return warnings
 
 
