@@ -1,0 +1,122 @@
+"""Fused MoE on the GPU: tokens grouped by expert, then two Triton grouped GEMMs.
+
+Importing this module imports Triton (present on the GPU machines, not on CPU-only hosts); the
+model imports it lazily through ``moe.kernels_available``.
+
+Grouping (``moe.align_by_expert``) uses only tensor ops of fixed output shape, so the whole MoE layer
+runs without a host sync and can be captured in a CUDA graph:
+- the T*k (token, expert) assignments are sorted by expert; each expert's run is padded to a
+  multiple of ``block_m`` rows, so a block of rows belongs to one expert;
+- ``slots[r]`` is the assignment held by padded row r (``T*k`` marks a padding row);
+- ``block_expert[b]`` is the expert of row block b; ``used_rows`` [1] the padded row count.
+The row capacity is the worst case ``T*k + min(E, T*k) * (block_m - 1)``; blocks past
+``used_rows`` exit at once.
+
+Kernel 1 computes ``silu(x W_gate^T) * (x W_up^T)`` per padded row ([rows, I], x gathered by
+token); kernel 2 computes ``weight * (h W_down^T)`` and writes it at the assignment's row
+([T*k, H], float32). The k rows of a token are then summed, in float32. Each expert's weights are
+read once per row block: at decode sizes (a few tokens per expert) that is once per step.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .moe import align_by_expert, block_m_for
+
+
+@triton.jit
+def _gate_up_silu_kernel(x_ptr, w_ptr, out_ptr, slots_ptr, block_expert_ptr, used_rows_ptr,
+                         num_assign, top_k, H, I, s_xm, s_we, s_wn, s_om,
+                         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if pid_m * BM >= tl.load(used_rows_ptr):
+        return
+    expert = tl.load(block_expert_ptr + pid_m).to(tl.int64)
+    rows = pid_m * BM + tl.arange(0, BM)
+    assign = tl.load(slots_ptr + rows)
+    valid = assign < num_assign
+    token = (assign // top_k).to(tl.int64)
+    cols = pid_n * BN + tl.arange(0, BN)
+    col_ok = cols < I
+    ks = tl.arange(0, BK)
+    x_ptrs = x_ptr + token[:, None] * s_xm + ks[None, :]
+    # W[e] is [2I, H] row-major: gate row n at n, up row n at I + n; tiles are loaded as [BK, BN].
+    wg_ptrs = w_ptr + expert * s_we + cols[None, :].to(tl.int64) * s_wn + ks[:, None]
+    wu_ptrs = wg_ptrs + I * s_wn
+    acc_g = tl.zeros((BM, BN), dtype=tl.float32)
+    acc_u = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, H, BK):
+        k_ok = ks + k0 < H
+        xt = tl.load(x_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
+        wg = tl.load(wg_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        wu = tl.load(wu_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc_g = tl.dot(xt, wg, acc_g)
+        acc_u = tl.dot(xt, wu, acc_u)
+        x_ptrs += BK
+        wg_ptrs += BK
+        wu_ptrs += BK
+    act = acc_g * tl.sigmoid(acc_g) * acc_u
+    out_ptrs = out_ptr + rows[:, None].to(tl.int64) * s_om + cols[None, :]
+    tl.store(out_ptrs, act.to(out_ptr.dtype.element_ty), mask=col_ok[None, :])
+
+
+@triton.jit
+def _down_kernel(h_ptr, w_ptr, out_ptr, slots_ptr, block_expert_ptr, used_rows_ptr, route_w_ptr,
+                 num_assign, H, I, s_hm, s_we, s_wn, s_om,
+                 BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if pid_m * BM >= tl.load(used_rows_ptr):
+        return
+    expert = tl.load(block_expert_ptr + pid_m).to(tl.int64)
+    rows = pid_m * BM + tl.arange(0, BM)
+    assign = tl.load(slots_ptr + rows)
+    valid = assign < num_assign
+    cols = pid_n * BN + tl.arange(0, BN)
+    col_ok = cols < H
+    ks = tl.arange(0, BK)
+    h_ptrs = h_ptr + rows[:, None].to(tl.int64) * s_hm + ks[None, :]
+    # W[e] is [H, I] row-major; tiles are loaded as [BK, BN].
+    w_ptrs = w_ptr + expert * s_we + cols[None, :].to(tl.int64) * s_wn + ks[:, None]
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, I, BK):
+        k_ok = ks + k0 < I
+        ht = tl.load(h_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
+        wt = tl.load(w_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc = tl.dot(ht, wt, acc)
+        h_ptrs += BK
+        w_ptrs += BK
+    rw = tl.load(route_w_ptr + assign, mask=valid, other=0.0).to(tl.float32)
+    acc = acc * rw[:, None]
+    out_ptrs = out_ptr + assign[:, None].to(tl.int64) * s_om + cols[None, :]
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=valid[:, None] & col_ok[None, :])
+
+
+def grouped_experts(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,
+                    gate_up: torch.Tensor, down: torch.Tensor, block_m: int | None = None) -> torch.Tensor:
+    """Same contract as ``moe.experts_reference``: x [T, H]; weights, ids [T, k];
+    gate_up [E, 2I, H]; down [E, H, I] (all contiguous, on CUDA) -> [T, H] in x's dtype."""
+    T, k = ids.shape
+    E, two_i, H = gate_up.shape
+    inter = two_i // 2
+    A = T * k
+    x, gate_up, down = x.contiguous(), gate_up.contiguous(), down.contiguous()
+    bm = block_m or block_m_for(A, E)
+    slots, block_expert, used_rows = align_by_expert(ids, E, bm)
+    rows = slots.shape[0]
+    act = torch.empty(rows, inter, dtype=x.dtype, device=x.device)
+    bn, bk = 64, 128
+    grid = (rows // bm, triton.cdiv(inter, bn))
+    _gate_up_silu_kernel[grid](x, gate_up, act, slots, block_expert, used_rows, A, k, H, inter,
+                               x.stride(0), gate_up.stride(0), gate_up.stride(1), act.stride(0),
+                               BM=bm, BN=bn, BK=bk, num_warps=4, num_stages=3)
+    out = torch.empty(A, H, dtype=torch.float32, device=x.device)
+    route_w = weights.reshape(-1).contiguous()
+    grid = (rows // bm, triton.cdiv(H, bn))
+    _down_kernel[grid](act, down, out, slots, block_expert, used_rows, route_w, A, H, inter,
+                       act.stride(0), down.stride(0), down.stride(1), out.stride(0),
+                       BM=bm, BN=bn, BK=64, num_warps=4, num_stages=3)
+    return out.view(T, k, H).sum(dim=1).to(x.dtype)
