@@ -3,74 +3,72 @@
 The reference draft is small enough that one of its forwards is cheaper than the host work of
 launching it; replaying k denoising steps (forward, confidence, one reveal per step) as a single
 graph removes that host work from every step but the round's first. Like StaticForward, it runs
-over every cache slot with fixed shapes; rows outside the round have nothing masked and reveal
-nothing. On CPU the same body runs eagerly (how it is tested without a GPU).
+at a batch-size bucket with fixed shapes; padding rows have nothing masked and reveal nothing. On
+CPU the same body runs eagerly (how it is tested without a GPU).
 """
 from __future__ import annotations
 
 import torch
 
 from .decoding.remasking import reveal_positions
-from .graphs import SPAN_BUCKET
-from .models import ForwardBatch
+from .graphs import StaticForward, batch_bucket
 from .runner import ModelRunner
 
 
-class DraftLoop:
-    def __init__(self, runner: ModelRunner, block: int, rule: str):
-        cache, dev = runner.cache, runner.device
-        S = cache.num_slots
-        self.runner, self.cache, self.block, self.rule = runner, cache, block, rule
-        self.tokens = torch.zeros(S, block, dtype=torch.long, device=dev)
-        self.masked = torch.zeros(S, block, dtype=torch.bool, device=dev)
-        self.positions = torch.zeros(S, block, dtype=torch.long, device=dev)
-        self.steps = torch.zeros(S, block, dtype=torch.long, device=dev)
-        self.lens = torch.zeros(S, dtype=torch.long, device=dev)
-        self.offset = torch.zeros(1, dtype=torch.long, device=dev)
-        self.visible = torch.ones(S, block, block, dtype=torch.bool, device=dev)
-        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph | None] = {}
+class _Loop:
+    """The buffers and graph of one (bucket, steps, span)."""
 
-    def _body(self, k: int, span: int) -> None:
-        model = self.runner.model
-        for i in range(k):
-            batch = ForwardBatch(self.positions, self.visible, self.cache, None, self.lens, None, span,
-                                 layer_fn=self.runner.layer_fn)
-            confidence, tokens = torch.softmax(model.logits(model.hidden(self.tokens, batch)), -1).max(-1)
+    def __init__(self, runner: ModelRunner, nb: int, block: int, span: int, k: int, rule: str):
+        dev = runner.device
+        self.runner, self.k, self.rule = runner, k, rule
+        self.fwd = StaticForward(runner.model, runner.cache, nb, block, span, runner.attention, runner.layer_fn)
+        self.fwd.visible.fill_(True)
+        self.masked = torch.zeros(nb, block, dtype=torch.bool, device=dev)
+        self.steps = torch.zeros(nb, block, dtype=torch.long, device=dev)
+        self.offset = torch.zeros(1, dtype=torch.long, device=dev)
+        self.graph = self._capture() if runner.cuda_graphs else None
+
+    def body(self) -> None:
+        model, tokens = self.runner.model, self.fwd.ids
+        for i in range(self.k):
+            confidence, chosen = torch.softmax(model.logits(self.fwd.body()), -1).max(-1)
             reveal = reveal_positions(confidence, self.masked, self.rule)
-            self.tokens.copy_(torch.where(reveal, tokens, self.tokens))
+            tokens.copy_(torch.where(reveal, chosen, tokens))
             self.steps.copy_(torch.where(reveal, self.offset + (i + 1), self.steps))
             self.masked.copy_(self.masked & ~reveal)
 
-    def _graph(self, k: int, span: int):
-        key = (k, span)
-        if key not in self.graphs:
-            self.graphs[key] = self._capture(k, span) if self.runner.cuda_graphs else None
-        return self.graphs[key]
-
-    def _capture(self, k: int, span: int):
-        # Capture with nothing masked: the warm-up changes no state that matters.
+    def _capture(self):
+        # Capture with nothing masked and nothing written: the warm-up changes no state that matters.
         self.masked.zero_()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            self._body(k, span)
+            self.body()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.runner.static.pool):
-            self._body(k, span)
+            self.body()
         return graph
+
+
+class DraftLoop:
+    def __init__(self, runner: ModelRunner, block: int, rule: str):
+        self.runner, self.cache, self.block, self.rule = runner, runner.cache, block, rule
+        self.loops: dict[tuple[int, int, int], _Loop] = {}
 
     def run(self, slots, drafts, masked, positions, steps, offset: int, k: int, max_len: int):
         """Run k steps for rows ``slots`` (tokens/masks/positions/steps [b, B]); returns drafts, steps."""
-        span = min(self.cache.max_len, -(-max(max_len, 1) // SPAN_BUCKET) * SPAN_BUCKET)
-        graph = self._graph(k, span)
-        self.masked.zero_()
-        self.tokens[slots], self.masked[slots], self.positions[slots] = drafts, masked, positions
-        self.steps[slots] = steps
-        self.lens[slots] = self.cache.lengths[slots]
-        self.offset.fill_(offset)
-        if graph is not None:
-            graph.replay()
+        b = slots.shape[0]
+        key = (batch_bucket(b), k, self.runner.static.span(max_len))
+        if key not in self.loops:
+            self.loops[key] = _Loop(self.runner, key[0], self.block, key[2], k, self.rule)
+        loop = self.loops[key]
+        loop.fwd.load(drafts, positions, loop.fwd.visible[:b], slots, None, self.cache.lengths[slots])
+        loop.masked.zero_()
+        loop.masked[:b], loop.steps[:b] = masked, steps
+        loop.offset.fill_(offset)
+        if loop.graph is not None:
+            loop.graph.replay()
         else:
-            self._body(k, span)
-        return self.tokens[slots], self.steps[slots]
+            loop.body()
+        return loop.fwd.ids[:b].clone(), loop.steps[:b].clone()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 
 import torch
 
@@ -15,6 +14,9 @@ from .decoding.drafters import AutoregressiveDrafter, DiffusionDrafter
 from .decoding.sequence import Sequence
 from .decoding.simsd import SimSDDecoder
 from .decoding.vanilla import VanillaDecoder
+from .engine_core import BlockManager, Scheduler
+from .engine_core.pool import PoolPlan, activation_reserve, plan_pool
+from .models.kv_cache import kv_bytes_per_token
 from .models import ModelLoadError, load_model
 from .models.source import resolve_model_path
 from .runner import ModelRunner
@@ -72,14 +74,41 @@ class Engine:
     def _setup(self, target_model, draft_model, tokenizer, decode, device, static_shapes) -> None:
         self.decode, self.device, self.tokenizer = decode, device, tokenizer
         self.timer = PhaseTimer(device)
-        self.target = ModelRunner(target_model, device, static_shapes)
-        self.draft = ModelRunner(draft_model, device, static_shapes) if draft_model is not None else None
+        self.target = ModelRunner(target_model, device, static_shapes, attention=decode.attention)
+        self.draft = (ModelRunner(draft_model, device, static_shapes, attention=decode.attention)
+                      if draft_model is not None else None)
         cfg = self.target.config
         self.block = decode.block_length or cfg.block_size
         if cfg.is_diffusion and self.block != cfg.block_size:
             log.warning("block length %d differs from the target's trained block_size %d", self.block, cfg.block_size)
         self.generator = torch.Generator(device).manual_seed(decode.seed)
         self.decoder = self._make_decoder()
+        self.num_preemptions = 0
+        self.pool_plan = self._plan_pool()
+        self.blocks: BlockManager | None = None
+        if self.pool_plan.total_tokens is not None:
+            log.info("KV pool: %d tokens in pages of %d (%s)", self.pool_plan.total_tokens,
+                     self.pool_plan.page_size, self.pool_plan.source)
+
+    def _plan_pool(self) -> PoolPlan:
+        cfg, on_cuda = self.decode, self.device.type == "cuda"
+        page = cfg.page_size or (128 if on_cuda else 16)
+        runners = [r for r in (self.target, self.draft) if r is not None]
+        per_token = sum(kv_bytes_per_token(r.config, r.dtype) for r in runners)
+        if not on_cuda:
+            return plan_pool(page, per_token, max_total_tokens=cfg.max_total_tokens)
+        free, total = torch.cuda.mem_get_info(self.device)
+        mc = self.target.config
+        q = self.block * self.block + self.block  # exact verify with a folded commit: the widest forward
+        reserve = activation_reserve(cfg.batch_size, q, mc.hidden_size, mc.intermediate_size, mc.vocab_size,
+                                     torch.empty((), dtype=self.target.dtype).element_size())
+        return plan_pool(page, per_token, max_total_tokens=cfg.max_total_tokens, free_bytes=free,
+                         total_bytes=total, utilization=cfg.gpu_memory_utilization, reserve_bytes=reserve)
+
+    @property
+    def pool_tokens(self) -> int | None:
+        """Tokens of K/V the pool holds (None: sized to each call)."""
+        return self.pool_plan.total_tokens
 
     def _make_decoder(self):
         cfg, slots = self.decode, self.decode.batch_size
@@ -100,9 +129,21 @@ class Engine:
         return min(limits)
 
     def _sequence(self, req: Request) -> Sequence | Result:
-        """A sequence to decode, or an error result for a request that cannot be decoded."""
-        max_new = req.max_new_tokens if req.max_new_tokens is not None else self.decode.max_new_tokens
-        temperature = req.temperature if req.temperature is not None else self.decode.temperature
+        """A sequence to decode, or an error result for a request that cannot be decoded.
+
+        The row's settings: ``req.params`` (or the DecodeConfig's), then the max_new_tokens /
+        temperature overrides."""
+        from dataclasses import replace
+
+        from .api import SamplingParams
+        from .decoding.acceptance import mrs_refusal
+
+        params = req.params or SamplingParams.from_decode(self.decode)
+        if req.max_new_tokens is not None:
+            params = replace(params, max_tokens=req.max_new_tokens)
+        if req.temperature is not None:
+            params = replace(params, temperature=req.temperature)
+        max_new, temperature = params.max_tokens, params.temperature
         error = None
         if not req.prompt_ids:
             error = "empty prompt"
@@ -110,21 +151,31 @@ class Engine:
             error = f"max_new_tokens must be >= 1, got {max_new}"
         elif not 0 <= temperature <= 100:
             error = f"temperature must be in [0, 100], got {temperature}"
+        elif params.problem():
+            error = params.problem()
         elif self.decode.acceptance == "greedy" and temperature > 0 and self.draft is not None:
             error = "acceptance 'greedy' needs temperature 0"
+        elif temperature > 0 and self.draft is not None and \
+                mrs_refusal(self.draft.config.is_diffusion, self.decode.draft_remasking):
+            error = mrs_refusal(self.draft.config.is_diffusion, self.decode.draft_remasking)
         elif len(req.prompt_ids) + max_new + 2 * self.block > self.max_context:
             error = (f"prompt of {len(req.prompt_ids)} tokens + max_new_tokens {max_new} exceeds the "
                      f"context of {self.max_context} tokens")
+        elif self.pool_tokens is not None and len(req.prompt_ids) + max_new + 3 * self.block > self.pool_tokens:
+            error = (f"prompt of {len(req.prompt_ids)} tokens + max_new_tokens {max_new} does not fit the "
+                     f"KV pool of {self.pool_tokens} tokens")
         elif max(req.prompt_ids) >= self.target.config.vocab_size or min(req.prompt_ids) < 0:
             error = "prompt holds token ids outside the vocabulary"
         if error:
-            return Result(id=req.id, finish_reason="error", error=error, num_input_tokens=len(req.prompt_ids))
-        return Sequence(req, slot=-1, max_new=max_new, temperature=float(temperature))
+            return Result(id=req.id, finish_reason="error", error=error, num_input_tokens=len(req.prompt_ids),
+                          sample_index=req.sample_index)
+        return Sequence(req, slot=-1, max_new=max_new, temperature=float(temperature), params=params,
+                        decode_text=self.tokenizer.decode if params.stop else None)
 
     def generate(self, requests: list[Request]) -> list[Result]:
         """Decode every request; results come back in request order, one per request."""
         results: list[Result | None] = [None] * len(requests)
-        waiting = deque()
+        waiting = []
         for i, req in enumerate(requests):
             item = self._sequence(req)
             if isinstance(item, Result):
@@ -133,22 +184,43 @@ class Engine:
                 waiting.append((i, item))
         if not waiting:
             return results
-        num_slots = min(self.decode.batch_size, len(waiting))
         try:
-            self._allocate([s for _, s in waiting], num_slots)
-            self._run(waiting, results, num_slots)
+            self._ensure_pool([s for _, s in waiting])
+            self._run(waiting, results)
         except torch.cuda.OutOfMemoryError:
-            # Free the caches so a retry with fewer requests (the actor halves the batch) starts
-            # from an empty device instead of failing again on what this attempt held.
+            # Free the pool and graphs so a retry with fewer requests (the actor halves the batch)
+            # starts from an empty device instead of failing again on what this attempt held.
             self.release_caches()
             raise
         return results
 
-    def _allocate(self, seqs: list[Sequence], num_slots: int) -> None:
-        longest = max(s.prompt_len + s.max_new for s in seqs) + 2 * self.block
+    # -- KV pool ------------------------------------------------------------------------------
+
+    def _need(self, seq: Sequence) -> int:
+        """Tokens a sequence must have pages for before its next step: everything up to the end of
+        the block after the current one (commits and speculative writes stay below that)."""
+        if not self.target.config.is_diffusion:
+            return len(seq.tokens) + 2
+        return max(seq.start, len(seq.aligned_prompt(self.block))) + 2 * self.block
+
+    def _max_need(self, seq: Sequence) -> int:
+        """Pages' worth of tokens a sequence holds at its longest."""
+        return seq.prompt_len + seq.max_new + 3 * self.block
+
+    def _ensure_pool(self, seqs: list[Sequence]) -> None:
+        """Size the pool: fixed (from free GPU memory or --max-total-tokens), else to this call."""
+        plan = self.pool_plan
+        P = plan.page_size
+        if plan.total_tokens is not None:
+            num_pages = plan.total_tokens // P
+        else:
+            longest = max(self._max_need(s) for s in seqs)
+            num_pages = min(self.decode.batch_size, len(seqs)) * -(-longest // P)
+        per_slot = min(num_pages, -(-(self.max_context + 3 * self.block) // P))
         for runner in (self.target, self.draft):
             if runner is not None:
-                runner.ensure_cache(num_slots, longest)
+                runner.allocate(self.decode.batch_size, num_pages, P, per_slot)
+        self.blocks = BlockManager(num_pages, P)
 
     def release_caches(self) -> None:
         for runner in (self.target, self.draft):
@@ -157,28 +229,44 @@ class Engine:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _run(self, waiting: deque, results: list, num_slots: int) -> None:
-        """Continuous batching: a finished sequence's slot is refilled before the next step."""
-        free = list(range(num_slots))
-        active: dict[int, tuple[int, Sequence]] = {}
+    def _push_pages(self, sched: Scheduler, seqs: list[Sequence]) -> None:
+        slots = [s.slot for s in seqs]
+        tables = [sched.pages(s) for s in seqs]
+        for runner in (self.target, self.draft):
+            if runner is not None:
+                runner.set_pages(slots, tables)
+
+    # -- decoding loop ------------------------------------------------------------------------
+
+    def _run(self, waiting: list, results: list) -> None:
+        """Continuous batching over the paged pool: admit while slots and pages are free, preempt
+        the newest row when a running row needs a page and none is left, refill finished slots."""
+        sched = Scheduler(self.blocks, self.decode.batch_size, self._need)
+        index = {}
+        for i, seq in waiting:
+            index[id(seq)] = i
+            sched.add(seq)
         stop_ids = self.tokenizer.stop_ids
         with torch.inference_mode():
-            while waiting or active:
-                admitted = []
-                while waiting and free:
-                    i, seq = waiting.popleft()
-                    seq.slot = free.pop()
-                    seq.started_at = time.perf_counter()
-                    active[id(seq)] = (i, seq)
-                    admitted.append(seq)
+            while sched.has_work():
+                grown, preempted = sched.reserve()
+                for seq in preempted:
+                    self.decoder.evict(seq)
+                    seq.restart()
+                admitted = sched.admit()
+                for seq in admitted:
+                    seq.slot = sched.slot(seq)
+                    seq.started_at = seq.started_at or time.perf_counter()
+                self._push_pages(sched, grown + admitted)
                 if admitted:
                     with self.timer("prefill"):
                         self.decoder.admit(admitted, stop_ids)
                 self.timer.count("steps")
-                for seq in self.decoder.step([s for _, s in active.values()], stop_ids):
-                    i, _ = active.pop(id(seq))
-                    results[i] = seq.result
-                    free.append(seq.slot)
+                for seq in self.decoder.step(list(sched.running), stop_ids):
+                    results[index[id(seq)]] = seq.result
+                    sched.finish(seq)
+        self.num_preemptions += sched.num_preemptions
+        self.timer.count("preemptions", sched.num_preemptions)
 
     def close(self) -> None:
         self.release_caches()

@@ -1,81 +1,118 @@
-"""Fixed-shape forwards over every cache slot, replayed as CUDA graphs on the GPU.
+"""Fixed-shape decoding forwards over the active rows, replayed as CUDA graphs on the GPU.
 
-Decoding forwards are tiny (a few tokens per sequence) so on a GPU their cost is dominated by
+Decoding forwards are tiny (a few tokens per sequence), so on a GPU their cost is dominated by
 kernel launches unless the whole forward is one CUDA graph. A graph needs fixed shapes and fixed
-addresses, so each :class:`StaticForward` owns input buffers for all ``S`` cache slots and a
-fixed query length ``q`` and cache span. Rows of idle slots compute garbage that nobody reads and
-write nothing (their write flags are off). On CPU the same code runs eagerly, which is how the
-fixed-shape path is tested without a GPU.
+addresses, so each :class:`StaticForward` owns input buffers for a batch-size bucket (1, 2, 4,
+8, 16, 32, 64, 128, 256, ...) and a query length ``q``: the active rows are copied into the
+first rows, the padding rows read nothing (length 0) and write nothing. Graphs are captured
+lazily, only for the buckets and layouts a run uses. On CPU the same code runs eagerly, which is
+how the fixed-shape path is tested without a GPU.
 """
 from __future__ import annotations
 
 import torch
 
 from .models import ForwardBatch, KVCache, Qwen3Model
+from .models.attention import FlexMaskBuffers, FlexMeta, gather_meta
 
-SPAN_BUCKET = 128  # cache spans are rounded up to this, so few graphs cover all lengths
+SPAN_BUCKET = 128  # torch backend: cache spans are rounded up to this, so few graphs cover all lengths
+
+
+def batch_bucket(b: int) -> int:
+    """The smallest power of two >= b: the batch size a fixed-shape forward is captured at."""
+    return 1 << max(0, (b - 1).bit_length())
+
+
+def span_bucket(max_len: int, limit: int) -> int:
+    return min(limit, -(-max(max_len, 1) // SPAN_BUCKET) * SPAN_BUCKET)
 
 
 class StaticForward:
-    def __init__(self, model: Qwen3Model, cache: KVCache, q: int, span: int, capture: bool, pool=None,
-                 layer_fn=None):
-        S, dev = cache.num_slots, cache.lengths.device
-        self.model, self.cache, self.span, self.layer_fn = model, cache, span, layer_fn
-        self.ids = torch.zeros(S, q, dtype=torch.long, device=dev)
-        self.positions = torch.zeros(S, q, dtype=torch.long, device=dev)
-        self.visible = torch.eye(q, dtype=torch.bool, device=dev).repeat(S, 1, 1)
-        self.lens = torch.zeros(S, dtype=torch.long, device=dev)
-        self.write = torch.zeros(S, q, dtype=torch.bool, device=dev)
-        self.out = None
-        self.graph = self._capture(pool) if capture else None
+    """One fixed shape: ``nb`` rows of ``q`` new tokens (and, for the torch backend, a cache span)."""
 
-    def _forward(self) -> torch.Tensor:
-        batch = ForwardBatch(self.positions, self.visible, self.cache, None, self.lens, self.write, self.span,
-                             layer_fn=self.layer_fn)
+    def __init__(self, model: Qwen3Model, cache: KVCache, nb: int, q: int, span: int, attention: str,
+                 layer_fn=None):
+        dev = cache.lengths.device
+        self.model, self.cache, self.nb, self.span, self.layer_fn = model, cache, nb, span, layer_fn
+        self.ids = torch.zeros(nb, q, dtype=torch.long, device=dev)
+        self.positions = torch.zeros(nb, q, dtype=torch.long, device=dev)
+        self.visible = torch.eye(q, dtype=torch.bool, device=dev).repeat(nb, 1, 1)
+        self.lens = torch.zeros(nb, dtype=torch.long, device=dev)
+        self.write = torch.zeros(nb, q, dtype=torch.bool, device=dev)
+        self.page_rows = torch.zeros(nb, cache.page_table.shape[1], dtype=torch.int32, device=dev)
+        self.flex = (FlexMaskBuffers(nb, q, cache.num_pages, cache.page_size, dev)
+                     if attention == "flex" else None)
+        self.out = None
+        self.graph = None
+
+    def body(self) -> torch.Tensor:
+        """The forward over the buffers (what a graph records)."""
+        new_mask = self.visible[:, None]
+        if self.flex is not None:
+            self.flex.update(self.page_rows, self.lens)
+            meta = FlexMeta(self.flex.block_mask, new_mask)
+        else:
+            meta = gather_meta(self.cache, self.page_rows, self.lens, self.span, new_mask)
+        write_idx = self.cache.write_index(self.page_rows, self.positions, self.write)
+        batch = ForwardBatch(self.positions, meta, self.cache, write_idx, self.layer_fn)
         return self.model.hidden(self.ids, batch)
 
-    def _capture(self, pool):
+    def capture(self, pool) -> None:
         # Warm up on a side stream (allocator and kernel selection), then record. Write flags are
-        # all off here, so warm-up runs only touch the cache's scratch position.
+        # all off here, so warm-up runs only touch the pool's scratch position.
+        self.write.zero_()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
-                self._forward()
+                self.body()
         torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
-            self.out = self._forward()
-        return graph
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.out = self.body()
+
+    def load(self, ids, positions, visible, slots, write, lens) -> int:
+        """Copy the inputs of rows ``slots`` into the first rows; the rest become padding."""
+        b = slots.shape[0]
+        self.ids[:b], self.positions[:b], self.visible[:b] = ids, positions, visible
+        self.lens[:b] = lens
+        self.lens[b:] = 0
+        self.page_rows[:b] = self.cache.page_table[slots]
+        self.write.zero_()
+        if write is not None:
+            self.write[:b] = write
+        return b
 
     def __call__(self, ids, positions, visible, slots, write, lens) -> torch.Tensor:
-        """Inputs for rows ``slots`` only; returns their hidden states [b, q, hidden]."""
-        self.write.zero_()
-        self.ids[slots], self.positions[slots], self.visible[slots] = ids, positions, visible
-        self.lens[slots] = lens
-        if write is not None:
-            self.write[slots] = write
+        """Returns the hidden states [b, q, hidden] of rows ``slots``."""
+        b = self.load(ids, positions, visible, slots, write, lens)
         if self.graph is not None:
             self.graph.replay()
         else:
-            self.out = self._forward()
-        return self.out[slots]
+            self.out = self.body()
+        return self.out[:b]
 
 
 class StaticForwards:
-    """The :class:`StaticForward` of every (query length, span bucket) a decoder has used."""
+    """The :class:`StaticForward` of every (bucket, query length, span) a decoder has used."""
 
-    def __init__(self, model: Qwen3Model, cache: KVCache, capture: bool, layer_fn=None):
+    def __init__(self, model: Qwen3Model, cache: KVCache, capture: bool, attention: str, layer_fn=None):
         self.model, self.cache, self.capture, self.layer_fn = model, cache, capture, layer_fn
+        self.attention = attention
         self.pool = torch.cuda.graph_pool_handle() if capture else None
-        self.forwards: dict[tuple[int, int], StaticForward] = {}
+        self.forwards: dict[tuple[int, int, int], StaticForward] = {}
 
-    def get(self, q: int, max_len: int) -> StaticForward:
-        span = min(self.cache.max_len, -(-max(max_len, 1) // SPAN_BUCKET) * SPAN_BUCKET)
-        key = (q, span)
+    def span(self, max_len: int) -> int:
+        # The flex backend reads lengths from the page table at run time: one shape for all spans.
+        return 0 if self.attention == "flex" else span_bucket(max_len, self.cache.max_len)
+
+    def get(self, b: int, q: int, max_len: int) -> StaticForward:
+        key = (batch_bucket(b), q, self.span(max_len))
         if key not in self.forwards:
-            self.forwards[key] = StaticForward(self.model, self.cache, q, span, self.capture, self.pool,
-                                               self.layer_fn)
+            fwd = StaticForward(self.model, self.cache, key[0], q, key[2], self.attention, self.layer_fn)
+            if self.capture:
+                fwd.capture(self.pool)
+            self.forwards[key] = fwd
         return self.forwards[key]
 
     def close(self) -> None:

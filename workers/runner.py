@@ -1,4 +1,4 @@
-"""ModelRunner: the one owner of a model and its KV cache on a device."""
+"""ModelRunner: the one owner of a model, its paged KV pool and its CUDA graphs on a device."""
 from __future__ import annotations
 
 import torch
@@ -6,55 +6,74 @@ import torch
 from .decoding import layouts
 from .graphs import StaticForwards
 from .models import ForwardBatch, KVCache, Qwen3Model
+from .models.attention import FlexNewMeta, NewOnlyMeta, gather_meta
 from .models.qwen3 import decoder_layer
+
+ATTENTION_BACKENDS = ("auto", "flex", "torch")
+PREFILL_CHUNK_TOKENS = 8192  # prompts are prefilled in packed chunks of at most this many tokens
 
 
 def compiled_layer():
     """``decoder_layer`` under torch.compile with dynamic shapes: one compilation serves every
-    batch, query length and cache span of a model shape (Dynamo caches it on the function)."""
-    import torch._dynamo
-
-    # Each model shape and layout variant is a cache entry; beyond the limit Dynamo would fall
-    # back to eager silently, so leave plenty of room.
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    batch bucket and query length of a model shape."""
     return torch.compile(decoder_layer, dynamic=True, fullgraph=True)
 
 
-class ModelRunner:
-    """Runs forwards of one model against its per-slot KV cache.
+def resolve_attention(name: str, device: torch.device) -> str:
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention must be one of {ATTENTION_BACKENDS}, got {name!r}")
+    if name == "auto":
+        return "flex" if device.type == "cuda" else "torch"
+    return name
 
-    Ids, positions and masks are ``[b, q]`` / ``[b, q, q]``; ``slots[b]`` selects cache rows.
+
+class ModelRunner:
+    """Runs forwards of one model against its paged KV pool.
+
+    Ids, positions and masks are ``[b, q]`` / ``[b, q, q]``; ``slots[b]`` select rows of the
+    pool's page table (the pages themselves are assigned by the engine's block manager).
     """
 
     def __init__(self, model: Qwen3Model, device: torch.device, static_shapes: bool | None = None,
-                 cuda_graphs: bool | None = None, compile_layers: bool | None = None):
-        """static_shapes: decode forwards run over all slots at fixed shapes (default: on CUDA);
+                 cuda_graphs: bool | None = None, compile_layers: bool | None = None, attention: str = "auto"):
+        """static_shapes: decode forwards run at fixed batch-bucket shapes (default: on CUDA);
         cuda_graphs: those forwards are captured and replayed as CUDA graphs (default: on CUDA);
-        compile_layers: the layer function of those forwards is fused by torch.compile (default:
-        with CUDA graphs), cutting ~70 small kernels a layer to a handful."""
+        compile_layers: their layer function is fused by torch.compile (default: with graphs);
+        attention: ``flex`` (FlexAttention over the pool, CUDA) or ``torch`` (plain PyTorch)."""
         self.model, self.device = model, device
         self.config = model.config
         self.dtype = next(model.parameters()).dtype
         on_cuda = device.type == "cuda"
         self.static_shapes = on_cuda if static_shapes is None else static_shapes
-        # A graph needs fixed shapes: graphs follow static_shapes unless asked for explicitly.
         self.cuda_graphs = (self.static_shapes and on_cuda) if cuda_graphs is None else cuda_graphs
         self.static_shapes = self.static_shapes or self.cuda_graphs
         use_compile = self.cuda_graphs if compile_layers is None else compile_layers
         self.layer_fn = compiled_layer() if use_compile else None
+        self.attention = resolve_attention(attention, device)
+        self._flex_prefill = None
         self.cache: KVCache | None = None
         self.static: StaticForwards | None = None
         self.num_forwards = 0        # decoding forwards run (prefill excluded)
-        self.num_query_tokens = 0    # query tokens computed by them, idle slots included
+        self.num_query_tokens = 0    # query tokens computed by them, padding rows included
 
-    def ensure_cache(self, num_slots: int, max_len: int) -> None:
-        """(Re)allocate the cache when the slots or lengths needed exceed what is held."""
+    # -- memory -----------------------------------------------------------------------------
+
+    def allocate(self, num_slots: int, num_pages: int, page_size: int, pages_per_slot: int) -> None:
+        """(Re)allocate the pool when the slots or pages asked for differ from what is held."""
         c = self.cache
-        if c is None or c.num_slots < num_slots or c.max_len < max_len:
-            self.close()  # graphs point at the old cache: free both before allocating
-            self.cache = KVCache(self.config, num_slots, max_len, self.device, self.dtype)
-            if self.static_shapes:
-                self.static = StaticForwards(self.model, self.cache, self.cuda_graphs, self.layer_fn)
+        if (c is not None and c.num_slots == num_slots and c.num_pages == num_pages
+                and c.page_size == page_size and c.page_table.shape[1] == pages_per_slot):
+            return
+        self.close()  # graphs point at the old pool: free both before allocating
+        self.cache = KVCache(self.config, num_slots, num_pages, page_size, pages_per_slot, self.device, self.dtype)
+        if self.static_shapes:
+            self.static = StaticForwards(self.model, self.cache, self.cuda_graphs, self.attention, self.layer_fn)
+
+    def set_pages(self, slots: list[int], tables: list[list[int]]) -> None:
+        if slots:
+            self.cache.set_pages(slots, tables)
+
+    # -- forwards ---------------------------------------------------------------------------
 
     def hidden(self, ids, positions, visible, slots, write=None, cache_lens=None,
                max_cache_len: int | None = None) -> torch.Tensor:
@@ -63,37 +82,76 @@ class ModelRunner:
         max_cache_len: a host-side upper bound of the rows' cache lengths; without it the bound is
         read from the device, which waits for every queued kernel.
         """
-        lens = self.cache.lengths[slots] if cache_lens is None else cache_lens
+        cache = self.cache
+        lens = cache.lengths[slots] if cache_lens is None else cache_lens
+        bound = int(lens.max()) if max_cache_len is None else max_cache_len
         self.num_forwards += 1
-        rows = self.cache.num_slots if self.static is not None else ids.shape[0]
-        self.num_query_tokens += rows * ids.shape[1]
+        b, q = ids.shape
         if self.static is not None:
-            bound = int(lens.max()) if max_cache_len is None else max_cache_len
-            forward = self.static.get(ids.shape[1], bound)
+            forward = self.static.get(b, q, bound)
+            self.num_query_tokens += forward.nb * q
             return forward(ids, positions, visible, slots, write, lens)
-        batch = ForwardBatch(positions, visible, self.cache, slots, cache_lens=lens, write=write)
-        return self.model.hidden(ids, batch)
+        self.num_query_tokens += b * q
+        page_rows = cache.page_table[slots]
+        meta = gather_meta(cache, page_rows, lens, bound, visible[:, None])
+        write_idx = None if write is None else cache.write_index(page_rows, positions, write)
+        return self.model.hidden(ids, ForwardBatch(positions, meta, cache, write_idx))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.logits(hidden)
 
     def prefill(self, slots: torch.Tensor, prompts: list[list[int]], block: int) -> None:
-        """Store K/V of each prompt (block-causal, aligned to position 0) in an emptied slot."""
+        """Store K/V of each prompt (block-causal, aligned to position 0) in emptied slots.
+
+        Prompts are packed into one row per chunk (no padding to the longest prompt): a token
+        sees the earlier blocks and its own block of its own prompt only.
+        """
         self.cache.reset(slots)
-        lengths = torch.tensor([len(p) for p in prompts], device=self.device)
-        q = int(lengths.max()) if len(prompts) else 0
-        if q == 0:
-            return
-        ids = torch.zeros(len(prompts), q, dtype=torch.long, device=self.device)
-        for row, p in enumerate(prompts):
-            ids[row, :len(p)] = torch.tensor(p, dtype=torch.long)
-        positions = torch.arange(q, device=self.device).expand(len(prompts), q)
-        write = positions < lengths[:, None]
-        # Variable shapes and an empty cache: an eager forward (prefill happens once per sequence).
-        batch = ForwardBatch(positions, layouts.block_causal(lengths, q, block), self.cache, slots,
-                             cache_lens=torch.zeros_like(lengths), write=write, cache_span=0)
-        self.model.hidden(ids, batch)
-        self.cache.lengths[slots] = lengths
+        lengths = [len(p) for p in prompts]
+        slot_list = slots.tolist()
+        chunk: list[int] = []
+        for i, n in enumerate(lengths):
+            if chunk and sum(lengths[j] for j in chunk) + n > PREFILL_CHUNK_TOKENS:
+                self._prefill_packed([slot_list[j] for j in chunk], [prompts[j] for j in chunk], block)
+                chunk = []
+            if n:
+                chunk.append(i)
+        if chunk:
+            self._prefill_packed([slot_list[j] for j in chunk], [prompts[j] for j in chunk], block)
+        self.cache.lengths[slots] = torch.tensor(lengths, device=self.device)
+
+    def _prefill_packed(self, slots: list[int], prompts: list[list[int]], block: int) -> None:
+        dev = self.device
+        ids = torch.tensor([t for p in prompts for t in p], dtype=torch.long)
+        doc = torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(prompts)])
+        pos = torch.cat([torch.arange(len(p)) for p in prompts])
+        row = torch.tensor(slots, dtype=torch.long)[doc]
+        ids, doc, pos, row = (t.to(dev) for t in (ids, doc, pos, row))
+        write_idx = self.cache.flat_index(self.cache.page_table[row], pos[:, None])[:, 0]
+        meta = self._prefill_meta(doc, pos, block)
+        batch = ForwardBatch(pos[None], meta, self.cache, write_idx[None])
+        self.model.hidden(ids[None], batch)
+
+    def _prefill_meta(self, doc: torch.Tensor, pos: torch.Tensor, block: int):
+        """Block-causal visibility inside each packed prompt."""
+        if self.attention != "flex":
+            vis = (doc[:, None] == doc[None, :]) & (pos[None, :] // block <= pos[:, None] // block)
+            return NewOnlyMeta(vis[None, None])
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        T = doc.shape[0]
+        padded = max(128, 1 << (T - 1).bit_length())  # few distinct shapes to compile
+
+        def mask_mod(b, h, qi, ki):
+            inside = (qi < T) & (ki < T)
+            qd, kd = doc[qi.clamp(max=T - 1)], doc[ki.clamp(max=T - 1)]
+            qp, kp = pos[qi.clamp(max=T - 1)], pos[ki.clamp(max=T - 1)]
+            return (inside & (qd == kd) & (kp // block <= qp // block)) | (qi == ki)
+
+        if self._flex_prefill is None:
+            self._flex_prefill = torch.compile(flex_attention)
+        mask = create_block_mask(mask_mod, None, None, padded, padded, device=self.device)
+        return FlexNewMeta(mask, self._flex_prefill, T, padded)
 
     def commit(self, slots: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor, max_start: int) -> None:
         """Store K/V of finished blocks ``tokens[b, B]`` starting at ``starts[b]`` (= cache lengths)."""

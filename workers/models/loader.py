@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 
 from .config import ModelConfig, ModelLoadError, load_config
+from .moe import expert_slices
 from .qwen3 import Qwen3Model
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -52,6 +53,18 @@ def _inside(model_dir: Path, name: str) -> Path:
     return path
 
 
+def _destination(expected: dict, fused: dict, name: str, experts: dict | None = None) -> torch.Tensor:
+    """The tensor a published weight is copied into: its parameter, its slice of a fused one, or
+    (mixture of experts) its expert's slice of a stacked one."""
+    if experts and name in experts:
+        dest, expert, start, rows = experts[name]
+        return expected[dest][expert, start:start + rows]
+    if name in fused:
+        dest, start, rows = fused[name]
+        return expected[dest][start:start + rows]
+    return expected[name]
+
+
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu", dtype: str = "auto") -> Qwen3Model:
     model_dir = Path(model_dir)
     cfg = load_config(model_dir)
@@ -59,24 +72,31 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu", dtype:
     torch_dtype = resolve_dtype(dtype, cfg, device)
     with torch.device("meta"):
         model = Qwen3Model(cfg)
-    model = model.to_empty(device=device).to(torch_dtype)
+    # dtype first, on meta: memory is allocated once, in the final dtype (no float32 copy).
+    model = model.to(torch_dtype).to_empty(device=device)
     expected = dict(model.state_dict())
+    fused = model.fused_slices()
+    experts = expert_slices(model)
+    stacked = {v[0] for v in fused.values()} | {v[0] for v in experts.values()}
+    # Published names: the plain parameters plus the separate q/k/v, gate/up and per-expert weights.
+    published = (set(expected) - stacked) | set(fused) | set(experts)
     seen = set()
     for file in weight_files(model_dir):
         with safe_open(str(file), framework="pt", device="cpu") as f:
             for name in f.keys():
-                if name not in expected:
+                if name not in published:
                     continue  # e.g. rotary inv_freq buffers some exporters add
+                target = _destination(expected, fused, name, experts)
                 tensor = f.get_tensor(name)
-                if tuple(tensor.shape) != tuple(expected[name].shape):
+                if tuple(tensor.shape) != tuple(target.shape):
                     raise ModelLoadError(f"{model_dir}: {name} has shape {tuple(tensor.shape)}, "
-                                         f"config implies {tuple(expected[name].shape)}")
-                expected[name].copy_(tensor.to(torch_dtype))
+                                         f"config implies {tuple(target.shape)}")
+                target.copy_(tensor.to(torch_dtype))
                 seen.add(name)
     if cfg.tie_word_embeddings:
         seen.add("lm_head.weight")
         model.lm_head.weight = model.model.embed_tokens.weight
-    missing = sorted(set(expected) - seen)
+    missing = sorted(published - seen)
     if missing:
         raise ModelLoadError(f"{model_dir}: weights missing from the checkpoint: {missing[:5]}"
                              + (" ..." if len(missing) > 5 else ""))

@@ -3,13 +3,18 @@
 The forward takes explicit positions and an explicit visibility mask among the new tokens, so
 one model serves every layout the decoders need: block-causal prefill, a denoising step, the
 SimSD verify layout (several tokens at one RoPE position) and the exact per-step copies.
+q/k/v and gate/up are fused into one matmul each; the published separate weights are loaded into
+slices of them (see ``Qwen3Model.fused_slices``).
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import NewOnlyMeta, attend
 from .config import ModelConfig
 from .kv_cache import KVCache
 
@@ -25,10 +30,11 @@ class RMSNorm(nn.Module):
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Qwen3's RMSNorm: statistics in float32, result cast back before the weight."""
+    """RMSNorm as SDAR's official modeling computes it (flash-attn's fused RMSNorm): statistics,
+    normalisation and the weight in float32, rounded to the input dtype once at the end."""
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
+    return (h * weight.float()).to(x.dtype)
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
@@ -45,77 +51,70 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
-def decoder_layer(x, cos, sin, p: tuple, shape: tuple, cache_k, cache_v, rows, span: int,
-                  cache_mask, new_mask):
+class LayerWeights(NamedTuple):
+    """One decoder layer's weights (a pytree, so compiled layer functions take it as one input)."""
+    input_norm: torch.Tensor
+    qkv: torch.Tensor        # [(H + 2 Hkv) * D, hidden]
+    q_norm: torch.Tensor
+    k_norm: torch.Tensor
+    o: torch.Tensor
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor    # [2 * intermediate, hidden]
+    down: torch.Tensor
+
+
+class LayerShape(NamedTuple):
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    eps: float
+
+
+def decoder_layer(x, cos, sin, w: LayerWeights, shape: LayerShape, k_pool, v_pool, meta, mlp=None):
     """One Qwen3 layer as a pure function of tensors (what ``torch.compile`` fuses on the GPU).
 
-    x [b, q, hidden]; cos, sin [b, 1, q, head_dim]; p: the layer's weights (input norm, q, k, v,
-    q norm, k norm, o, post norm, gate, up, down); shape: (heads, kv heads, head_dim, eps).
-    cache_k, cache_v: this layer's whole cache [S, Hkv, L + 1, head_dim] or None; rows [b] the
-    slots of the batch rows (None: the rows are all slots in order); span: cache positions read.
+    x [b, q, hidden]; cos, sin [b, 1, q, head_dim]; k_pool, v_pool: this layer's pool
+    [Hkv, N + 1, D] (or None without a cache); meta: attention metadata (see attention.py);
+    mlp: a module replacing the dense MLP (mixture of experts), or None.
     Returns the layer output and the new tokens' K and V [b, Hkv, q, head_dim] (stored by the
     caller: an in-place write into a graph input is kept out of the compiled region).
     """
-    w_in, wq, wk, wv, w_qn, w_kn, wo, w_post, wg, wu, wd = p
-    num_heads, num_kv, head_dim, eps = shape
+    H, Hkv, D, eps = shape
     b, q, _ = x.shape
-    h = rms_norm(x, w_in, eps)
+    h = rms_norm(x, w.input_norm, eps)
+    qkv = F.linear(h, w.qkv)
     # [b, heads, q, head_dim]; per-head RMSNorm on q and k comes before RoPE.
-    qs = rms_norm(F.linear(h, wq).view(b, q, num_heads, head_dim), w_qn, eps).transpose(1, 2)
-    ks = rms_norm(F.linear(h, wk).view(b, q, num_kv, head_dim), w_kn, eps).transpose(1, 2)
-    vs = F.linear(h, wv).view(b, q, num_kv, head_dim).transpose(1, 2)
+    qs = rms_norm(qkv[..., :H * D].view(b, q, H, D), w.q_norm, eps).transpose(1, 2)
+    ks = rms_norm(qkv[..., H * D:(H + Hkv) * D].view(b, q, Hkv, D), w.k_norm, eps).transpose(1, 2)
+    vs = qkv[..., (H + Hkv) * D:].view(b, q, Hkv, D).transpose(1, 2)
     qs, ks = apply_rope(qs, cos, sin), apply_rope(ks, cos, sin)
-    if span > 0:
-        ck = cache_k[:, :, :span] if rows is None else cache_k[rows, :, :span]
-        cv = cache_v[:, :, :span] if rows is None else cache_v[rows, :, :span]
-        out = cached_attention(qs, ks, vs, ck, cv, cache_mask, new_mask)
-    else:
-        out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=new_mask, enable_gqa=True)
-    x = x + F.linear(out.transpose(1, 2).reshape(b, q, -1), wo)
-    h = rms_norm(x, w_post, eps)
-    return x + F.linear(F.silu(F.linear(h, wg)) * F.linear(h, wu), wd), ks, vs
-
-
-def cached_attention(qs, ks, vs, cache_k, cache_v, cache_mask, new_mask):
-    """Attention of new queries over [cache | new keys] without concatenating or repeating K/V.
-
-    qs [b, H, q, D]; ks, vs [b, Hkv, q, D]; cache_k, cache_v [b, Hkv, L, D];
-    cache_mask [b, 1, 1, L], new_mask [b, 1, q, q] (bool). Query heads are grouped under their
-    KV head ([b, Hkv, g*q, D]) so each cached K/V is read once, as decoding is memory bound.
-    """
-    b, H, q, D = qs.shape
-    Hkv = ks.shape[1]
-    g = H // Hkv
-    qg = qs.reshape(b, Hkv, g * q, D) * (D ** -0.5)
-    s_cache = (qg @ cache_k.transpose(-1, -2)).view(b, Hkv, g, q, -1)
-    s_new = (qg @ ks.transpose(-1, -2)).view(b, Hkv, g, q, q)
-    scores = torch.cat([s_cache.masked_fill(~cache_mask[:, :, None], float("-inf")),
-                        s_new.masked_fill(~new_mask[:, :, None], float("-inf"))], dim=-1)
-    probs = torch.softmax(scores.float(), dim=-1).to(qs.dtype).view(b, Hkv, g * q, -1)
-    L = cache_k.shape[2]
-    out = probs[..., :L] @ cache_v + probs[..., L:] @ vs
-    return out.view(b, H, q, D)
+    out = attend(qs, ks, vs, k_pool, v_pool, meta)
+    x = x + F.linear(out.transpose(1, 2).reshape(b, q, -1), w.o)
+    h = rms_norm(x, w.post_norm, eps)
+    if mlp is not None:
+        return x + mlp(h), ks, vs
+    gate, up = F.linear(h, w.gate_up).chunk(2, dim=-1)
+    return x + F.linear(F.silu(gate) * up, w.down), ks, vs
 
 
 class Attention(nn.Module):
-    """Holds the attention weights under their published names; the math is in decoder_layer."""
+    """Fused q/k/v projection (loaded from the published q_proj/k_proj/v_proj) and o_proj."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         heads, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, heads * d, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden_size, kv * d, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden_size, kv * d, bias=False)
+        self.qkv_proj = nn.Linear(cfg.hidden_size, (heads + 2 * kv) * d, bias=False)
         self.o_proj = nn.Linear(heads * d, cfg.hidden_size, bias=False)
         self.q_norm = RMSNorm(d, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(d, cfg.rms_norm_eps)
 
 
 class MLP(nn.Module):
+    """Fused gate/up projection (loaded from the published gate_proj/up_proj) and down_proj."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
 
@@ -123,71 +122,64 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
-        self.shape = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps)
+        self.shape = LayerShape(cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps)
         self.self_attn = Attention(cfg)
         self.mlp = MLP(cfg)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def weights(self) -> tuple:
+    def weights(self) -> LayerWeights:
         a, m = self.self_attn, self.mlp
-        return (self.input_layernorm.weight, a.q_proj.weight, a.k_proj.weight, a.v_proj.weight,
-                a.q_norm.weight, a.k_norm.weight, a.o_proj.weight, self.post_attention_layernorm.weight,
-                m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight)
+        dense = isinstance(m, MLP)
+        return LayerWeights(self.input_layernorm.weight, a.qkv_proj.weight, a.q_norm.weight, a.k_norm.weight,
+                            a.o_proj.weight, self.post_attention_layernorm.weight,
+                            m.gate_up_proj.weight if dense else None, m.down_proj.weight if dense else None)
+
+    def sparse_mlp(self):
+        """The module replacing the dense MLP (mixture of experts), or None."""
+        return None if isinstance(self.mlp, MLP) else self.mlp
 
     def forward(self, x, cos, sin, batch: "ForwardBatch"):
         cache = batch.cache
         ck = cache.k[self.layer_idx] if cache is not None else None
         cv = cache.v[self.layer_idx] if cache is not None else None
-        x, ks, vs = batch.layer_fn(x, cos, sin, self.weights(), self.shape, ck, cv, batch.slots,
-                                   batch.cache_span, batch.cache_mask, batch.new_mask)
-        if batch.write_pos is not None:
-            batch.write_kv(ck, cv, ks, vs)
+        x, ks, vs = batch.layer_fn(x, cos, sin, self.weights(), self.shape, ck, cv, batch.meta, self.sparse_mlp())
+        if batch.write_idx is not None:
+            write_kv(ck, cv, ks, vs, batch.write_idx)
         return x
+
+
+def write_kv(k_pool, v_pool, ks, vs, write_idx) -> None:
+    """Store new K/V [b, Hkv, q, D] at flat pool indices ``write_idx[b, q]``."""
+    Hkv, D = ks.shape[1], ks.shape[3]
+    flat = write_idx.reshape(-1)
+    k_pool[:, flat] = ks.transpose(0, 1).reshape(Hkv, -1, D)
+    v_pool[:, flat] = vs.transpose(0, 1).reshape(Hkv, -1, D)
 
 
 class ForwardBatch:
     """Everything one forward needs besides the token ids.
 
     positions: [b, q] RoPE positions of the new tokens (duplicates allowed).
-    visible:   [b, q, q] bool, query i may attend to new token j.
-    slots:     [b] cache slots of the rows, or None when the rows are all cache slots in order
-               (the fixed-shape path CUDA graphs capture: no gather of the cache).
-    cache_lens:[b] how many leading cache positions each row sees (default: the cache's lengths).
-    write:     [b, q] bool or None; K/V of the marked tokens are stored at their positions. Unmarked
-               tokens go to the cache's scratch position, so no data-dependent shapes are needed.
-    cache_span: how many leading cache positions attention reads (default: the longest row; the
-               whole cache for fixed shapes).
+    meta:      attention metadata (attention.py): the new tokens' layout and, with a cache, how
+               to read each row's cached prefix; or, for a forward without a cache, just the
+               visibility among the new tokens, a bool tensor [b, q, q].
+    cache:     the model's paged KV pool, or None.
+    write_idx: [b, q] flat pool index where each new token's K/V is stored (the pool's scratch
+               index for tokens that are not stored), or None to store nothing.
     layer_fn:  the layer implementation (``decoder_layer``, or a compiled version of it).
     """
 
-    def __init__(self, positions, visible, cache: KVCache | None = None, slots=None,
-                 cache_lens=None, write=None, cache_span: int | None = None, layer_fn=None):
-        self.positions, self.cache, self.slots = positions, cache, slots
+    def __init__(self, positions, meta, cache: KVCache | None = None, write_idx=None, layer_fn=None):
+        if isinstance(meta, torch.Tensor):
+            meta = NewOnlyMeta(meta[:, None])
+        self.positions, self.meta, self.cache, self.write_idx = positions, meta, cache, write_idx
         self.layer_fn = layer_fn or decoder_layer
-        self.new_mask = visible[:, None]
-        self.cache_span, self.cache_mask, self.write_pos = 0, None, None
-        if cache is None:
-            return
-        lens = (cache.lengths if slots is None else cache.lengths[slots]) if cache_lens is None else cache_lens
-        if cache_span is None:
-            cache_span = cache.max_len if slots is None else int(lens.max())
-        self.cache_span = cache_span
-        in_cache = torch.arange(cache_span, device=positions.device)[None, :] < lens[:, None]
-        self.cache_mask = in_cache[:, None, None, :]  # [b, 1, 1, span], broadcast over queries
-        if write is not None:
-            self.write_pos = torch.where(write, positions, cache.scratch)
-            b, q = positions.shape
-            self.write_slot = (torch.arange(b, device=positions.device) if slots is None else slots)[:, None].expand(b, q)
-
-    def write_kv(self, cache_k, cache_v, ks, vs) -> None:
-        """Store new K/V [b, Hkv, q, D] at ``write_pos`` of each row's slot."""
-        cache_k[self.write_slot, :, self.write_pos] = ks.transpose(1, 2)
-        cache_v[self.write_slot, :, self.write_pos] = vs.transpose(1, 2)
 
 
 class Qwen3Model(nn.Module):
-    """Weight names follow the published checkpoints (``model.layers.N...``, ``lm_head``)."""
+    """Module names follow the published checkpoints (``model.layers.N...``, ``lm_head``), with
+    q/k/v and gate/up fused."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -199,6 +191,24 @@ class Qwen3Model(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+
+    def fused_slices(self) -> dict[str, tuple[str, int, int]]:
+        """Published weight name -> (fused parameter name, first row, row count)."""
+        cfg = self.config
+        d = cfg.head_dim
+        q, kv = cfg.num_attention_heads * d, cfg.num_key_value_heads * d
+        out = {}
+        for i, layer in enumerate(self.model.layers):
+            a = f"model.layers.{i}.self_attn."
+            out[a + "q_proj.weight"] = (a + "qkv_proj.weight", 0, q)
+            out[a + "k_proj.weight"] = (a + "qkv_proj.weight", q, kv)
+            out[a + "v_proj.weight"] = (a + "qkv_proj.weight", q + kv, kv)
+            if isinstance(layer.mlp, MLP):
+                m = f"model.layers.{i}.mlp."
+                inter = layer.mlp.down_proj.weight.shape[1]
+                out[m + "gate_proj.weight"] = (m + "gate_up_proj.weight", 0, inter)
+                out[m + "up_proj.weight"] = (m + "gate_up_proj.weight", inter, inter)
+        return out
 
     def hidden(self, ids: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         """ids: [b, q] -> final-norm hidden states [b, q, hidden]."""
