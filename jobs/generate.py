@@ -15,7 +15,7 @@ PROG = "simsd generate"
 def main(argv: list[str] | None = None) -> int:
     from pipeline import demo, driver, summary
     from pipeline.config import ConfigError, parse_args
-    from pipeline.storage import redact
+    from pipeline.storage import for_terminal
     from pipeline.validate import validate
 
     options: dict = {}
@@ -26,15 +26,16 @@ def main(argv: list[str] | None = None) -> int:
         if is_demo:
             config = demo.prepare(config)
         for warning in validate(config):
-            print(f"{PROG}: warning: {redact(warning, options)}", file=sys.stderr)
+            print(for_terminal(f"{PROG}: warning: {warning}", options, sys.stderr), file=sys.stderr)
         stats = driver.run(config)
     except ConfigError as err:
-        print(f"{PROG}: error: {redact(str(err), options)}", file=sys.stderr)
+        print(for_terminal(f"{PROG}: error: {err}", options, sys.stderr), file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - report, redacted, and exit nonzero
-        print(redact(traceback.format_exc(), options), file=sys.stderr)
-        print(f"{PROG}: failed: {redact(f'{type(err).__name__}: {err}', options)} "
-              "(rows already written are kept; rerun the same command to resume)", file=sys.stderr)
+        print(for_terminal(traceback.format_exc(), options, sys.stderr), file=sys.stderr)
+        print(for_terminal(f"{PROG}: failed: {type(err).__name__}: {err} "
+                           "(rows already written are kept; rerun the same command to resume)", options, sys.stderr),
+              file=sys.stderr)
         return 1
     if is_demo:
         demo.show_samples(config)

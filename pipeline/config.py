@@ -9,16 +9,18 @@ import argparse
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .locations import is_inside, normalize
 from workers.api import ACCEPTANCE, COMMIT_FOLDING, DECODERS, REMASKING, VERIFY, DecodeConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Fields that change what a row's generation is; a resume must match them all.
 _FINGERPRINT_FIELDS = ("input", "target", "draft", "id_column", "prompt_column", "messages_column",
-                       "no_chat_template", "dtype")
+                       "no_chat_template", "dtype", "keep_columns", "keep_prompt")
 # Decode fields that only change speed, not outputs.
 _DECODE_SPEED_ONLY = ("batch_size", "commit_folding")
 
@@ -39,10 +41,12 @@ class GenerateConfig:
     """Everything one `simsd generate` run needs. CLI flags use the field names with dashes."""
 
     input: str | None = _f(None, "Parquet file or directory of prompts: local path, file://, s3:// or any fsspec URL")
-    output: str = _f("./simsd-demo-output", "output directory (data files, summary.parquet, _job.json)")
+    output: str | None = _f(None, "output directory (data files, summary.parquet, _job.json); required with --input, "
+                                  "never inside it (the demo writes ./simsd-demo-output)")
     target: str | None = _f(None, "target SDAR checkpoint: local dir, fsspec URL or hub id")
     draft: str | None = _f(None, "draft checkpoint for --decoder simsd (same tokenizer as the target)")
-    decoder: str = _f("vanilla", "vanilla block diffusion, or simsd speculative decoding", DECODERS)
+    decoder: str | None = _f(None, "vanilla block diffusion, or simsd speculative decoding (default: simsd when "
+                                   "--draft is given, else vanilla; --decoder vanilla with --draft is refused)", DECODERS)
     remasking: str = _f("sequential", "vanilla: which masked positions a denoising step reveals", REMASKING)
     threshold: float = _f(0.9, "dynamic remasking: reveal every position above this confidence", flag_type=float)
     block_length: int | None = _f(None, "diffusion block length (default: the target's trained block size)", flag_type=int)
@@ -58,30 +62,82 @@ class GenerateConfig:
     prompt_column: str = _f("prompt", "input column with the text prompt")
     messages_column: str | None = _f(None, "input column with chat messages (list of {role, content}); used instead of the prompt column")
     no_chat_template: bool = _f(False, "encode text prompts raw instead of through the tokenizer's chat template")
+    keep_columns: str | None = _f(None, "comma-separated input columns to carry to the output (default: every input "
+                                        "column the job does not consume; '' keeps none)")
+    keep_prompt: bool = _f(False, "also carry the prompt (or messages) column to the output (off: prompts can be large)")
     batch_size: int = _f(32, "sequences decoded together per worker (continuous batching slots)", flag_type=int)
     commit_folding: str = _f("auto", "store a finished block's K/V in the next forward instead of an extra forward (auto: when batch x block <= 64 tokens)", COMMIT_FOLDING)
     workers: int | None = _f(None, "number of engine actors (default: GPUs in the cluster on cuda, 1 on cpu)", flag_type=int)
     gpus_per_worker: float | None = _f(None, "GPUs reserved per actor (default: 1 on cuda, 0 on cpu)", flag_type=float)
     device: str = _f("auto", "where the engine runs (auto: cuda when available)", DEVICES)
     dtype: str = _f("auto", "model weights dtype (auto: bfloat16 on cuda, float32 on cpu)", DTYPES)
+    address: str | None = _f(None, "Ray cluster to run on: 'auto', host:port or ray://host:port (default: $RAY_ADDRESS "
+                                   "when set, as under ray job submit; else a private local Ray, never a running one)")
+    placement_timeout_s: float = _f(300.0, "fail, naming the missing resources, when the engine actors cannot all be "
+                                           "placed and started (model load included) within this many seconds",
+                                    flag_type=float)
     storage_options: dict = _f({}, "JSON object of fsspec storage options for URLs (e.g. endpoint_url, key, secret); never written out")
     overwrite: bool = _f(False, "replace an output written with a different config instead of refusing")
+    resume_anyway: bool = _f(False, "resume an output although --input/--target/--draft paths or --keep-columns/"
+                                    "--keep-prompt changed (moved data or models; rows already written are kept)")
+    verbose: bool = _f(False, "show every log line and warning (default: known harmless ones are hidden)")
+    progress_interval_s: float = _f(10.0, "seconds between progress lines (rows, tokens/s, acceptance, ETA)",
+                                    flag_type=float)
+    max_batch_retries: int = _f(2, "times a batch whose worker died is run again before it is bisected down to the row that kills it (written as an error row)", flag_type=int)
+    stall_timeout_s: float = _f(1800.0, "fail the job when no row has finished for this long (model load included); rows written so far are kept", flag_type=float)
+    cpus_per_worker: float | None = _f(None, "CPUs reserved per engine actor (default: up to 1, always leaving one CPU of the cluster for reading and writing)", flag_type=float)
+    lease_timeout_s: float = _f(120.0, "a writer lease on --output whose heartbeat is older than this may be taken over by a new run", flag_type=float)
 
     def __post_init__(self):
+        if isinstance(self.keep_columns, (list, tuple)):  # YAML may give a list
+            self.keep_columns = ",".join(str(c) for c in self.keep_columns)
         self._check_types()
+        self._resolve_decoder()
         self.decode = self._build_decode()
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        self._check_limits()
         if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
             raise ConfigError(f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker}")
         if not isinstance(self.storage_options, dict):
             raise ConfigError("--storage-options must be a JSON object")
         if self.decoder == "simsd" and self.draft is None and self.target is not None:
             raise ConfigError("--decoder simsd needs --draft")
+        self._check_locations()
+        for flag, value in (("--placement-timeout-s", self.placement_timeout_s),
+                            ("--progress-interval-s", self.progress_interval_s)):
+            if value <= 0:
+                raise ConfigError(f"{flag} must be > 0, got {value}")
         for name in ("device", "dtype"):
             allowed = DEVICES if name == "device" else DTYPES
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def _check_limits(self) -> None:
+        if self.max_batch_retries < 0:
+            raise ConfigError(f"--max-batch-retries must be >= 0, got {self.max_batch_retries}")
+        if self.stall_timeout_s <= 0:
+            raise ConfigError(f"--stall-timeout-s must be > 0, got {self.stall_timeout_s}")
+        if self.cpus_per_worker is not None and self.cpus_per_worker < 0:
+            raise ConfigError(f"--cpus-per-worker must be >= 0, got {self.cpus_per_worker}")
+        if self.lease_timeout_s <= 0:
+            raise ConfigError(f"--lease-timeout-s must be > 0, got {self.lease_timeout_s}")
+
+    def _resolve_decoder(self) -> None:
+        """--draft alone means simsd; --decoder vanilla with a --draft would silently ignore it."""
+        if self.decoder is None:
+            self.decoder = "simsd" if self.draft is not None else "vanilla"
+        elif self.decoder == "vanilla" and self.draft is not None:
+            raise ConfigError(f"--draft {self.draft} is only used by --decoder simsd, but --decoder vanilla was given; "
+                              "drop --draft, or drop --decoder (--draft alone means simsd)")
+
+    def _check_locations(self) -> None:
+        if self.input is not None and self.output is None:
+            raise ConfigError("--output is required with --input (only the demo, run with neither --input nor "
+                              "--target, has a default output)")
+        if self.input is not None and is_inside(self.output, self.input):
+            raise ConfigError(f"--output {self.output} is inside --input {self.input}: the results would be read "
+                              "as input by the next run; choose an --output outside the input directory")
 
     def _check_types(self) -> None:
         """YAML can hold any type: each setting must have its declared one (ints for floats are fine)."""
@@ -111,7 +167,7 @@ class GenerateConfig:
         try:
             return DecodeConfig(**{n: getattr(self, n) for n in names})
         except (ValueError, TypeError) as err:
-            raise ConfigError(str(err)) from None
+            raise ConfigError(_name_flags(str(err), names)) from None
 
     def fingerprint(self) -> str:
         """Hash of the settings that decide what each row's output is (not speed, not credentials)."""
@@ -119,7 +175,11 @@ class GenerateConfig:
 
     def identity(self) -> dict:
         decode = {k: v for k, v in self.decode.to_dict().items() if k not in _DECODE_SPEED_ONLY}
-        return {**{k: getattr(self, k) for k in _FINGERPRINT_FIELDS}, **decode}
+        out = {**{k: getattr(self, k) for k in _FINGERPRINT_FIELDS}, **decode}
+        # Resume compares locations, not spellings: prompts/, ./prompts and /abs/prompts are one input.
+        out.update(input=normalize(self.input), target=normalize(self.target, local_only_if_exists=True),
+                   draft=normalize(self.draft, local_only_if_exists=True))
+        return out
 
     def public_dict(self) -> dict:
         """The config without credentials, for logs and the summary."""
@@ -132,6 +192,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _name_flags(message: str, names: list[str]) -> str:
+    """'max_new_tokens must be >= 1' -> '--max-new-tokens must be >= 1': users type flags, not fields."""
+    pattern = r"(?<![-\w])(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True)) + r")\b"
+    return re.sub(pattern, lambda m: _flag(m.group(1)), message)
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad flags raise ConfigError (one error path, one exit code) instead of exiting here."""
 
@@ -139,8 +205,14 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
+_DESCRIPTION = """Batch generation with SDAR / SimSD on Ray: Parquet prompts in, Parquet generations out.
+
+Demo mode: with neither --input nor --target, runs built-in prompts through the reference models in
+models/reference/ (or tiny random models when absent) and writes ./simsd-demo-output, replacing it."""
+
+
 def build_parser(prog: str = "simsd generate") -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description="Batch generation with SDAR / SimSD on Ray.")
+    parser = _Parser(prog=prog, description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     for f in fields(GenerateConfig):
         meta = f.metadata
@@ -151,8 +223,15 @@ def build_parser(prog: str = "simsd generate") -> argparse.ArgumentParser:
             parser.add_argument(_flag(f.name), type=_json_object, default=argparse.SUPPRESS, help=meta["help"])
         else:
             parser.add_argument(_flag(f.name), type=meta["type"] or str, choices=meta["choices"],
-                                default=argparse.SUPPRESS, help=meta["help"])
+                                default=argparse.SUPPRESS, help=_with_default(f))
     return parser
+
+
+def _with_default(f) -> str:
+    """The help text plus the default, unless the text already explains a computed one."""
+    if f.default is None or "default:" in f.metadata["help"]:
+        return f.metadata["help"]
+    return f"{f.metadata['help']} (default: {f.default})"
 
 
 def _json_object(text: str) -> dict:

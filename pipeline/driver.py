@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 import re
 import time
-import uuid
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import resume, summary
-from .config import GenerateConfig
+from . import monitor, processor, resume, summary, watchdog
+from .config import ConfigError, GenerateConfig
+from .lease import Lease, new_run_id
 from .storage import TRANSIENT_ERROR_PATTERNS, open_fs, to_pyarrow
 
 # How long the actor pool may take to start every actor (model load included) before the job
@@ -23,21 +23,36 @@ WAIT_FOR_ACTORS_S = int(os.environ.get("SIMSD_WAIT_FOR_ACTORS_S", "1800"))
 
 
 def run(config: GenerateConfig, engine_factory=None) -> dict:
-    """Generate every not-yet-done input row into ``config.output``; return the run summary."""
+    """Generate every not-yet-done input row into ``config.output``; return the run summary.
+
+    The run holds the output's writer lease (pipeline.lease) from before Ray starts until it
+    returns: a second driver on the same output stops with exit 2 and nothing is touched."""
     started = time.time()
-    _init_ray()
     out_fs, out = open_fs(config.output, config.storage_options)
-    _prepare_output(out_fs, out, config)
-    done = resume.done_ids(out_fs, out)
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    _configure_data_context()
-    dataset = _plan(config, done, engine_factory)
-    dataset.write_parquet(resume.staging_path(out, run_id), filesystem=to_pyarrow(out_fs))
-    committed = resume.commit_staged(out_fs, out)
-    stats = summary.build(out_fs, out, committed, config, wall_time_s=time.time() - started,
-                          num_workers=num_workers(config))
-    summary.write(out_fs, out, stats)
+    run_id = new_run_id()
+    with Lease(out_fs, out, run_id, timeout_s=config.lease_timeout_s) as lease:
+        _init_ray()
+        _prepare_output(out_fs, out, config)
+        done = resume.done_ids(out_fs, out)
+        _configure_data_context()
+        job_monitor = monitor.start()
+        dataset = _plan(config, done, engine_factory, job_monitor)
+        watchdog.run_watched(lambda: dataset.write_parquet(resume.staging_path(out, run_id),
+                                                           filesystem=to_pyarrow(out_fs)),
+                             job_monitor, config, on_stall=lambda: _keep_written(out_fs, out, lease))
+        lease.check()  # never commit after another run took the output over
+        committed = resume.commit_staged(out_fs, out)
+        stats = summary.build(out_fs, out, committed, config, wall_time_s=time.time() - started,
+                              num_workers=num_workers(config))
+        stats.update(watchdog.run_stats(job_monitor))
+        summary.write(out_fs, out, stats)
     return stats
+
+
+def _keep_written(out_fs, out: str, lease: Lease) -> None:
+    """After a stall: commit the complete files already staged (the writer has been stopped)."""
+    lease.check()
+    resume.commit_staged(out_fs, out)
 
 
 def _init_ray() -> None:
@@ -69,10 +84,8 @@ def _prepare_output(fs, out: str, config: GenerateConfig) -> None:
     resume.commit_staged(fs, out)
 
 
-def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory):
+def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory, job_monitor=None):
     import ray
-
-    from workers.actor import GenerateUDF
 
     in_fs, path = open_fs(config.input, config.storage_options)
     ds = ray.data.read_parquet(path, filesystem=to_pyarrow(in_fs), file_extensions=["parquet"])
@@ -81,22 +94,7 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory):
     ds = ds.repartition(target_num_rows_per_block=_rows_per_call(config))
     if done is not None:
         ds = ds.map_batches(_DropDone(config.id_column, done), batch_format="pyarrow", zero_copy_batch=True)
-    return ds.map_batches(
-        GenerateUDF,
-        fn_constructor_kwargs={"config": config, "engine_factory": engine_factory},
-        # A fixed pool, not autoscaling: model load time is large, so start every actor once.
-        # Two batches in flight per actor: one decoding, one queued so the GPU never waits, and
-        # no actor hoards the input while another sits idle.
-        compute=ray.data.ActorPoolStrategy(size=num_workers(config), max_tasks_in_flight_per_actor=2),
-        num_gpus=gpus_per_worker(config),
-        # Enough rows per call to keep every continuous-batching slot filled.
-        batch_size=_rows_per_call(config),
-        batch_format="pyarrow",
-        # A dead actor (segfault, host OOM kill, lost node) is restarted by Ray and its unfinished
-        # batches re-run: Ray Data's actor pools default to max_restarts=-1, max_task_retries=-1
-        # (passing them here is deprecated). Rows are written only after a whole batch returns,
-        # so a retried batch writes nothing twice.
-    )
+    return processor.generate_stage(ds, config, engine_factory, monitor=job_monitor)
 
 
 def _rows_per_call(config: GenerateConfig) -> int:
@@ -138,3 +136,24 @@ def num_workers(config: GenerateConfig) -> int:
         # One actor per GPU: each holds its own resident copy of the models.
         return max(1, int(ray.cluster_resources().get("GPU", 0) / max(gpus_per_worker(config), 1e-9)))
     return 1
+
+
+# CPUs kept free of engine actors for Ray Data's read, filter and write tasks.
+IO_CPUS = 1.0
+
+
+def cpus_per_worker(config: GenerateConfig) -> float:
+    """CPUs each engine actor reserves: --cpus-per-worker, else up to 1 while leaving IO_CPUS of
+    the cluster free (2 actors on a 2-CPU machine get 0.5 each). Checked against the cluster:
+    a setting that leaves no CPU for reading and writing is a config error."""
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    workers = num_workers(config)
+    if config.cpus_per_worker is not None:
+        if cpus - workers * config.cpus_per_worker < IO_CPUS:
+            raise ConfigError(f"--cpus-per-worker {config.cpus_per_worker:g} x {workers} worker(s) leaves "
+                              f"{max(cpus - workers * config.cpus_per_worker, 0):g} of the cluster's {cpus:g} CPUs "
+                              f"for reading and writing; at least {IO_CPUS:g} must stay free")
+        return config.cpus_per_worker
+    return round(max(0.0, min(1.0, (cpus - IO_CPUS) / workers)), 4)

@@ -5,6 +5,7 @@ Storage options (endpoint, credentials) are passed straight to fsspec and never 
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import fsspec
@@ -51,6 +52,18 @@ def _retrying(name):
 for _name in ("get_file_info", "get_file_info_selector", "create_dir", "open_input_stream", "open_input_file",
               "open_output_stream", "delete_file", "copy_file"):
     setattr(RetryingFSSpecHandler, _name, _retrying(_name))
+
+
+def _delete_dir_if_present(self, path):
+    """Ray Data deletes its (empty) write directory when a run wrote no rows; on object stores
+    that prefix never existed, which must not fail the run."""
+    try:
+        retry(pafs.FSSpecHandler.delete_dir, self, path)
+    except FileNotFoundError:
+        pass
+
+
+RetryingFSSpecHandler.delete_dir = _delete_dir_if_present
 
 
 def list_parquet(fs, path: str) -> list[str]:
@@ -119,13 +132,44 @@ def retry(fn, *args, attempts: int = RETRY_ATTEMPTS, **kwargs):
     raise AssertionError("unreachable")
 
 
+# Storage option names whose values are credentials (matched case-insensitively, anywhere in the
+# name): "key", "secret", "aws_session_token", "password", "sas_token", "client_secret", ...
+# Everything else (endpoint_url, region, anon) stays readable in messages.
+_SECRET_NAME = re.compile(r"key|secret|token|passw|credential|signature|sas|auth", re.IGNORECASE)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
 def redact(text: str, storage_options: dict | None) -> str:
-    """``text`` with every credential-looking storage option value and AWS secret env var removed."""
-    secrets = [v for v in (storage_options or {}).values() if isinstance(v, str) and len(v) >= 4]
+    """``text`` with every credential value (storage options named like a secret, at any depth,
+    and AWS/GCP/Azure/HF secret env vars) replaced by ``***``. Endpoints and other settings stay."""
+    secrets = _secret_values(storage_options or {})
     secrets += [os.environ[k] for k in _SECRET_ENV if len(os.environ.get(k, "")) >= 4]
     for secret in sorted(set(secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+def _secret_values(options: dict, parent_secret: bool = False) -> list[str]:
+    out = []
+    for name, value in options.items():
+        secret = parent_secret or bool(_SECRET_NAME.search(str(name)))
+        if isinstance(value, dict):
+            out += _secret_values(value, secret)
+        elif secret and isinstance(value, str) and len(value) >= 4:
+            out.append(value)
+    return out
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal colour/cursor escape codes (Ray colours its error tracebacks)."""
+    return _ANSI.sub("", text)
+
+
+def for_terminal(text: str, storage_options: dict | None, stream) -> str:
+    """A message ready for ``stream``: secrets redacted, colour codes kept only on a terminal."""
+    text = redact(text, storage_options)
+    isatty = getattr(stream, "isatty", None)
+    return text if isatty is not None and isatty() else strip_ansi(text)
 
 
 _SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS",

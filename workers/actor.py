@@ -7,10 +7,12 @@ so one bad prompt never fails a batch (and never makes Ray retry the whole batch
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import socket
+import threading
 import time
 from typing import Callable
 
@@ -62,6 +64,12 @@ def _free_device_memory() -> None:
         pass
 
 
+def _is_fatal(err: BaseException) -> bool:
+    """Errors a row must never swallow (interpreter exit, Ctrl-C). Everything else, including the
+    tokenizers library's Rust panics (a BaseException), is that row's error."""
+    return isinstance(err, (KeyboardInterrupt, SystemExit, GeneratorExit))
+
+
 def _default_engine_factory(config):
     from workers.engine import Engine
 
@@ -70,61 +78,126 @@ def _default_engine_factory(config):
 
 
 class GenerateUDF:
-    """Callable on a pyarrow batch of prompts; returns a pyarrow batch of generations."""
+    """Callable on a pyarrow batch of prompts; returns a pyarrow batch of generations.
 
-    def __init__(self, config, engine_factory: Callable | None = None):
+    With a ``monitor`` (pipeline.monitor.JobMonitor handle, passed by the driver) each engine call
+    is recorded in its batch ledger, so a batch whose worker process died is known as such when
+    Ray restarts the actor and re-runs it: it runs again at most ``config.max_batch_retries``
+    times, then it is split in halves, and a half that kills its worker again is split again,
+    until the row that kills it stands alone and is written as an error row. The monitor also
+    receives this process's warnings and errors for the driver's log."""
+
+    def __init__(self, config, engine_factory: Callable | None = None, monitor=None):
         # Loading a model takes far longer than a batch: do it once per actor, never per batch.
         self.config = config
+        self.monitor = monitor
+        if monitor is not None:
+            forward_logs(monitor)
         self.engine = (engine_factory or _default_engine_factory)(config)
         self.tokenizer = self.engine.tokenizer
         self.actor_id = f"{socket.gethostname()}:{os.getpid()}"
         self.metrics = ActorMetrics(self.actor_id, config.decoder)
+        self._row_keys: list[str] = []
+        self._row_failures: list[BaseException] = []
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        ids = [row[self.config.id_column] for row in rows]
+        rows, unreadable = _decode_rows(batch)
+        self._row_keys = _row_keys(batch.column(self.config.id_column))
         requests, results = [], [None] * len(rows)
         for i, row in enumerate(rows):
-            request_or_error = self._request(i, row)
+            request_or_error = unreadable.get(i) or self._request(i, row)
             if isinstance(request_or_error, str):
-                results[i] = Result(id=ids[i], finish_reason="error", error=request_or_error)
+                results[i] = Result(id=i, finish_reason="error", error=request_or_error)
             else:
                 requests.append(request_or_error)
-        for request, result in zip(requests, self._generate(requests)):
+        self._row_failures = []
+        for request, result in zip(requests, self._guarded(requests, self.config.max_batch_retries)):
             results[request.id] = result
+        if requests and len(self._row_failures) == len(requests):
+            # Every row failed even alone: the engine is broken, not the rows. Fail the batch
+            # (Ray Data stops the job; rows written so far are kept).
+            raise self._row_failures[0]
         self.metrics.record(results)
         return self._to_table(batch.column(self.config.id_column), results)
 
-    def _generate(self, requests: list[Request]) -> list[Result]:
-        """engine.generate, split in halves on out-of-memory down to single rows; a single row
-        that still runs out of memory gets an error result. Any other error propagates: the batch
-        fails, Ray Data stops the job, and a rerun resumes.
+    def _guarded(self, requests: list[Request], retries: int) -> list[Result]:
+        """Run ``requests`` through the batch ledger (see the class docstring)."""
+        if not requests or self.monitor is None:
+            return self._generate(requests)
+        import ray
 
-        workers.engine.Engine frees its KV caches when it runs out of memory and sizes them to
-        min(batch_size, rows of the call) slots x the longest sequence of the call, so each half
-        starts from an empty device with fewer slots (and long rows apart from short ones)."""
+        key = self._key(requests)
+        deaths = ray.get(self.monitor.begin.remote(key, retries))
+        if deaths <= retries:
+            results = self._generate(requests)
+            self.monitor.finish.remote(key, len(requests))
+            return results
+        if len(requests) == 1:
+            row_id = self._row_keys[requests[0].id]
+            self.monitor.poisoned.remote(row_id)
+            log.error("row %s killed its worker process %d time(s); written as an error row", row_id, deaths)
+            return [Result(id=requests[0].id, finish_reason="error", num_input_tokens=len(requests[0].prompt_ids),
+                           error=f"this row killed its worker process {deaths} time(s) (the batch holding it "
+                                 f"was retried {self.config.max_batch_retries} time(s), then split down to "
+                                 "this row); not generated")]
+        half = len(requests) // 2
+        return self._guarded(requests[:half], 0) + self._guarded(requests[half:], 0)
+
+    def _key(self, requests: list[Request]) -> str:
+        ids = "\x1f".join(self._row_keys[r.id] for r in requests)
+        return hashlib.sha256(ids.encode("utf-8", "backslashreplace")).hexdigest()
+
+    def _generate(self, requests: list[Request]) -> list[Result]:
+        """engine.generate; on an error, the engine's caches are released and the rows split in
+        halves down to single rows. A row that still runs out of memory alone, or still fails
+        alone, gets an error result (the latter also recorded in ``_row_failures``).
+
+        workers.engine.Engine sizes its caches to min(batch_size, rows of the call) slots x the
+        longest sequence of the call, so each half starts from an empty device with fewer slots
+        (and long rows apart from short ones)."""
         if not requests:
             return []
         try:
             return self.engine.generate(requests)
-        except Exception as err:  # noqa: BLE001 - filtered just below
-            if not is_out_of_memory(err):
+        except BaseException as err:  # noqa: BLE001 - filtered just below
+            if _is_fatal(err):
                 raise
-            _free_device_memory()
+            self._release_caches()
+            oom = is_out_of_memory(err)
             if len(requests) == 1:
-                log.warning("row %s ran out of memory on its own: %s", requests[0].id, err)
-                return [Result(id=requests[0].id, finish_reason="error", num_input_tokens=len(requests[0].prompt_ids),
-                               error=f"out of memory generating this row alone ({type(err).__name__})")]
-            log.warning("out of memory on %d rows; retrying in two halves", len(requests))
+                return [self._row_error(requests[0], err, oom)]
+            log.warning("%s on %d rows; retrying in two halves", "out of memory" if oom else
+                        f"generation failed ({type(err).__name__}: {err})", len(requests))
             half = len(requests) // 2
             return self._generate(requests[:half]) + self._generate(requests[half:])
+
+    def _row_error(self, request: Request, err: BaseException, oom: bool) -> Result:
+        if oom:
+            log.warning("a row ran out of memory on its own: %s", err)
+            message = f"out of memory generating this row alone ({type(err).__name__})"
+        else:
+            self._row_failures.append(err)
+            message = f"generation failed for this row alone: {type(err).__name__}: {err}"
+        return Result(id=request.id, finish_reason="error", num_input_tokens=len(request.prompt_ids), error=message)
+
+    def _release_caches(self) -> None:
+        """Free what the failed call held (KV caches, graph pools) before the next attempt."""
+        release = getattr(self.engine, "release_caches", None)
+        if release is not None:
+            try:
+                release()
+            except Exception as err:  # noqa: BLE001 - the retry may still fit
+                log.warning("releasing the engine's caches failed: %s", err)
+        _free_device_memory()
 
     def _request(self, index: int, row: dict) -> Request | str:
         """A Request keyed by the row's index in the batch, or an error message for this row."""
         try:
             prompt_ids = self._encode(row)
-        except Exception as err:  # malformed messages, tokenizer failure
-            return f"cannot tokenize the prompt: {err}"
+        except BaseException as err:  # malformed messages, template or tokenizer failure, limits
+            if _is_fatal(err):
+                raise
+            return f"cannot tokenize the prompt: {type(err).__name__}: {err}"
         if not prompt_ids:
             return "prompt is empty after tokenization"
         limit = getattr(self.engine, "max_prompt_tokens", None) or getattr(self.engine, "max_context", None)
@@ -157,6 +230,12 @@ class GenerateUDF:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"column {self.config.prompt_column!r} is null or empty")
         return self.tokenizer.encode_prompt(prompt=prompt, use_chat_template=not self.config.no_chat_template)
+
+    def error_rows(self, ids: pa.ChunkedArray, messages: list[str]) -> pa.Table:
+        """Output rows (one per id) that end in error without being decoded: refused before the engine."""
+        results = [Result(id=None, finish_reason="error", error=m) for m in messages]
+        self.metrics.record(results)
+        return self._to_table(ids, results)
 
     def _to_table(self, ids: pa.ChunkedArray, results: list[Result]) -> pa.Table:
         texts = [self._decode(r) for r in results]
@@ -200,3 +279,58 @@ def _check_overrides(overrides: dict) -> str | None:
                                     or not 0 <= temperature <= MAX_TEMPERATURE):
         return f"temperature override must be a number in [0, {MAX_TEMPERATURE:g}], got {temperature!r}"
     return None
+
+
+def _decode_rows(batch: pa.Table) -> tuple[list[dict], dict[int, str]]:
+    """The batch as Python rows, and an error message for each row that cannot be read (text
+    that is not valid UTF-8): such a row becomes an error row instead of failing the batch."""
+    try:
+        return batch.to_pylist(), {}
+    except Exception:  # noqa: BLE001 - find the bad rows one by one
+        pass
+    rows, bad = [], {}
+    for i in range(batch.num_rows):
+        try:
+            rows.append(batch.slice(i, 1).to_pylist()[0])
+        except Exception as err:  # noqa: BLE001
+            rows.append({})
+            bad[i] = f"row cannot be read: {type(err).__name__}: {err}"
+    return rows, bad
+
+
+def _row_keys(ids: pa.ChunkedArray) -> list[str]:
+    """A stable text key per row id (string ids are read as bytes: they may be invalid UTF-8)."""
+    if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+        return [repr(v) for v in ids.cast(pa.binary() if pa.types.is_string(ids.type) else pa.large_binary()).to_pylist()]
+    return [repr(v) for v in ids.to_pylist()]
+
+
+class _MonitorHandler(logging.Handler):
+    """Sends this process's warnings and errors to the job monitor (deduplicated there)."""
+
+    def __init__(self, monitor):
+        super().__init__(logging.WARNING)
+        self.monitor, self._busy = monitor, threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self._busy, "on", False):
+            return
+        self._busy.on = True
+        try:
+            text = f"{record.levelname.lower()} [{record.name}] {record.getMessage()}"
+            self.monitor.report.remote(text[:2000])
+        except Exception:  # noqa: BLE001 - logging must never fail a batch
+            pass
+        finally:
+            self._busy.on = False
+
+
+def forward_logs(monitor) -> None:
+    """Route WARNING+ log records and Python warnings of this process to ``monitor``."""
+    root = logging.getLogger()
+    if any(isinstance(h, _MonitorHandler) for h in root.handlers):
+        return
+    logging.captureWarnings(True)
+    root.addHandler(_MonitorHandler(monitor))
+    if root.level > logging.WARNING or root.level == logging.NOTSET:
+        root.setLevel(logging.WARNING)

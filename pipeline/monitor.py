@@ -1,0 +1,84 @@
+"""The job monitor: one small Ray actor per run that the engine actors report to.
+
+It keeps three things the driver cannot see otherwise:
+
+- **the batch ledger** (poison rows): each engine call on a set of rows is "begun" before it
+  runs and "finished" after. A call that was begun and never finished was running when its
+  worker process died; Ray restarts the actor and re-runs the batch, and the actor asks the
+  ledger how many times that batch already killed a worker (see workers/actor.py);
+- **progress**: rows finished and the time of the last finished row (the driver's watchdog);
+- **warnings and errors** logged on the workers, deduplicated, for the driver's log.
+
+It reserves no CPU, so it can never take one that reading or writing needs.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+MAX_MESSAGES = 1000  # distinct worker messages kept (a flood of distinct texts is cut here)
+
+
+class JobMonitor:
+    def __init__(self):
+        self.started: Counter = Counter()
+        self.finished: Counter = Counter()
+        self.rows_done = 0
+        self.last_progress = time.monotonic()
+        self.retries = 0
+        self.poison: list = []
+        self.messages: dict[str, int] = {}
+        self.order: list[str] = []
+        self.actors: set[str] = set()
+
+    # -- ledger ------------------------------------------------------------------------------
+    def begin(self, key: str, allowed: int) -> int:
+        """How many earlier attempts at ``key`` never finished (their worker died). When that is
+        at most ``allowed``, an attempt is recorded (the caller runs it); otherwise nothing is
+        recorded (the caller splits the rows instead)."""
+        deaths = self.started[key] - self.finished[key]
+        if deaths <= allowed:
+            self.retries += deaths > 0
+            self.started[key] += 1
+        return deaths
+
+    def finish(self, key: str, rows: int) -> None:
+        self.finished[key] += 1
+        self.rows_done += rows
+        self.last_progress = time.monotonic()
+
+    def deaths(self, key: str) -> int:
+        return self.started[key] - self.finished[key]
+
+    def poisoned(self, row_id) -> None:
+        self.poison.append(row_id)
+
+    def ready(self, actor_id: str) -> None:
+        """An engine actor finished loading its models."""
+        self.actors.add(actor_id)
+
+    # -- messages ----------------------------------------------------------------------------
+    def report(self, text: str) -> None:
+        if text in self.messages:
+            self.messages[text] += 1
+        elif len(self.order) < MAX_MESSAGES:
+            self.messages[text] = 1
+            self.order.append(text)
+
+    # -- driver side -------------------------------------------------------------------------
+    def poll(self, seen: int) -> dict:
+        """Progress and the distinct messages after the first ``seen`` ones."""
+        return {"rows_done": self.rows_done, "idle_s": time.monotonic() - self.last_progress,
+                "actors_ready": len(self.actors), "messages": self.order[seen:]}
+
+    def stats(self) -> dict:
+        repeated = {t: n for t, n in self.messages.items() if n > 1}
+        return {"batch_retries": self.retries, "poison_rows": list(self.poison),
+                "worker_messages": len(self.order), "repeated_messages": repeated}
+
+
+def start():
+    """A fresh monitor actor for this run (no CPU reserved, never restarted: it holds state)."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_restarts=0)(JobMonitor).remote()

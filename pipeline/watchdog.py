@@ -1,0 +1,117 @@
+"""The driver's watch over a running job: worker messages to the log, and a no-progress watchdog.
+
+Ray Data's write runs in a thread; the driver's main thread polls the job monitor
+(pipeline.monitor) every second. Worker warnings and errors are printed once each (the monitor
+deduplicates them). When no row has finished for ``--stall-timeout-s`` (model loading
+included), the job is stopped with :class:`JobStalled`, whose message names the resource that
+is missing (CPU for reading/writing, CPU or GPU for the engine actors) or says that none is;
+the rows already written are committed first, so a rerun resumes after them.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from .storage import for_terminal
+
+POLL_S = 1.0
+PROG = "simsd generate"
+
+
+class JobStalled(RuntimeError):
+    """No row finished for longer than --stall-timeout-s."""
+
+
+def run_watched(fn, job_monitor, config, on_stall) -> None:
+    """Run ``fn()`` (the blocking write) in a thread, watching progress; re-raise its error."""
+    box: dict = {}
+
+    def target():
+        try:
+            fn()
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="simsd-write", daemon=True)
+    thread.start()
+    seen, rows, last_change = 0, 0, time.monotonic()
+    while True:
+        thread.join(POLL_S)
+        state = _poll(job_monitor, seen)
+        if state is not None:
+            for text in state["messages"]:
+                print(for_terminal(f"{PROG}: worker {text}", config.storage_options, sys.stderr), file=sys.stderr)
+            seen += len(state["messages"])
+            if state["rows_done"] != rows:
+                rows, last_change = state["rows_done"], time.monotonic()
+        if not thread.is_alive():
+            break
+        idle = time.monotonic() - last_change
+        if idle > config.stall_timeout_s:
+            message = stall_message(config, idle, rows, state)
+            _stop_ray()
+            on_stall()
+            raise JobStalled(message)
+    if "error" in box:
+        raise box["error"]
+
+
+def _poll(job_monitor, seen: int) -> dict | None:
+    import ray
+
+    try:
+        return ray.get(job_monitor.poll.remote(seen), timeout=10)
+    except Exception:  # noqa: BLE001 - a lost monitor only means no progress news
+        return None
+
+
+def _stop_ray() -> None:
+    """Stop every task and actor of this job (the write thread is blocked in Ray Data)."""
+    import ray
+
+    try:
+        ray.shutdown()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def stall_message(config, idle_s: float, rows_done: int, state: dict | None) -> str:
+    import ray
+
+    from .driver import cpus_per_worker, gpus_per_worker, num_workers
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    ready = (state or {}).get("actors_ready", 0)
+    workers = num_workers(config)
+    need = {"CPU": cpus_per_worker(config), "GPU": gpus_per_worker(config)}
+    head = (f"no row finished for {idle_s:.0f} s (--stall-timeout-s {config.stall_timeout_s:g}; "
+            f"{rows_done} row(s) finished this run, {ready} of {workers} engine actor(s) started)")
+    return f"{head}: {starved_resource(total, free, need, ready, workers)}"
+
+
+def starved_resource(total: dict, free: dict, need: dict, ready: int, workers: int) -> str:
+    """Which resource keeps the job from progressing, in words."""
+    for name in ("GPU", "CPU"):
+        per_actor = need.get(name, 0.0)
+        if ready < workers and per_actor > 0 and free.get(name, 0.0) < per_actor:
+            return (f"starved resource: {name}: engine actors need {per_actor:g} {name} each and the cluster "
+                    f"has {free.get(name, 0.0):g} free of {total.get(name, 0.0):g}; lower --workers or "
+                    f"--{name.lower()}s-per-worker, or add {name}s")
+    if free.get("CPU", 0.0) < 1.0:
+        return (f"starved resource: CPU: {free.get('CPU', 0.0):g} of {total.get('CPU', 0.0):g} CPUs free, and reading "
+                "and writing need 1; lower --workers or --cpus-per-worker")
+    return ("no resource is exhausted (CPU "
+            f"{free.get('CPU', 0.0):g}/{total.get('CPU', 0.0):g} free, GPU {free.get('GPU', 0.0):g}/"
+            f"{total.get('GPU', 0.0):g} free): an engine call is hung or far slower than the timeout")
+
+
+def run_stats(job_monitor) -> dict:
+    """The summary's retry figures from the monitor (zeros when it is gone)."""
+    import ray
+
+    try:
+        stats = ray.get(job_monitor.stats.remote(), timeout=30)
+    except Exception:  # noqa: BLE001
+        return {"batch_retries": None, "poison_rows": None}
+    return {"batch_retries": stats["batch_retries"], "poison_rows": len(stats["poison_rows"])}
