@@ -5,21 +5,16 @@ module only wires the stages together and handles the output directory's commit 
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import monitor, processor, resume, summary, watchdog
+from . import cluster, columns, monitor, processor, progress, quiet, resume, summary, watchdog
 from .config import ConfigError, GenerateConfig
 from .lease import Lease, new_run_id
 from .storage import TRANSIENT_ERROR_PATTERNS, open_fs, to_pyarrow
-
-# How long the actor pool may take to start every actor (model load included) before the job
-# fails with "Timed out while starting actors" instead of waiting forever for GPUs that never come.
-WAIT_FOR_ACTORS_S = int(os.environ.get("SIMSD_WAIT_FOR_ACTORS_S", "1800"))
 
 
 def run(config: GenerateConfig, engine_factory=None) -> dict:
@@ -31,19 +26,21 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
     out_fs, out = open_fs(config.output, config.storage_options)
     run_id = new_run_id()
     with Lease(out_fs, out, run_id, timeout_s=config.lease_timeout_s) as lease:
-        _init_ray()
+        _init_ray(config)
         _prepare_output(out_fs, out, config)
         done = resume.done_ids(out_fs, out)
-        _configure_data_context()
+        _configure_data_context(config)
         job_monitor = monitor.start()
         dataset = _plan(config, done, engine_factory, job_monitor)
-        watchdog.run_watched(lambda: dataset.write_parquet(resume.staging_path(out, run_id),
-                                                           filesystem=to_pyarrow(out_fs)),
-                             job_monitor, config, on_stall=lambda: _keep_written(out_fs, out, lease))
+        staging = resume.staging_path(out, run_id)
+        with progress.Reporter(out_fs, staging, _pending_rows(config, done), config.progress_interval_s):
+            _fail_clearly_if_unplaced(config, lambda: watchdog.run_watched(
+                lambda: dataset.write_parquet(staging, filesystem=to_pyarrow(out_fs)),
+                job_monitor, config, on_stall=lambda: _keep_written(out_fs, out, lease)))
         lease.check()  # never commit after another run took the output over
         committed = resume.commit_staged(out_fs, out)
         stats = summary.build(out_fs, out, committed, config, wall_time_s=time.time() - started,
-                              num_workers=num_workers(config))
+                              num_workers=num_workers(config), started_at=started)
         stats.update(watchdog.run_stats(job_monitor))
         summary.write(out_fs, out, stats)
     return stats
@@ -55,22 +52,46 @@ def _keep_written(out_fs, out: str, lease: Lease) -> None:
     resume.commit_staged(out_fs, out)
 
 
-def _init_ray() -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    # RAY_ADDRESS set (ray job submit, a cluster node): join it; otherwise start a local one.
-    ray.init(address="auto" if os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
+def _init_ray(config: GenerateConfig) -> None:
+    # --address / RAY_ADDRESS (ray job submit sets it): join that cluster; else a private local Ray.
+    cluster.init_ray(config)
+    quiet.quiet_ray_logs(config.verbose)
 
 
-def _configure_data_context() -> None:
+def _fail_clearly_if_unplaced(config: GenerateConfig, write) -> None:
+    """Run ``write``; an actor pool that never started becomes a PlacementTimeout naming the
+    missing resources instead of Ray Data's generic timeout."""
+    try:
+        write()
+    except Exception as err:
+        if not cluster.is_placement_timeout(err):
+            raise
+        raise cluster.placement_error(config, num_workers(config), gpus_per_worker(config),
+                                      cpus_per_worker(config)) from None
+
+
+def _pending_rows(config: GenerateConfig, done: pa.Array | None) -> int:
+    """Input rows left to generate, from the Parquet footers (for the progress line's ETA)."""
+    import pyarrow.parquet as pq
+
+    from .storage import list_parquet
+
+    fs, path = open_fs(config.input, config.storage_options)
+    total = 0
+    for file in list_parquet(fs, path):
+        with fs.open(file, "rb") as f:
+            total += pq.read_metadata(f).num_rows
+    return max(total - (0 if done is None else len(done)), 0)
+
+
+def _configure_data_context(config: GenerateConfig) -> None:
     import ray
 
     ctx = ray.data.DataContext.get_current()
     # Start every actor before any batch is handed out, so the first actor to load its model
-    # does not take the whole input while the others are still loading.
-    ctx.wait_for_min_actors_s = WAIT_FOR_ACTORS_S
+    # does not take the whole input while the others are still loading; past
+    # --placement-timeout-s the job fails, naming the missing resources.
+    ctx.wait_for_min_actors_s = config.placement_timeout_s
     # Ray Data retries reads/writes whose error text matches one of these (object-store hiccups).
     ctx.retried_io_errors = list(dict.fromkeys([*ctx.retried_io_errors,
                                                 *(re.escape(p) for p in TRANSIENT_ERROR_PATTERNS)]))
@@ -94,7 +115,8 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory, job_mon
     ds = ds.repartition(target_num_rows_per_block=_rows_per_call(config))
     if done is not None:
         ds = ds.map_batches(_DropDone(config.id_column, done), batch_format="pyarrow", zero_copy_batch=True)
-    return processor.generate_stage(ds, config, engine_factory, monitor=job_monitor)
+    carried = columns.passthrough(config, columns.input_schema(config))  # input columns to keep
+    return processor.generate_stage(ds, config, engine_factory, pass_through=carried, monitor=job_monitor)
 
 
 def _rows_per_call(config: GenerateConfig) -> int:
