@@ -72,18 +72,58 @@ def make_tiny_checkpoint(path, model_type: str = "sdar", seed: int = 0, hidden_s
     return path
 
 
-def relabel_as_sdar(path: Path, block_size: int, mask_token_id: int) -> None:
-    """Rewrite config.json the way published SDAR checkpoints spell it."""
+def make_tiny_moe_checkpoint(path, seed: int = 0, hidden_size: int = 64, num_layers: int = 2,
+                             num_heads: int = 4, num_kv_heads: int = 2, intermediate_size: int = 96,
+                             num_experts: int = 8, top_k: int = 2, moe_intermediate_size: int = 32,
+                             norm_topk_prob: bool = True, decoder_sparse_step: int = 1,
+                             mlp_only_layers: tuple[int, ...] = (), block_size: int = 4,
+                             vocab_size: int = 384, tokenizer=None) -> Path:
+    """A random Qwen3-MoE model saved by transformers and relabelled as SDAR-MoE (``sdar_moe``,
+    ``SDARMoeForCausalLM``), the way the published SDAR-30B-A3B checkpoint spells its config."""
+    import torch
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    path = Path(path)
+    tok = tokenizer or build_tokenizer(vocab_size)
+    torch.manual_seed(seed)
+    cfg = Qwen3MoeConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                         num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                         num_key_value_heads=num_kv_heads, head_dim=hidden_size // num_heads,
+                         num_experts=num_experts, num_experts_per_tok=top_k,
+                         moe_intermediate_size=moe_intermediate_size, norm_topk_prob=norm_topk_prob,
+                         decoder_sparse_step=decoder_sparse_step, mlp_only_layers=list(mlp_only_layers),
+                         max_position_embeddings=2048, tie_word_embeddings=False, rope_theta=1000000.0,
+                         bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+                         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+    model = Qwen3MoeForCausalLM(cfg)
+    with torch.no_grad():  # as make_tiny_checkpoint: larger logits, and a decisive router
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.2)
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    stops = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": stops, "do_sample": False}))
+    relabel_as_sdar(path, block_size, tok.convert_tokens_to_ids("<|MASK|>"), moe=True)
+    return path
+
+
+def relabel_as_sdar(path: Path, block_size: int, mask_token_id: int, moe: bool = False) -> None:
+    """Rewrite config.json the way published SDAR checkpoints spell it (``moe``: SDAR-MoE's names,
+    and ``num_experts`` where transformers 5 writes ``num_local_experts``)."""
     raw = json.loads((path / "config.json").read_text())
     theta = raw.pop("rope_parameters", None) or {}
+    if moe:
+        raw["num_experts"] = raw.pop("num_local_experts", raw.get("num_experts"))
+    name, module = ("SDARMoe", "sdar_moe") if moe else ("SDAR", "sdar")
     raw.update({
-        "model_type": "sdar", "architectures": ["SDARForCausalLM"], "block_size": block_size,
+        "model_type": module, "architectures": [f"{name}ForCausalLM"], "block_size": block_size,
         "mask_token_id": mask_token_id, "rope_theta": int(theta.get("rope_theta", raw.get("rope_theta", 1e6))),
         "rope_scaling": None, "use_cache": False, "attn_implementation": "flex_attention", "debug": False,
         "ep_size": 1, "fuse_cross_entropy": True, "micro_forward": False, "skip_checkpoint": False,
         "use_deepep": False,
-        "auto_map": {"AutoConfig": "configuration_sdar.SDARConfig",
-                     "AutoModel": "modeling_sdar.SDARModel",
-                     "AutoModelForCausalLM": "modeling_sdar.SDARForCausalLM"},
+        "auto_map": {"AutoConfig": f"configuration_{module}.{name}Config",
+                     "AutoModel": f"modeling_{module}.{name}Model",
+                     "AutoModelForCausalLM": f"modeling_{module}.{name}ForCausalLM"},
     })
     (path / "config.json").write_text(json.dumps(raw, indent=2))

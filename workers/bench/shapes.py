@@ -11,18 +11,29 @@ SDAR_SHAPES = {
     "sdar-1.7b": (2048, 6144, 28, 16, 8),
     "sdar-4b": (2560, 9728, 36, 32, 8),
     "sdar-8b": (4096, 12288, 36, 32, 8),
+    "sdar-30b-a3b": (2048, 6144, 48, 32, 4),  # intermediate: dense layers only (none here)
+}
+# Mixture of experts: num_experts, experts per token, expert FFN (every layer sparse).
+MOE_SHAPES = {
+    "sdar-30b-a3b": (128, 8, 768),
 }
 MASK_TOKEN_ID = 151669
 
 
 def shape_config(name: str, block_size: int = 4) -> ModelConfig:
     hidden, inter, layers, heads, kv = SDAR_SHAPES[name]
+    moe = {}
+    if name in MOE_SHAPES:
+        experts, top_k, moe_inter = MOE_SHAPES[name]
+        moe = {"model_type": "sdar_moe", "num_experts": experts, "num_experts_per_tok": top_k,
+               "moe_intermediate_size": moe_inter, "norm_topk_prob": True, "decoder_sparse_step": 1,
+               "mlp_only_layers": []}
     return parse_config({
         "model_type": "sdar", "vocab_size": 151936, "hidden_size": hidden, "intermediate_size": inter,
         "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
         "head_dim": 128, "rms_norm_eps": 1e-6, "rope_theta": 1000000, "tie_word_embeddings": False,
         "max_position_embeddings": 32768, "block_size": block_size, "mask_token_id": MASK_TOKEN_ID,
-        "torch_dtype": "bfloat16",
+        "torch_dtype": "bfloat16", **moe,
     }, source=name)
 
 
@@ -31,7 +42,7 @@ def random_model(name: str, device, dtype=torch.bfloat16, block_size: int = 4, s
     cfg = shape_config(name, block_size)
     with torch.device("meta"):
         model = Qwen3Model(cfg)
-    model = model.to_empty(device=device).to(dtype)
+    model = model.to(dtype).to_empty(device=device)  # one allocation, in the final dtype
     gen = torch.Generator(device).manual_seed(seed)
     with torch.no_grad():
         for name_, p in model.named_parameters():

@@ -17,6 +17,7 @@ from torch import nn
 from .attention import NewOnlyMeta, attend
 from .config import ModelConfig
 from .kv_cache import KVCache
+from .moe import MoE
 
 
 class RMSNorm(nn.Module):
@@ -124,7 +125,7 @@ class DecoderLayer(nn.Module):
         self.layer_idx = layer_idx
         self.shape = LayerShape(cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps)
         self.self_attn = Attention(cfg)
-        self.mlp = MLP(cfg)
+        self.mlp = MoE(cfg) if cfg.is_moe_layer(layer_idx) else MLP(cfg)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
