@@ -13,6 +13,7 @@ COMMANDS = {
     "train-reference": "jobs.train_reference",
     "pipeline-bench": "jobs.pipeline_bench",
     "scale-bench": "jobs.scale_bench",
+    "report": "jobs.report",
 }
 
 
