@@ -1,7 +1,7 @@
 """Scale-out: the same prompts through `simsd generate` with 1, 2, 4 ... actors (one per GPU).
 
 Reports steady-state tokens/s per actor count (start-up excluded, see the summary's
-`steady_tokens_per_s`), end-to-end tokens/s, and scaling efficiency against N x the 1-GPU figure.
+`tokens_per_s`), end-to-end tokens/s, and scaling efficiency against N x the 1-GPU figure.
 usage: python -m jobs.scale_bench [--prompts N] [--gpus 1,2] [--out DIR]
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             stats = run(config)
             rows.append({"gpus": n, "wall_s": time.perf_counter() - start, "tokens": stats["generated_tokens_this_run"],
-                         "tokens_per_s_e2e": stats["tokens_per_s"], "steady_tokens_per_s": stats["steady_tokens_per_s"],
+                         "tokens_per_s_e2e": stats["tokens_per_s_e2e"], "steady_tokens_per_s": stats["tokens_per_s"],
                          "device": stats["device"]})
             print(json.dumps(rows[-1]), flush=True)
     base = rows[0]["steady_tokens_per_s"] / rows[0]["gpus"] if rows[0]["steady_tokens_per_s"] else None

@@ -163,7 +163,8 @@ class GenerateConfig:
                 raise ConfigError(f"{flag} must be a string, got {value!r}")
 
     def _build_decode(self) -> DecodeConfig:
-        names = [f.name for f in fields(DecodeConfig)]
+        # DecodeConfig fields without a job setting (yet) keep the engine's defaults.
+        names = [f.name for f in fields(DecodeConfig) if f.name in self.__dataclass_fields__]
         try:
             return DecodeConfig(**{n: getattr(self, n) for n in names})
         except (ValueError, TypeError) as err:

@@ -11,7 +11,7 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import cluster, columns, monitor, processor, progress, quiet, resume, summary, watchdog
+from . import cluster, columns, monitor, processor, progress, quiet, report, resume, summary, watchdog
 from .config import ConfigError, GenerateConfig
 from .lease import Lease, new_run_id
 from .storage import TRANSIENT_ERROR_PATTERNS, open_fs, to_pyarrow
@@ -43,6 +43,7 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
                               num_workers=num_workers(config), started_at=started)
         stats.update(watchdog.run_stats(job_monitor))
         summary.write(out_fs, out, stats)
+        report.write_quietly(out_fs, out)  # a warning, never a failed job
     return stats
 
 

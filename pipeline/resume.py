@@ -21,6 +21,7 @@ import json
 import time
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .storage import is_transient, join, retry
@@ -133,3 +134,93 @@ def done_ids(fs, out: str) -> pa.Array | None:
     if table is None or table.num_rows == 0:
         return None
     return pa.compute.unique(table.column("id").combine_chunks())
+
+
+# Settings that cannot change what a row's generation is, only where things are read from or which
+# input columns ride along: a changed value may be resumed with --resume-anyway (moved data/models).
+RESUMABLE_ANYWAY = ("input", "target", "draft", "keep_columns", "keep_prompt")
+_LOCATIONS = {"input": False, "target": True, "draft": True}  # name -> hub ids possible
+
+
+def changed_settings(old: dict, new: dict) -> dict[str, tuple]:
+    """{setting: (old value, new value)} for every identity setting that differs. Settings the
+    earlier run did not record (written by an older version) are not compared; locations are
+    compared after normalisation, so `prompts/` and `/abs/prompts` are the same input."""
+    old = {k: _normal(k, v) for k, v in old.items()}
+    return {k: (old[k], new.get(k)) for k in sorted(old) if k in new and old[k] != new[k]}
+
+
+def _normal(key: str, value):
+    from .locations import normalize
+
+    if key in _LOCATIONS and isinstance(value, str):
+        return normalize(value, local_only_if_exists=_LOCATIONS[key])
+    return value
+
+
+def check_resumable(config, job: dict, fs=None, out: str | None = None) -> None:
+    """Raise ConfigError unless ``config`` may resume the output described by ``job`` (_job.json).
+    The message lists each changed setting with its old and new value and the flag that keeps the
+    rows already written (--resume-anyway) or discards them (--overwrite)."""
+    from .config import ConfigError
+
+    changes = changed_settings(job.get("identity", {}), config.identity())
+    if not changes:
+        return
+    hard = [k for k in changes if k not in RESUMABLE_ANYWAY]
+    if not hard and config.resume_anyway:
+        return
+    listed = "; ".join(f"{_flag(k)}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+    rows = _rows_note(fs, out)
+    if hard:
+        remedy = (f"{', '.join(map(_flag, hard))} change{'s' if len(hard) == 1 else ''} the generated text, so "
+                  f"these results cannot be continued: rerun with the earlier values to resume, pass --overwrite "
+                  f"to delete {rows} and start over, or choose another --output")
+    else:
+        remedy = (f"if the data or models only moved, pass --resume-anyway to keep {rows} and continue; "
+                  f"--overwrite deletes them and starts over")
+    raise ConfigError(f"--output {config.output} holds results of a different config ({listed}); {remedy}")
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _rows_note(fs, out: str | None) -> str:
+    if fs is None or out is None:
+        return "the rows already written"
+    try:
+        ids = done_ids(fs, out)
+    except Exception:  # noqa: BLE001 - only for the message
+        return "the rows already written"
+    return f"the {0 if ids is None else len(ids)} rows already written"
+
+
+def all_done(config) -> int | None:
+    """The number of input rows when every input id is already in ``config.output`` (a finished
+    job rerun): the caller then exits at once, without Ray or models. None when there is work
+    left, or when that cannot be told cheaply (no earlier run, a killed run's staged files to
+    recover, an unreadable input: the normal path handles and reports those). Raises ConfigError
+    when the output holds another config's results (see ``check_resumable``)."""
+    from .storage import list_parquet, open_fs
+
+    if config.overwrite or config.input is None or config.output is None:
+        return None
+    out_fs, out = open_fs(config.output, config.storage_options)
+    job = read_job_file(out_fs, out)
+    if job is None or retry(out_fs.exists, join(out, STAGING_DIR)):
+        return None
+    check_resumable(config, job, out_fs, out)
+    done = done_ids(out_fs, out)
+    if done is None:
+        return None
+    try:
+        in_fs, path = open_fs(config.input, config.storage_options)
+        ids = read_columns(in_fs, list_parquet(in_fs, path), [config.id_column])
+        column = ids.column(config.id_column).combine_chunks()
+        done = done.cast(column.type) if done.type != column.type else done
+    except Exception:  # noqa: BLE001 - validation reports input problems with a proper message
+        return None
+    if len(column) == 0 or not pc.all(pc.is_in(column, value_set=done)).as_py():
+        return None
+    return len(column)

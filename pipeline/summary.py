@@ -1,7 +1,8 @@
 """The run summary: figures computed from the written rows, returned as data, printed separately.
 
 Totals cover every row in ``<output>/data`` (all runs of a resumed job); throughput covers the
-rows this run wrote, over this run's wall time.
+rows this run wrote: ``tokens_per_s`` over the decoding window (first row into an engine to the
+last row out), ``tokens_per_s_e2e`` over the run's wall time (start-up included).
 """
 from __future__ import annotations
 
@@ -20,18 +21,19 @@ _SUMMED = ("num_input_tokens", "num_generated_tokens", "num_rounds", "num_drafte
            "num_accepted_tokens", "num_target_forwards", "num_draft_forwards")
 
 
-def build(fs, out: str, this_run_files: list[str], config, wall_time_s: float, num_workers: int) -> dict:
+def build(fs, out: str, this_run_files: list[str], config, wall_time_s: float, num_workers: int,
+          started_at: float | None = None) -> dict:
     columns = ["finish_reason", *_SUMMED]
     table = resume.read_columns(fs, resume.data_files(fs, out), columns)
-    this_run = resume.read_columns(fs, this_run_files, ["num_generated_tokens", "finished_at"])
-    return compute(table, this_run, config, wall_time_s, num_workers)
+    this_run = resume.read_columns(fs, this_run_files, ["num_generated_tokens", "finished_at", "time_taken_s"])
+    return compute(table, this_run, config, wall_time_s, num_workers, started_at)
 
 
 def compute(table: pa.Table | None, this_run: pa.Table | None, config, wall_time_s: float,
-            num_workers: int) -> dict:
+            num_workers: int, started_at: float | None = None) -> dict:
     totals = {name: _sum(table, name) for name in _SUMMED}
     run_tokens = _sum(this_run, "num_generated_tokens")
-    tokens_per_s = run_tokens / wall_time_s if wall_time_s > 0 else 0.0
+    timing = run_timing(this_run, wall_time_s, started_at)
     return {
         "rows": table.num_rows if table is not None else 0,
         "rows_this_run": this_run.num_rows if this_run is not None else 0,
@@ -40,10 +42,11 @@ def compute(table: pa.Table | None, this_run: pa.Table | None, config, wall_time
         "generated_tokens": totals["num_generated_tokens"],
         "generated_tokens_this_run": run_tokens,
         "wall_time_s": wall_time_s,
-        "tokens_per_s": tokens_per_s,
-        "steady_tokens_per_s": steady_tokens_per_s(this_run),
+        **timing,
+        "tokens_per_s": _per_s(run_tokens, timing["decode_s"]),
+        "tokens_per_s_e2e": _per_s(run_tokens, wall_time_s),
         "num_workers": num_workers,
-        "tokens_per_s_per_worker": tokens_per_s / max(num_workers, 1),
+        "tokens_per_s_per_worker": _per_s(run_tokens, timing["decode_s"]) / max(num_workers, 1),
         "tokens_per_round": _ratio(totals["num_generated_tokens"], totals["num_rounds"]),
         "acceptance_rate": _ratio(totals["num_accepted_tokens"], totals["num_drafted_tokens"]),
         **{k: totals[k] for k in _SUMMED if k not in ("num_input_tokens", "num_generated_tokens")},
@@ -55,18 +58,29 @@ def compute(table: pa.Table | None, this_run: pa.Table | None, config, wall_time
     }
 
 
-def steady_tokens_per_s(this_run: pa.Table | None) -> float | None:
-    """Throughput once every actor is up: tokens of the batches that finished after the first
-    batch, over the time from the first batch's end to the last's. Excludes start-up (Ray,
-    actor scheduling, model load, compilation), which `tokens_per_s` includes."""
-    if this_run is None or "finished_at" not in this_run.column_names or this_run.num_rows == 0:
-        return None
-    done = this_run.column("finished_at")
-    first, last = pc.min(done).as_py(), pc.max(done).as_py()
-    if first is None or last <= first:
-        return None
-    later = pc.greater(done, first)
-    return _sum(this_run.filter(later), "num_generated_tokens") / (last - first)
+def run_timing(this_run: pa.Table | None, wall_time_s: float, started_at: float | None) -> dict:
+    """Where this run's wall time went, from the rows' own timestamps (always filled; 0.0 when
+    the run generated nothing):
+
+    - ``decode_s``: from the first row entering an engine (``finished_at - time_taken_s`` of
+      the earliest) to the last row's ``finished_at``: the decoding window, all actors together;
+    - ``startup_s``: from the driver's start to that first row entering an engine (Ray, actor
+      placement, model load, compilation);
+    - ``time_to_first_row_s``: from the driver's start to the first finished batch."""
+    zero = {"startup_s": 0.0, "time_to_first_row_s": 0.0, "decode_s": 0.0}
+    if this_run is None or this_run.num_rows == 0 or "finished_at" not in this_run.column_names:
+        return zero
+    finished = this_run.column("finished_at")
+    spent = this_run.column("time_taken_s") if "time_taken_s" in this_run.column_names else None
+    first_done, last_done = pc.min(finished).as_py(), pc.max(finished).as_py()
+    began = pc.min(pc.subtract(finished, spent)).as_py() if spent is not None else first_done
+    origin = started_at if started_at is not None else last_done - wall_time_s
+    return {"startup_s": max(began - origin, 0.0), "time_to_first_row_s": max(first_done - origin, 0.0),
+            "decode_s": max(last_done - began, 0.0)}
+
+
+def _per_s(tokens: int, seconds: float) -> float:
+    return tokens / seconds if seconds > 0 else 0.0
 
 
 def _sum(table: pa.Table | None, name: str) -> int:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from workers.models.config import ModelLoadError
 from .config import ConfigError, GenerateConfig
-from .resume import read_job_file
+from .resume import check_resumable, read_job_file
 from .storage import list_parquet, open_fs, retry
 
 # Per-row override columns and the Arrow types they may have (null: every row uses the flag).
@@ -203,12 +203,4 @@ def check_output(config: GenerateConfig) -> None:
             raise ConfigError(f"--output {config.output} holds Parquet files not written by simsd; "
                               "pick another directory or pass --overwrite")
         return
-    if job.get("fingerprint") != config.fingerprint():
-        raise ConfigError(f"--output {config.output} holds results of a different config "
-                          f"({_diff(job.get('identity', {}), config.identity())}); "
-                          "rerun with the same settings to resume, or pass --overwrite")
-
-
-def _diff(old: dict, new: dict) -> str:
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return "changed: " + ", ".join(keys) if keys else "fingerprint mismatch"
+    check_resumable(config, job, fs, path)  # old and new value of each change, and the flag to pass
