@@ -234,3 +234,19 @@ def test_simsd_exact_equals_vanilla_sequential(ckpts):
     got = simsd_run(simsd_engine(ckpts["moe"], ckpts["draft"], verify="exact", batch_size=4), stops=())
     assert [r.token_ids for r in got] == [r.token_ids for r in want]
     assert all(len(r.token_ids) == 14 for r in got)
+
+
+# --- memory check ----------------------------------------------------------------------------------
+
+def test_30b_a3b_memory_check():
+    """Weights plus a batch 64 x 4k KV pool fit one H200 (141 GB) and not one H100 (80 GB)."""
+    from workers.models.memory import GIB, fit_error, kv_bytes_per_token, weight_bytes
+
+    cfg = shape_config("sdar-30b-a3b")
+    assert kv_bytes_per_token(cfg) == 2 * 48 * 4 * 128 * 2
+    assert 56 * GIB < weight_bytes(cfg) < 58 * GIB
+    h200, h100 = 141 * 10**9, 80 * 10**9
+    assert fit_error(cfg, h200, kv_tokens=64 * 4096) is None
+    err = fit_error(cfg, h100, kv_tokens=64 * 4096, name="--target sdar-30b-a3b")
+    assert err.startswith("--target sdar-30b-a3b does not fit") and "30.53B parameters" in err
+    assert fit_error(cfg, h100, kv_tokens=4096) is None  # a minimal pool does fit an H100
