@@ -103,8 +103,9 @@ def throughput_plot(data: dict) -> Plot:
     if done:
         start = min(t for t, _, _ in done)
         span = max(max(t for t, _, _ in done) - start, 1.0)
-        width = span / _BINS
-        edges = start + width * np.arange(_BINS + 1)
+        bins = max(1, min(_BINS, len({t for t, _, _ in done}) - 1))  # no finer than the batch ends
+        width = span / bins
+        edges = start + width * np.arange(bins + 1)
         for actor in sorted({a for _, a, _ in done}, key=str):
             times = [t for t, a, _ in done if a == actor]
             tokens = [n for _, a, n in done if a == actor]
