@@ -9,20 +9,27 @@ from . import layouts
 from .acceptance import accept_greedy, accept_mrs
 from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
-from .sampling import target_distribution
+from .rng import STREAM_ACCEPT, STREAM_BONUS
+from .row_settings import StepRows, process_logits, record_logprobs
+from .sampling import suppress, target_distribution
 from .sequence import Sequence
-from .host import temperatures, to_device
+from .host import to_device
 
 
 class SimSDDecoder:
     def __init__(self, target: ModelRunner, drafter, block: int, settings, num_slots: int, generator, timer,
                  fold: bool):
         self.target, self.drafter, self.block, self.timer = target, drafter, block, timer
-        self.settings, self.generator = settings, generator
+        self.settings = settings  # randomness is per row (rng.py); ``generator`` is unused
         self.mask_id = target.config.mask_token_id
         self.state = BlockState(num_slots, block, self.mask_id, target.device)
         self.commits = CommitQueue(target, num_slots, block, fold, "num_target_forwards")
         self.queues = [self.commits] + drafter.make_queues(num_slots, fold)
+
+    def evict(self, seq: Sequence) -> None:
+        """Forget a preempted row (its slot and pages are given to others)."""
+        for queue in self.queues:
+            queue.drop(seq)
 
     def admit(self, seqs: list[Sequence], stop_ids) -> None:
         slots = to_device([s.slot for s in seqs], self.target.device)
@@ -42,13 +49,18 @@ class SimSDDecoder:
         starts = to_device([s.start for s in seqs], dev)
         ids, masked = self.state.tokens[slots], self.state.masked[slots]
         use_mrs = any(self.settings.acceptance_rule(s.temperature) == "mrs" for s in seqs)
-        temps = temperatures(seqs, dev, use_mrs)  # only sampling (MRS) reads them
+        rows = StepRows(seqs, dev, use_mrs)  # only sampling (MRS) reads temperatures and uniforms
         with self.timer("draft"):
-            drafts, steps, p = self.drafter.draft(seqs, slots, ids, masked, starts, temps, use_mrs)
+            drafts, steps, p = self.drafter.draft(seqs, slots, ids, masked, starts, rows, use_mrs)
         with self.timer("verify"):
             logits = self.verify(seqs, slots, starts, drafts, steps)  # [b, B, V] target logits per position
-            num_acc, bonus, has_bonus = self._accept(seqs, temps, drafts, logits, p, masked, use_mrs)
+            if rows.process:
+                logits = process_logits(logits, seqs, [s.start - s.prompt_len for s in seqs], stop_ids)
+            logits = suppress(logits, (self.mask_id,))  # the mask token is never emitted
+            num_acc, bonus, has_bonus = self._accept(rows, drafts, logits, p, masked, use_mrs)
         new_tokens, new_masked = apply_acceptance(ids, masked, drafts, num_acc, bonus, has_bonus)
+        record_logprobs(rows, logits, new_tokens, masked & ~new_masked, [s.start for s in seqs], ())
+        rows.advance()
         self.state.tokens[slots], self.state.masked[slots] = new_tokens, new_masked
         # The round's one device->host copy: the blocks and the accepted counts.
         rows = torch.cat([new_tokens, num_acc[:, None], has_bonus[:, None].long()], dim=1).tolist()
@@ -66,12 +78,14 @@ class SimSDDecoder:
                 queue.drop(s)
         return finished
 
-    def _accept(self, seqs, temps, drafts, logits, p, masked, use_mrs):
+    def _accept(self, rows: StepRows, drafts, logits, p, masked, use_mrs):
         B = self.block
         if use_mrs:
-            q = target_distribution(logits.reshape(-1, logits.shape[-1]), temps.repeat_interleave(B),
-                                    self.settings.top_k, self.settings.top_p).view_as(logits)
-            return accept_mrs(drafts, q, p, masked, self.generator)
+            per_position = [v.repeat_interleave(B) if isinstance(v, torch.Tensor) else v
+                            for v in (rows.temps, rows.top_k, rows.top_p)]
+            q = target_distribution(logits.reshape(-1, logits.shape[-1]).float(), *per_position).view_as(logits)
+            return accept_mrs(drafts, q, p, masked, rows.uniforms(STREAM_ACCEPT, B),
+                              rows.uniforms(STREAM_BONUS, 1)[:, 0])
         return accept_greedy(drafts, logits.argmax(-1), masked)
 
     def verify(self, seqs, slots, starts, drafts, steps) -> torch.Tensor:

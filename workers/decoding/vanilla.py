@@ -8,19 +8,25 @@ from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
 from .layouts import full_block
 from .remasking import reveal_positions
+from .rng import STREAM_TARGET
+from .row_settings import StepRows, process_logits, record_logprobs
 from .sampling import choose_tokens
 from .sequence import Sequence
-from .host import temperatures, to_device
+from .host import to_device
 
 
 class VanillaDecoder:
     """One denoising step per call for every active sequence; full blocks are then committed."""
 
     def __init__(self, target: ModelRunner, block: int, settings, num_slots: int, generator, timer, fold: bool):
-        self.target, self.block, self.settings, self.generator = target, block, settings, generator
-        self.timer = timer
+        self.target, self.block, self.settings = target, block, settings
+        self.timer, self.never = timer, (target.config.mask_token_id,)  # randomness is per row (rng.py)
         self.state = BlockState(num_slots, block, target.config.mask_token_id, target.device)
         self.commits = CommitQueue(target, num_slots, block, fold, "num_target_forwards")
+
+    def evict(self, seq: Sequence) -> None:
+        """Forget a preempted row (its slot and pages are given to others)."""
+        self.commits.drop(seq)
 
     def admit(self, seqs: list[Sequence], stop_ids) -> None:
         slots = _slots(seqs, self.target.device)
@@ -38,11 +44,15 @@ class VanillaDecoder:
             positions = _starts(seqs, dev)[:, None] + torch.arange(B, device=dev)
             h = self.commits.hidden(seqs, ids, positions, full_block(len(seqs), B, dev), slots)
             logits = self.target.logits(h)
-            sample = any(s.temperature > 0 for s in seqs)
-            temps = temperatures(seqs, dev, sample)
-            tokens, confidence, _ = choose_tokens(logits, temps[:, None] if sample else None, cfg.top_k,
-                                                  cfg.top_p, self.generator, sample=sample)
+            rows = StepRows(seqs, dev, sample=any(s.temperature > 0 for s in seqs))
+            if rows.process:
+                logits = process_logits(logits, seqs, [s.start - s.prompt_len for s in seqs], stop_ids)
+            tokens, confidence, _ = choose_tokens(logits, rows.column(rows.temps), rows.column(rows.top_k),
+                                                  rows.column(rows.top_p), rows.uniforms(STREAM_TARGET, B),
+                                                  sample=rows.sample, never=self.never)
             reveal = reveal_positions(confidence, masked, cfg.remasking, cfg.threshold)
+            record_logprobs(rows, logits, tokens, reveal, [s.start for s in seqs], self.never)
+            rows.advance()
             self.state.tokens[slots] = torch.where(reveal, tokens, ids)
             self.state.masked[slots] = masked & ~reveal
         for s in seqs:

@@ -118,14 +118,17 @@ class FlexMaskBuffers:
         self.full_idx = torch.zeros(b, 1, nqb, num_pages, **i32)
         self.part_num = torch.zeros(b, 1, nqb, **i32)
         self.part_idx = torch.zeros(b, 1, nqb, num_pages, **i32)
-        self.part_page = torch.zeros(b, **i32)
-        self.tail = torch.zeros(b, **i32)
-        part_page, tail, P = self.part_page, self.tail, page_size
+        # Physical page -> its logical index in the row (-1: not the row's); one spare column
+        # absorbs the table's unused entries.
+        self.logical = torch.full((b, num_pages + 1), -1, **i32)
+        self.lens = torch.zeros(b, **i32)
+        logical, lens, P = self.logical, self.lens, page_size
 
         def mask_mod(bi, h, qi, ki):
-            # Correct everywhere (the unfused path applies it to full blocks too): every page of
-            # the row is visible but the last, partial one, which is visible up to the length.
-            return ((ki // P) != part_page[bi]) | ((ki % P) < tail[bi])
+            # Correct everywhere: the kernel applies it to partial blocks only, the unfused (CPU)
+            # path to every position.
+            page = logical[bi, ki // P]
+            return (page >= 0) & (page * P + ki % P < lens[bi])
 
         self.block_mask = BlockMask.from_kv_blocks(
             self.part_num, self.part_idx, self.full_num, self.full_idx, BLOCK_SIZE=(FLEX_BLOCK, page_size),
@@ -141,8 +144,12 @@ class FlexMaskBuffers:
         self.full_idx[..., :W].copy_(page_rows[:, None, None, :].expand(-1, 1, self.full_idx.shape[2], -1))
         self.part_num.copy_((tail > 0)[:, None, None].expand_as(self.part_num))
         self.part_idx[..., 0].copy_(last[:, None, None].expand(-1, 1, self.part_idx.shape[2]))
-        self.part_page.copy_(torch.where(tail > 0, last, -1))
-        self.tail.copy_(tail)
+        used = (lens + P - 1) // P
+        col = torch.arange(W, device=lens.device)[None]
+        target = torch.where(col < used[:, None], page_rows.long(), self.num_pages)
+        self.logical.fill_(-1)
+        self.logical.scatter_(1, target, col.expand_as(target).to(torch.int32))
+        self.lens.copy_(lens)
 
 
 def _flex(q, k, v, block_mask):

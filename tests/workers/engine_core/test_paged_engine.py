@@ -1,0 +1,82 @@
+"""The engine over a paged KV pool: a tiny pool (admission waits, rows get preempted and
+recomputed) gives the same greedy tokens as an uncapped one; rows that can never fit are error rows."""
+import pytest
+import torch
+
+from workers.api import DecodeConfig, Request
+from workers.engine import Engine
+from workers.models.attention import FlexMaskBuffers, FlexMeta, attend, gather_meta
+from workers.models.kv_cache import KVCache
+
+PROMPTS = [[5, 9, 13], [7, 8, 9, 10, 11, 12, 13], [20, 21, 22, 23, 24, 25, 26, 27], [30], [40, 41, 42, 43, 44]]
+
+
+def generate(target, draft=None, max_new=24, **kw):
+    cfg = DecodeConfig(batch_size=4, **kw)
+    engine = Engine(str(target), None if draft is None else str(draft), cfg, "cpu", "float32")
+    results = engine.generate([Request(i, p, max_new_tokens=max_new) for i, p in enumerate(PROMPTS)])
+    return [(r.token_ids, r.finish_reason, r.error) for r in results], engine
+
+
+CASES = [
+    ("target", None, dict(remasking="sequential")),
+    ("target", None, dict(remasking="dynamic", threshold=0.3)),
+    ("target", "draft", dict(decoder="simsd", verify="exact")),
+    ("target", "draft", dict(decoder="simsd", verify="paper")),
+    ("ar", None, dict()),
+]
+
+
+@pytest.mark.parametrize("target,draft,kw", CASES, ids=lambda c: str(c))
+def test_tiny_pool_gives_the_uncapped_tokens(ckpts, target, draft, kw):
+    draft_path = ckpts[draft] if draft else None
+    want, _ = generate(ckpts[target], draft_path, page_size=4, **kw)
+    got, engine = generate(ckpts[target], draft_path, page_size=4, max_total_tokens=72, **kw)
+    assert got == want
+    assert all(err is None for _, _, err in got)
+    assert engine.pool_tokens == 72
+    assert engine.num_preemptions > 0  # the cap really forced preemption and recompute
+
+
+def test_static_shape_buckets_on_a_paged_pool_match_eager(ckpts):
+    def go(static):
+        engine = Engine(str(ckpts["target"]), str(ckpts["draft"]), DecodeConfig(
+            decoder="simsd", verify="exact", batch_size=3, page_size=4, max_total_tokens=96), "cpu", "float32",
+            static_shapes=static)
+        return [r.token_ids for r in engine.generate([Request(i, p, max_new_tokens=16) for i, p in enumerate(PROMPTS)])]
+
+    assert go(True) == go(False)
+
+
+def test_rows_that_cannot_fit_the_pool_are_error_rows(ckpts):
+    engine = Engine(str(ckpts["target"]), None, DecodeConfig(page_size=4, max_total_tokens=40), "cpu", "float32")
+    results = engine.generate([Request("long", list(range(5, 35)), max_new_tokens=8),
+                               Request("short", [5, 9, 13], max_new_tokens=8)])
+    assert results[0].finish_reason == "error" and "KV pool of 40 tokens" in results[0].error
+    assert results[1].error is None and results[1].num_generated_tokens > 0
+
+
+def test_flex_block_mask_over_pages_equals_the_gather_path():
+    """The flex backend's page-table block mask (run unfused on CPU) reads exactly the rows' pages."""
+    from workers.models.config import parse_config
+
+    torch.manual_seed(0)
+    cfg = parse_config({"model_type": "qwen3", "vocab_size": 16, "hidden_size": 16, "intermediate_size": 8,
+                        "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+                        "head_dim": 8, "max_position_embeddings": 4096})
+    cache = KVCache(cfg, num_slots=3, num_pages=6, page_size=128, pages_per_slot=3, device=torch.device("cpu"),
+                    dtype=torch.float32)
+    cache.k[0].normal_()
+    cache.v[0].normal_()
+    cache.set_pages([0, 1, 2], [[4, 1], [0], [2, 5, 3]])
+    lens = torch.tensor([200, 0, 300])  # two pages, nothing cached, a partial third page
+    q = 5
+    qs, ks, vs = torch.randn(3, 4, q, 8), torch.randn(3, 2, q, 8), torch.randn(3, 2, q, 8)
+    new_mask = torch.rand(3, 1, q, q) > 0.4
+    new_mask |= torch.eye(q, dtype=torch.bool)
+    rows = cache.page_table
+    want = attend(qs, ks, vs, cache.k[0], cache.v[0], gather_meta(cache, rows, lens, 384, new_mask))
+    buffers = FlexMaskBuffers(3, q, cache.num_pages, cache.page_size, torch.device("cpu"))
+    buffers.update(rows, lens)
+    got = attend(qs, ks, vs, cache.k[0], cache.v[0], FlexMeta(buffers.block_mask, new_mask))
+    assert (got - want).abs().max() < 1e-5
