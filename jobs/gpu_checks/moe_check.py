@@ -7,7 +7,9 @@ On CPU, Triton's interpreter:    python -m jobs.gpu_checks.moe_check --interpret
 For each token count (4 = a batch-1 block, 256 = batch 64 x block 4) it prints:
 - the max abs error of the grouped GEMM (and of the sync-free PyTorch fallback) against the
   float32 reference, relative to the reference's max, and a PASS/FAIL line;
-- that one MoE layer (router + grouping + experts) replays from a CUDA graph with the same output;
+- that one MoE layer (router + grouping + experts) replays from a CUDA graph with the same output,
+  and that the MoE module compiles with torch.compile(fullgraph=True, dynamic=True) (as the
+  compiled decoder layer calls it) and gives the same output;
 - the time of one MoE layer (median of CUDA-event timings), the distinct experts the tokens touch,
   their bytes, the HBM floor (those bytes / measured copy bandwidth) and time / floor.
 Exits 1 if any check fails.
@@ -94,6 +96,31 @@ def graph_replay_matches(fn, x: torch.Tensor) -> bool:
     return torch.equal(static_out, fn(x.flip(0)))
 
 
+def compiled_matches(shape: Shape, layer, x: torch.Tensor) -> bool:
+    """The MoE module (Triton path) traced by torch.compile as the compiled decoder layer sees it."""
+    from workers.models.config import parse_config
+    from workers.models.moe import MoE
+
+    cfg = parse_config({"model_type": "qwen3_moe", "vocab_size": 16, "hidden_size": shape.hidden,
+                        "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 1,
+                        "num_experts": shape.experts, "num_experts_per_tok": shape.top_k,
+                        "moe_intermediate_size": shape.inter, "norm_topk_prob": True})
+    with torch.device("meta"):
+        moe = MoE(cfg, kernel="triton")
+    moe = moe.to(x.dtype).to_empty(device=x.device)
+    with torch.no_grad():
+        moe.gate.weight.copy_(layer[0])
+        moe.experts.gate_up_proj.copy_(layer[1])
+        moe.experts.down_proj.copy_(layer[2])
+        want = moe(x[None])
+        try:
+            got = torch.compile(moe, fullgraph=True, dynamic=True)(x[None])
+        except Exception as err:  # noqa: BLE001 - report any compile failure as a FAIL line
+            print(f"  compile error: {type(err).__name__}: {str(err)[:300]}")
+            return False
+    return max_rel_error(got, want.float()) < REL_TOL[x.dtype]
+
+
 def check(tokens: int, shape: Shape, layer, device, dtype, bandwidth: float | None) -> bool:
     from workers.models.moe import experts_blocked, experts_reference, route
     from workers.models.moe_kernels import grouped_experts
@@ -119,6 +146,9 @@ def check(tokens: int, shape: Shape, layer, device, dtype, bandwidth: float | No
         print(f"  capture error: {err}")
     ok &= replay_ok
     print(f"{'PASS' if replay_ok else 'FAIL'} tokens={tokens} CUDA graph capture and replay of the layer")
+    compiled_ok = compiled_matches(shape, layer, x)
+    ok &= compiled_ok
+    print(f"{'PASS' if compiled_ok else 'FAIL'} tokens={tokens} MoE module under torch.compile(fullgraph, dynamic)")
     touched = ids.unique().numel()
     expert_bytes = 3 * shape.hidden * shape.inter * gate_up.element_size()
     floor_bytes = touched * expert_bytes + gate.numel() * gate.element_size()

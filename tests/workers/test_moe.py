@@ -250,3 +250,18 @@ def test_30b_a3b_memory_check():
     err = fit_error(cfg, h100, kv_tokens=64 * 4096, name="--target sdar-30b-a3b")
     assert err.startswith("--target sdar-30b-a3b does not fit") and "30.53B parameters" in err
     assert fit_error(cfg, h100, kv_tokens=4096) is None  # a minimal pool does fit an H100
+
+
+def test_blocked_moe_traces_without_graph_breaks(ckpts):
+    """Router, grouping and blocked experts are one graph (no host sync): what CUDA graphs and
+    the compiled layer need. The per-expert loop is the CPU path and does sync."""
+    model = load_model(ckpts["moe"], "cpu", "float32")
+    moe = model.model.layers[0].mlp
+    h = torch.randn(3, 4, model.config.hidden_size)
+    want = moe(h)
+    moe.kernel = "blocked"
+    torch._dynamo.reset()
+    got = torch.compile(moe, backend="eager", fullgraph=True)(h)
+    assert (got - want).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="unknown MoE kernel"):
+        MoE(model.config, kernel="cuda")

@@ -20,8 +20,6 @@ Three implementations of the experts, one contract (x [T, H], routing [T, k] -> 
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -135,14 +133,21 @@ def expert_slices(model: nn.Module) -> dict[str, tuple[str, int, int, int]]:
     return out
 
 
-@functools.lru_cache(maxsize=1)
+_grouped_experts = None  # moe_kernels.grouped_experts once imported (a plain global: Dynamo reads it)
+
+
 def kernels_available() -> bool:
-    """Whether the Triton grouped GEMM can run here (Triton imports; needs a CUDA device)."""
-    try:
-        from . import moe_kernels  # noqa: F401  (imports triton)
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+    """Whether the Triton grouped GEMM can run here (Triton imports; needs a CUDA device).
+    The import happens on the first call, which should be eager (the first forward is a prefill)."""
+    global _grouped_experts
+    if _grouped_experts is None:
+        try:
+            from .moe_kernels import grouped_experts
+        except ImportError:
+            _grouped_experts = False
+        else:
+            _grouped_experts = grouped_experts
+    return bool(_grouped_experts) and torch.cuda.is_available()
 
 
 class Experts(nn.Module):
@@ -158,14 +163,19 @@ class MoE(nn.Module):
     """Drop-in for the dense MLP: ``forward(h [b, q, hidden]) -> [b, q, hidden]``.
 
     ``h`` is the post-attention-normed hidden state; the caller adds the residual.
-    ``kernel``: ``"auto"`` (Triton on CUDA for half dtypes when available, else plain PyTorch),
-    ``"triton"`` (required; errors if unavailable) or ``"torch"``.
+    ``kernel``: ``"auto"`` (Triton on CUDA for half dtypes when available; else on CUDA the
+    sync-free blocked PyTorch path; on CPU the per-expert loop), ``"triton"`` (required: errors if
+    unavailable), ``"blocked"`` or ``"torch"`` (the per-expert loop, not graph-capturable).
     """
+
+    KERNELS = ("auto", "triton", "blocked", "torch")
 
     def __init__(self, cfg: ModelConfig, kernel: str = "auto"):
         super().__init__()
         if cfg.num_experts <= 0:
             raise ValueError("MoE needs num_experts > 0")
+        if kernel not in self.KERNELS:
+            raise ValueError(f"unknown MoE kernel {kernel!r}; expected one of {self.KERNELS}")
         self.num_experts, self.top_k = cfg.num_experts, cfg.num_experts_per_tok
         self.norm_topk_prob = cfg.norm_topk_prob
         self.gate = nn.Linear(cfg.hidden_size, cfg.num_experts, bias=False)
@@ -175,20 +185,20 @@ class MoE(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         x = h.reshape(-1, h.shape[-1])
         weights, ids = route(x, self.gate.weight, self.top_k, self.norm_topk_prob)
-        gate_up, down = self.experts.gate_up_proj, self.experts.down_proj
-        if self._use_kernel(x):
-            from .moe_kernels import grouped_experts
-            out = grouped_experts(x, weights, ids, gate_up, down)
-        elif x.is_cuda and self.kernel != "torch":
-            out = experts_blocked(x, weights, ids, gate_up, down)  # no Triton: still sync-free
+        args = (x, weights, ids, self.experts.gate_up_proj, self.experts.down_proj)
+        impl = self._implementation(x)
+        if impl == "triton":
+            out = _grouped_experts(*args)
+        elif impl == "blocked":
+            out = experts_blocked(*args)
         else:
-            out = experts_reference(x, weights, ids, gate_up, down)
+            out = experts_reference(*args)
         return out.view(h.shape)
 
-    def _use_kernel(self, x: torch.Tensor) -> bool:
-        if self.kernel == "torch":
-            return False
+    def _implementation(self, x: torch.Tensor) -> str:
+        if self.kernel in ("blocked", "torch"):
+            return self.kernel
         usable = x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and kernels_available()
         if self.kernel == "triton" and not usable:
             raise RuntimeError("MoE kernel 'triton' needs CUDA, a bf16/fp16 model and triton installed")
-        return usable
+        return "triton" if usable else "blocked" if x.is_cuda else "torch"
