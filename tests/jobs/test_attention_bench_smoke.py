@@ -1,0 +1,57 @@
+"""CPU smoke of the attention microbenchmark: every flex/SDPA formulation matches the fp32 oracle."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch.nn.attention.flex_attention import flex_attention
+
+from jobs.gpu_checks import attention_bench as bench
+from jobs.gpu_checks import attention_cases as ac
+from jobs.gpu_checks.attention_flex import flex_two_part
+
+
+@pytest.fixture(scope="module")
+def smoke_results():
+    return bench.run_smoke()
+
+
+def test_smoke_every_formulation_matches_reference(smoke_results):
+    assert len(smoke_results) == 11
+    bad = [bench._line(r) for r in smoke_results if not r.ok]
+    assert not bad, bad
+    assert {r.layout for r in smoke_results} == {"prefill", "denoise", "verify", "copies"}
+    assert {r.library for r in smoke_results} == {"sdpa-mask", "flex-blockmask", "flex-2part", "flex-1call"}
+    assert max(r.max_err for r in smoke_results) < 1e-4
+
+
+def test_poisoned_pool_exposes_a_mask_leak():
+    """A cache part that reads one slot past L (a scratch slot) must fail the check by far."""
+    shape = ac.SHAPES["tiny"]
+    case = ac.make_cached_case("denoise", shape, 4, [5, 8], torch.float32, torch.device("cpu"))
+    rows = ac.place_rows(case, ac.PagedPool.allocate(8, 8, shape, torch.float32, torch.device("cpu")))
+    leaky = dataclasses.replace(rows, cache_lens=rows.cache_lens + 1)
+    out = flex_two_part(case, leaky, flex_attention)()
+    assert ac.max_abs_error(out, ac.reference_cached(case)) > 1.0
+
+
+def test_simsd_verify_mask_follows_reveal_order():
+    mask = ac.simsd_verify_mask(2, 4, torch.Generator().manual_seed(3))
+    assert mask.shape == (2, 8, 8)
+    eye = torch.eye(4, dtype=torch.bool)
+    assert mask[:, :4, :4][:, eye].all() and mask[:, 4:, 4:][:, eye].all()  # D_i sees D_i, M_i sees M_i
+    assert not mask[:, 4:, :4][:, eye].any()                                  # M_i never sees D_i
+    # D_i sees exactly one of (D_j, M_j) for every j; M_i too
+    assert (mask[:, :, :4] ^ mask[:, :, 4:]).all()
+
+
+def test_copies_mask_is_block_diagonal():
+    mask = ac.copies_mask(1, 3)[0]
+    assert mask.shape == (9, 9)
+    assert mask.sum().item() == 27 and mask[:3, :3].all() and not mask[:3, 3:].any()
+
+
+def test_bad_shape_is_a_config_error(capsys):
+    assert bench.main(["--smoke", "--shapes", "nope"]) == 2
+    assert "unknown shapes" in capsys.readouterr().err
