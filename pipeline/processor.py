@@ -127,17 +127,22 @@ class ProcessorUDF:
     def __call__(self, batch: pa.Table) -> pa.Table:
         id_column = self.config.id_column
         has_id = id_column in batch.column_names
-        inner = batch if has_id else batch.append_column(id_column, pa.nulls(batch.num_rows, pa.int64()))
-        inner, problems = _apply_sampling_params(inner, self.config, self.udf)
+        if not has_id:  # a user's Dataset may have no id: the row's position in the batch stands in
+            batch = batch.append_column(id_column, pa.array(range(batch.num_rows), pa.int64()))
+        inner, problems = _apply_sampling_params(batch, self.config, self.udf)
         out = self._generate(inner, problems)
-        if not has_id:
-            out = out.drop_columns(["id"])
-        if isinstance(self.pass_through, pa.Schema):  # the CLI: the columns chosen before Ray started
-            out = carry(out, batch, self.pass_through, id_column)
-        elif self.pass_through:
-            out = _append_missing(out, batch)
-        return out
+        out = carry(out, batch, self._carried(batch, out, has_id), id_column)
+        return out if has_id else out.drop_columns(["id"])
 
+    def _carried(self, batch: pa.Table, out: pa.Table, has_id: bool) -> pa.Schema:
+        """The input columns to carry: the CLI's, chosen before Ray started; for a user's Dataset
+        (``pass_through=True``) every input column without an output column's name."""
+        if isinstance(self.pass_through, pa.Schema):
+            return self.pass_through
+        if not self.pass_through:
+            return pa.schema([])
+        synthetic = set() if has_id else {self.config.id_column}
+        return pa.schema([f for f in batch.schema if f.name not in out.column_names and f.name not in synthetic])
 
     def _generate(self, batch: pa.Table, refused: dict[int, str]) -> pa.Table:
         """The UDF on the rows not refused; refused rows become error rows, in input order."""
@@ -150,14 +155,6 @@ class ProcessorUDF:
         parts.append(self.udf.error_rows(ids, [refused[i] for i in bad]))
         position = {old: new for new, old in enumerate(kept + bad)}
         return pa.concat_tables(parts).take([position[i] for i in range(batch.num_rows)])
-
-
-def _append_missing(out: pa.Table, batch: pa.Table) -> pa.Table:
-    """The input columns the output does not already have (an output column wins a name clash)."""
-    for name in batch.column_names:
-        if name not in out.column_names:
-            out = out.append_column(name, batch.column(name))
-    return out
 
 
 def _apply_sampling_params(batch: pa.Table, config: GenerateConfig, udf) -> tuple[pa.Table, dict[int, str]]:
