@@ -118,18 +118,25 @@ class Runner:
                 rows[ps] = ac.place_rows(case, self.pool(ps, shape))
             self.record(base, name, ps, lambda b=build, r=rows[ps]: b(case, r), ref)
 
-    def run_all(self, prefill_libs, cached_libs) -> None:
-        """One pass over every case of the plan with the given library lists."""
+    def specs(self) -> list[tuple]:
+        """Every case of the plan: ("prefill", label, shape) or ("cached", label, shape, layout, B, rows)."""
+        out = []
         for label, shape in self.plan.head_shapes():
+            out.append(("prefill", label, shape))
+            out += [("cached", label, shape, layout, block, rows)
+                    for layout, block in self.plan.cached_layouts for rows in self.plan.row_sets]
+        return out
+
+    def run_spec(self, spec: tuple, prefill_libs, cached_libs) -> None:
+        if spec[0] == "prefill":
             if prefill_libs:
-                self.prefill(label, shape, prefill_libs)
-            for layout, block in self.plan.cached_layouts:
-                for row_lens in self.plan.row_sets:
-                    libs = cached_libs(layout)
-                    if libs:
-                        self.cached(label, shape, layout, block, row_lens, libs)
-                    if self.device.type == "cuda":
-                        torch.cuda.empty_cache()
+                self.prefill(spec[1], spec[2], prefill_libs)
+        else:
+            libs = cached_libs(spec[3])
+            if libs:
+                self.cached(*spec[1:], libs)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------- FlashInfer JIT in a child
@@ -137,20 +144,22 @@ class FlashInferWarmup:
     """Compiles the FlashInfer kernels this plan uses in a child process (own session, so a
     timeout can kill its nvcc/ninja too); the JIT cache on disk is then shared with the parent."""
 
-    def __init__(self, plan: ap.Plan):
+    def __init__(self, cmd: list[str]):
         self.log_file = tempfile.NamedTemporaryFile("w+", prefix="fi-jit-", suffix=".log", delete=False)
-        cmd = [sys.executable, "-m", "jobs.gpu_checks.attention_bench", "--fi-warmup",
-               "--fi-backends", ",".join(plan.fi_backends)]
         self.proc = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT,
                                      start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
 
+    @classmethod
+    def for_plan(cls, plan: ap.Plan) -> "FlashInferWarmup":
+        return cls([sys.executable, "-m", "jobs.gpu_checks.attention_bench", "--fi-warmup",
+                    "--fi-backends", ",".join(plan.fi_backends)])
+
     def wait(self, until: float) -> tuple[bool, str]:
         """(ready, note). Kills the child's process group if it is still compiling at `until`."""
-        while time.monotonic() < until:
-            rc = self.proc.poll()
-            if rc is not None:
-                return rc == 0, "" if rc == 0 else f"FlashInfer warm-up failed (rc {rc}): {self._tail()}"
+        while (rc := self.proc.poll()) is None and time.monotonic() < until:
             time.sleep(0.5)
+        if rc is not None:
+            return rc == 0, "" if rc == 0 else f"FlashInfer warm-up failed (rc {rc}): {self._tail()}"
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         return False, "FlashInfer JIT compile not finished in time: FlashInfer skipped (see docs on the JIT cache)"
@@ -181,6 +190,40 @@ def fi_warmup(backends: tuple[str, ...]) -> int:
     return 0
 
 
+class _FlashInferState:
+    """FlashInfer's availability during a run: pending (child compiling), ready (kit) or off."""
+
+    def __init__(self, plan: ap.Plan, runner: Runner, warm: FlashInferWarmup | None, notes: list[str], log):
+        self.plan, self.runner, self.warm, self.notes, self.log = plan, runner, warm, notes, log
+        self.kit = None
+
+    def pending(self) -> bool:
+        return self.warm is not None and self.kit is None
+
+    def poll(self) -> None:
+        if self.pending() and self.warm.proc.poll() is not None:
+            self._finish(*self.warm.wait(time.monotonic()))
+
+    def wait(self, until: float) -> None:
+        self._finish(*self.warm.wait(until))
+
+    def _finish(self, ready: bool, note: str) -> None:
+        if note:
+            self.notes.append(note)
+            self.log("NOTE " + note)
+        if ready:
+            from jobs.gpu_checks.attention_flashinfer import FlashInferKit  # noqa: PLC0415
+            self.kit = FlashInferKit(self.runner.device)
+            self.log(f"NOTE FlashInfer {self.kit.version} ready after {time.monotonic() - self.runner.t0:.0f} s")
+        self.warm = None
+
+    def prefill_libs(self):
+        return ap.fi_prefill_libs(self.plan, self.kit) if self.kit is not None else []
+
+    def cached_libs(self, layout: str):
+        return ap.fi_cached_libs(self.plan, self.kit, layout) if self.kit is not None else []
+
+
 # ---------------------------------------------------------------- driver
 @contextlib.contextmanager
 def _recompile_limit(n: int):
@@ -201,20 +244,22 @@ def run_plan(plan: ap.Plan, log=print) -> tuple[list[Result], dict]:
         if importlib.util.find_spec("flashinfer") is None:
             notes.append("flashinfer not installed: FlashInfer skipped (install the carried wheels)")
         else:
-            warm = FlashInferWarmup(plan)
+            warm = FlashInferWarmup.for_plan(plan)
+    fi = _FlashInferState(plan, runner, warm, notes, log)
     with _recompile_limit(256):
-        runner.run_all(ap.prefill_libs(plan, runner.flex), lambda layout: ap.cached_libs(plan, runner.flex))
-        fi_version = None
-        if warm is not None:
-            ready, note = warm.wait(runner.t0 + plan.fi_timeout_s)
-            if note:
-                notes.append(note)
-                log("NOTE " + note)
-            if ready:
-                from jobs.gpu_checks.attention_flashinfer import FlashInferKit  # noqa: PLC0415
-                kit = FlashInferKit(runner.device)
-                fi_version = kit.version
-                runner.run_all(ap.fi_prefill_libs(plan, kit), lambda layout: ap.fi_cached_libs(plan, kit, layout))
+        deferred = []  # cases that ran before FlashInfer's compile was done
+        for spec in runner.specs():
+            fi.poll()
+            runner.run_spec(spec, ap.prefill_libs(plan, runner.flex) + fi.prefill_libs(),
+                            lambda layout: ap.cached_libs(plan, runner.flex) + fi.cached_libs(layout))
+            if fi.pending():
+                deferred.append(spec)
+        if deferred and fi.pending():
+            fi.wait(runner.t0 + plan.fi_timeout_s)
+        if fi.kit is not None:
+            for spec in deferred:
+                runner.run_spec(spec, fi.prefill_libs(), fi.cached_libs)
+    fi_version = fi.kit.version if fi.kit is not None else None
     meta = dict(plan=plan.name, torch=torch.__version__, flashinfer=fi_version, notes=notes,
                 device=torch.cuda.get_device_name() if runner.device.type == "cuda" else "cpu",
                 elapsed_s=round(time.monotonic() - runner.t0, 1), iters=plan.iters, warmup=plan.warmup,

@@ -75,7 +75,7 @@ def _rows(batches, lens):
 
 
 QUICK = Plan(name="quick", shapes=("sdar-4b",), prefill_lens=(256, 768, 1280, 2048), prefill_block=4,
-             cached_layouts=CACHED_QUICK, row_sets=_rows((1, 128), (256, 2048)))
+             cached_layouts=CACHED_QUICK, row_sets=_rows((1, 128), (256, 2048)), time_limit_s=200.0)
 FULL = Plan(name="full", shapes=("sdar-4b", "sdar-8b"), prefill_lens=(256, 768, 1280, 2048), prefill_block=4,
             cached_layouts=CACHED_FULL, row_sets=_rows((1, 16, 128), (256, 2048)),
             fi_backends=("fa2", "fa3"), causal_speed_ref=True, time_limit_s=560.0, fi_timeout_s=420.0)

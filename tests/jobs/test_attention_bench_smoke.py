@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 
 import pytest
 import torch
@@ -55,3 +57,16 @@ def test_copies_mask_is_block_diagonal():
 def test_bad_shape_is_a_config_error(capsys):
     assert bench.main(["--smoke", "--shapes", "nope"]) == 2
     assert "unknown shapes" in capsys.readouterr().err
+
+
+def test_flashinfer_compile_past_its_deadline_is_killed():
+    warm = bench.FlashInferWarmup([sys.executable, "-c", "import time; time.sleep(60)"])
+    ready, note = warm.wait(time.monotonic() + 0.3)
+    assert not ready and "not finished in time" in note
+    assert warm.proc.returncode is not None  # the whole process group was killed
+
+
+def test_flashinfer_compile_failure_is_reported():
+    warm = bench.FlashInferWarmup([sys.executable, "-c", "raise SystemExit('nvcc broke')"])
+    ready, note = warm.wait(time.monotonic() + 30)
+    assert not ready and "rc 1" in note and "nvcc broke" in note
