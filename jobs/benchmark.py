@@ -43,7 +43,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.report:
-        from workers.bench.report import merge_results, write_report
+        from jobs.bench.report import merge_results, write_report
         if args.merge:
             merge_results([Path(d) for d in args.merge], Path(args.report))
         write_report(Path(args.report))
@@ -53,8 +53,8 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("simsd bench: error: needs a CUDA GPU (use --device cpu only for a smoke test)", file=sys.stderr)
         return 2
-    from workers.bench.matrix import run_matrix
-    from workers.bench.report import write_report
+    from jobs.bench.matrix import run_matrix
+    from jobs.bench.report import write_report
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

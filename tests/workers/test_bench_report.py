@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from workers.bench.matrix import derive
-from workers.bench.measure import BF16_FLOPS, HBM_BYTES_PER_S, floor_seconds
-from workers.bench.report import merge_results, write_report
+from jobs.bench.matrix import derive
+from jobs.bench.measure import BF16_FLOPS, HBM_BYTES_PER_S, floor_seconds
+from jobs.bench.report import merge_results, write_report
 
 
 def rec(label, decoder, tps, pair="p", batch=1, block=4):

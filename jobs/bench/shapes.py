@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ..models import ModelConfig, Qwen3Model
-from ..models.config import parse_config
+from workers.models import ModelConfig, Qwen3Model
+from workers.models.config import parse_config
 
 # hidden, intermediate, layers, heads, kv heads (head_dim 128, vocab 151936, untied head)
 SDAR_SHAPES = {

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..api import DecodeConfig, Request
-from ..engine import Engine
+from workers.api import DecodeConfig, Request
+from workers.engine import Engine
 
 HBM_BYTES_PER_S = 3.0e12       # H100 device-to-device copy, measured
 BF16_FLOPS = 790e12            # H100 dense bf16, large GEMM

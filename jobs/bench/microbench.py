@@ -1,6 +1,6 @@
 """Micro-benchmark of one decoding forward: eager vs the fixed-shape path vs bare graph replay.
 
-Run: python -m workers.bench.microbench [shape] (shape: reference or sdar-1.7b / sdar-4b / sdar-8b)
+Run: python -m jobs.bench.microbench [shape] (shape: reference or sdar-1.7b / sdar-4b / sdar-8b)
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..decoding.layouts import full_block
-from ..models import load_model
-from ..runner import ModelRunner
+from workers.decoding.layouts import full_block
+from workers.models import load_model
+from workers.runner import ModelRunner
 from .shapes import random_model
 
 

@@ -1,7 +1,7 @@
 """GPU self-check: CUDA-graph decoding equals eager decoding token for token (fp32), for vanilla
 and both SimSD verifications with SDAR and AR drafts. Prints one line per case; exit 1 on a mismatch.
 
-Run: python -m workers.bench.graph_check
+Run: python -m jobs.bench.graph_check
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from ..api import DecodeConfig, Request
-from ..engine import Engine
-from ..testing import build_tokenizer, make_tiny_checkpoint
+from workers.api import DecodeConfig, Request
+from workers.engine import Engine
+from workers.testing import build_tokenizer, make_tiny_checkpoint
 
 CASES = [("vanilla", None, "paper", "sequential", "always"), ("vanilla", None, "paper", "dynamic", "never"),
          ("simsd", "draft", "paper", "sequential", "always"), ("simsd", "draft", "exact", "sequential", "never"),

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from ..models import ModelConfig
+from workers.models import ModelConfig
 
 
 def hf_model(cfg: ModelConfig, device, dtype=torch.bfloat16):
