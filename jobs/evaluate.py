@@ -47,14 +47,14 @@ def _engine(args, decode):
 
 
 def arithmetic_items(n: int, tok):
-    from jobs.reference_data import heldout_problems
+    from pipeline.reference_data import heldout_problems
 
     problems = heldout_problems(n)
     return [tok.encode_prompt(q) for q, _ in problems], [a for _, a in problems]
 
 
 def code_items(n: int, tok):
-    from jobs.reference_data import code_documents
+    from pipeline.reference_data import code_documents
 
     docs = code_documents()[::-1][:n]  # the last files of the standard library, by path
     return [tok.encode_prompt(text[:400], use_chat_template=False) for _, text in docs], None
@@ -82,7 +82,7 @@ def run(args) -> dict:
               "tokens_per_round": tokens / max(sum(r.num_rounds for r in results), 1),
               "acceptance_rate": sum(r.num_accepted_tokens for r in results) / drafted if drafted else None}
     if args.suite == "arithmetic":
-        from jobs.reference_data import extract_answer
+        from pipeline.reference_data import extract_answer
 
         correct = [extract_answer(tok.decode(r.token_ids)) == a for r, a in zip(results, answers)]
         report["accuracy"] = sum(correct) / len(correct)

@@ -30,7 +30,7 @@ def write_prompts(path: Path, n: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs.reference_data import heldout_problems
+    from pipeline.reference_data import heldout_problems
 
     problems = heldout_problems(n)
     pq.write_table(pa.table({"id": [f"p{i}" for i in range(n)], "prompt": [q for q, _ in problems]}), path)

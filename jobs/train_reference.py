@@ -1,7 +1,7 @@
 """Train the reference model family (SDAR-format target and draft, Qwen3-format AR draft).
 
 Everything is offline and seeded: the data is the running interpreter's standard library source
-plus generated arithmetic word problems (``jobs.reference_data``); a byte-level BPE tokenizer is
+plus generated arithmetic word problems (``pipeline.reference_data``); a byte-level BPE tokenizer is
 trained on it; then three models are trained in one loop:
 
 * ``target`` and ``draft`` (``model_type: sdar``, block length 4): autoregressive pretraining
@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from jobs import reference_data as rd
+from pipeline import reference_data as rd
 from workers.models import ForwardBatch, Qwen3Model, parse_config
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|MASK|>"]

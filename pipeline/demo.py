@@ -46,7 +46,7 @@ def prepare(config):
 
 
 def _arithmetic_prompts(n: int = 8) -> list[str]:
-    from jobs.reference_data import heldout_problems
+    from pipeline.reference_data import heldout_problems
 
     return [question for question, _ in heldout_problems(n)]
 

@@ -98,7 +98,7 @@ def _add_floor(rec: dict, target, draft) -> None:
 
 
 def run_reference(args, reference_dir, device, log, save=lambda records: None) -> list[dict]:
-    from jobs.reference_data import extract_answer, heldout_problems
+    from pipeline.reference_data import extract_answer, heldout_problems
 
     from workers.models import load_model
     from workers.tokenizer import load_tokenizer

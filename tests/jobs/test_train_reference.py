@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from jobs import reference_data as rd
+from pipeline import reference_data as rd
 from jobs import train_reference as tr
 
 
