@@ -430,7 +430,7 @@ def save_checkpoint(model: Qwen3Model, cfg: dict, tok_dir: Path, out: Path, spec
 
     out.mkdir(parents=True, exist_ok=True)
     state = {}
-    for name, t in model.state_dict().items():
+    for name, t in model.published_state_dict().items():
         if cfg["tie_word_embeddings"] and name == "lm_head.weight":
             continue
         state[name] = t.detach().to("cpu", torch.bfloat16).contiguous().clone()
@@ -463,23 +463,23 @@ def export_parts(root: Path, names: list[str], export: Path, part_bytes: int = 1
 @torch.no_grad()
 def time_forward(model_dir: Path, device, n: int = 100, prompt: int = 256, q: int = 4) -> float:
     """Seconds per forward of q new tokens (batch 1) over a cached prompt, bf16 weights."""
-    from workers.models import KVCache, load_model
+    from workers.models import load_model
+    from workers.runner import ModelRunner
 
     model = load_model(model_dir, device=device, dtype="bfloat16")
     cfg = model.config
-    cache = KVCache(cfg, 1, prompt + q, device, torch.bfloat16)
+    runner = ModelRunner(model, device, static_shapes=False)
+    pages = -(-(prompt + q) // 16)
+    runner.allocate(1, num_pages=pages, page_size=16, pages_per_slot=pages)
+    runner.set_pages([0], [list(range(pages))])
     slots = torch.zeros(1, dtype=torch.long, device=device)
-    pos = torch.arange(prompt, device=device)[None]
-    vis = ((pos[0][None, :] // 4) <= (pos[0][:, None] // 4))[None]
-    ids = torch.randint(0, cfg.vocab_size, (1, prompt), device=device)
-    model.hidden(ids, ForwardBatch(pos, vis, cache=cache, slots=slots, write=torch.ones_like(ids, dtype=torch.bool)))
-    cache.lengths[0] = prompt
+    runner.prefill(slots, [torch.randint(0, cfg.vocab_size, (prompt,)).tolist()], block=4)
     new = torch.randint(0, cfg.vocab_size, (1, q), device=device)
     npos = torch.arange(prompt, prompt + q, device=device)[None]
     nvis = torch.ones(1, q, q, dtype=torch.bool, device=device)
 
     def step():
-        return model(new, ForwardBatch(npos, nvis, cache=cache, slots=slots))
+        return runner.logits(runner.hidden(new, npos, nvis, slots, max_cache_len=prompt))
 
     for _ in range(10):
         step()

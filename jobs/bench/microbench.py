@@ -41,7 +41,8 @@ def main(shape: str = "sdar-1.7b") -> None:
     rows = {}
     for static in (False, True):
         runner = ModelRunner(model, dev, static_shapes=static, cuda_graphs=static)
-        runner.ensure_cache(1, 400)
+        runner.allocate(1, num_pages=4, page_size=128, pages_per_slot=4)
+        runner.set_pages([0], [[0, 1, 2, 3]])
         with torch.inference_mode():
             runner.prefill(slots, [list(range(P))], B)
             rows[f"runner.hidden static={static}"] = timeit(lambda: runner.hidden(ids, pos, vis, slots))

@@ -211,6 +211,16 @@ class Qwen3Model(nn.Module):
                 out[m + "up_proj.weight"] = (m + "gate_up_proj.weight", inter, inter)
         return out
 
+    def published_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under the published checkpoint names (fused q/k/v and gate/up split again)."""
+        state = dict(self.state_dict())
+        fused = self.fused_slices()
+        for name, (dest, start, rows) in fused.items():
+            state[name] = state[dest][start:start + rows]
+        for dest in {dest for dest, _, _ in fused.values()}:
+            del state[dest]
+        return state
+
     def hidden(self, ids: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         """ids: [b, q] -> final-norm hidden states [b, q, hidden]."""
         x = self.model.embed_tokens(ids)
