@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import pyarrow as pa
 
-from pipeline.config import GenerateConfig
+from pipeline import quiet
 from pipeline.processor import SAMPLING_COLUMN, ProcessorUDF, as_config, row_overrides, set_fields
 from pipeline.validate import validate_models
 from workers.api import SamplingParams
@@ -41,6 +41,7 @@ class LLM:
                                 "build_processor, not to in-process generation")
         self.config = as_config({"target": target, "draft": draft,
                                  "decoder": decoder or ("simsd" if draft else "vanilla"), **options})
+        quiet.install(self.config.verbose)  # before any model loads, as the actors do
         self.warnings = validate_models(self.config)
         factory = engine_factory or _engine_factory()
         self._engine = factory(self.config)
