@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -102,8 +103,11 @@ class Runner:
         lens = f"{min(p.prefill_lens)}..{max(p.prefill_lens)}"
         base = dict(layout="prefill", shape=label, batch=len(p.prefill_lens), cache_len=lens,
                     num_new=sum(p.prefill_lens), block=p.prefill_block)
-        for name, build in libs:
-            self.record(base, name, None, lambda b=build: b(case), ref)
+        causal_ref = None
+        for name, build, causal in libs:
+            if causal and causal_ref is None:  # plain causal = block-causal with block 1
+                causal_ref = ac.reference_prefill(dataclasses.replace(case, block=1))
+            self.record(base, name, None, lambda b=build: b(case), causal_ref if causal else ref)
 
     def cached(self, label: str, shape: ac.HeadShape, layout: str, block: int, row_lens, libs) -> None:
         p = self.plan
@@ -117,15 +121,6 @@ class Runner:
             if ps not in rows:
                 rows[ps] = ac.place_rows(case, self.pool(ps, shape))
             self.record(base, name, ps, lambda b=build, r=rows[ps]: b(case, r), ref)
-
-    def specs(self) -> list[tuple]:
-        """Every case of the plan: ("prefill", label, shape) or ("cached", label, shape, layout, B, rows)."""
-        out = []
-        for label, shape in self.plan.head_shapes():
-            out.append(("prefill", label, shape))
-            out += [("cached", label, shape, layout, block, rows)
-                    for layout, block in self.plan.cached_layouts for rows in self.plan.row_sets]
-        return out
 
     def run_spec(self, spec: tuple, prefill_libs, cached_libs) -> None:
         if spec[0] == "prefill":
@@ -183,7 +178,7 @@ def fi_warmup(backends: tuple[str, ...]) -> int:
             build(case, rows)()
             print("built", layout, name, flush=True)
     pcase = ac.make_prefill_case(shape, 4, [20, 36], torch.bfloat16, dev)
-    for name, build in ap.fi_prefill_libs(plan, kit):
+    for name, build, _ in ap.fi_prefill_libs(plan, kit):
         build(pcase)()
         print("built prefill", name, flush=True)
     torch.cuda.synchronize()
@@ -248,7 +243,7 @@ def run_plan(plan: ap.Plan, log=print) -> tuple[list[Result], dict]:
     fi = _FlashInferState(plan, runner, warm, notes, log)
     with _recompile_limit(256):
         deferred = []  # cases that ran before FlashInfer's compile was done
-        for spec in runner.specs():
+        for spec in ap.case_specs(plan):
             fi.poll()
             runner.run_spec(spec, ap.prefill_libs(plan, runner.flex) + fi.prefill_libs(),
                             lambda layout: ap.cached_libs(plan, runner.flex) + fi.cached_libs(layout))

@@ -70,6 +70,16 @@ class Plan:
         return worst + 8
 
 
+def case_specs(plan: Plan) -> list[tuple]:
+    """Every case of the plan: ("prefill", label, shape) or ("cached", label, shape, layout, B, rows)."""
+    out = []
+    for label, shape in plan.head_shapes():
+        out.append(("prefill", label, shape))
+        out += [("cached", label, shape, layout, block, rows)
+                for layout, block in plan.cached_layouts for rows in plan.row_sets]
+    return out
+
+
 def _rows(batches, lens):
     return tuple((length,) * b for b in batches for length in lens)
 
@@ -92,9 +102,9 @@ def with_overrides(plan: Plan, **kw) -> Plan:
 
 
 # ---------------------------------------------------------------- libraries per layout
-def prefill_libs(plan: Plan, flex) -> list[tuple[str, object]]:
-    """(library name, builder(case) -> step) for the non-FlashInfer prefill candidates."""
-    return [("sdpa-mask", sd.sdpa_prefill), ("flex-blockmask", lambda c: fx.flex_prefill(c, flex))]
+def prefill_libs(plan: Plan, flex) -> list[tuple[str, object, bool]]:
+    """(library name, builder(case) -> step, checked against plain causal instead of block-causal)."""
+    return [("sdpa-mask", sd.sdpa_prefill, False), ("flex-blockmask", lambda c: fx.flex_prefill(c, flex), False)]
 
 
 def cached_libs(plan: Plan, flex) -> list[tuple[str, int, object]]:
@@ -105,15 +115,15 @@ def cached_libs(plan: Plan, flex) -> list[tuple[str, int, object]]:
             ("flex-1call", ps, lambda c, r: fx.flex_one_call(c, r, flex))]
 
 
-def fi_prefill_libs(plan: Plan, kit) -> list[tuple[str, object]]:
+def fi_prefill_libs(plan: Plan, kit) -> list[tuple[str, object, bool]]:
     from jobs.gpu_checks import attention_flashinfer as fi  # noqa: PLC0415
     libs = []
     for be in plan.fi_backends:
         if be != "fa3":  # FlashInfer's FA3 path takes no custom mask
-            libs.append((f"fi-ragged-mask[{be}]", lambda c, be=be: fi.fi_ragged_prefill(kit, c, be)))
+            libs.append((f"fi-ragged-mask[{be}]", lambda c, be=be: fi.fi_ragged_prefill(kit, c, be), False))
         if plan.causal_speed_ref:
-            libs.append((f"fi-ragged-CAUSAL[{be}] (speed ref)",
-                         lambda c, be=be: fi.fi_ragged_prefill(kit, c, be, causal_only=True)))
+            libs.append((f"fi-ragged-causal[{be}] (speed ref)",
+                         lambda c, be=be: fi.fi_ragged_prefill(kit, c, be, causal_only=True), True))
     return libs
 
 

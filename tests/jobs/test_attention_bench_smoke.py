@@ -70,3 +70,15 @@ def test_flashinfer_compile_failure_is_reported():
     warm = bench.FlashInferWarmup([sys.executable, "-c", "raise SystemExit('nvcc broke')"])
     ready, note = warm.wait(time.monotonic() + 30)
     assert not ready and "rc 1" in note and "nvcc broke" in note
+
+
+def test_plans_share_the_4b_8b_shape_and_size_their_pools():
+    from jobs.gpu_checks import attention_plans as ap
+
+    assert [label for label, _ in ap.FULL.head_shapes()] == ["sdar-4b=sdar-8b"]
+    # quick: batch 128 x ceil((2048 + 16) / 128) = 17 pages per row, plus 8 spare pages
+    assert ap.QUICK.pool_pages(128) == 128 * 17 + 8
+    assert ap.QUICK.pool_pages(16) == 128 * 129 + 8
+    assert len(ap.case_specs(ap.QUICK)) == 1 + 3 * 4  # prefill + 3 layouts x {1, 128} x {256, 2048}
+    with pytest.raises(ValueError, match="fa2/fa3"):
+        ap.with_overrides(ap.QUICK, fi_backends=("fa9",))
