@@ -2,10 +2,16 @@
 
 All tensors are per block: drafts [b, B], ``verify[b, B]`` marks positions drafted this round
 (a contiguous run after the leftover). Returns (num_accepted [b], bonus [b], has_bonus [b]).
+
+MRS leaves the target's distribution unchanged only when each draft token was drawn from the
+``p`` given here, conditioned on the positions to its left alone (an AR draft, or an SDAR draft
+revealing left to right): see docs/sampling.md.
 """
 from __future__ import annotations
 
 import torch
+
+from .sampling import sample_from
 
 
 def _first_rejection(ok: torch.Tensor, verify: torch.Tensor):
@@ -26,24 +32,33 @@ def accept_greedy(drafts: torch.Tensor, target_tokens: torch.Tensor, verify: tor
 
 
 def accept_mrs(drafts: torch.Tensor, q: torch.Tensor, p: torch.Tensor, verify: torch.Tensor,
-               generator: torch.Generator | None):
+               u_accept: torch.Tensor, u_bonus: torch.Tensor):
     """Modified rejection sampling. q: target distribution [b, B, V], p: draft's [b, B, V].
 
-    Accept D_i with probability min(1, q(D_i)/p(D_i)); at the first rejection sample from
-    normalize(max(0, q - p)), or from q when p(D_i) = 0 or the residual is empty.
+    u_accept [b, B], u_bonus [b]: uniforms in [0, 1) from each row's own stream.
+    Accept D_i when u_i * p(D_i) < q(D_i) (probability min(1, q/p)); at the first rejection draw
+    from normalize(max(0, q - p)), or from q when p(D_i) = 0 or the residual is empty.
     """
     b, B, _ = q.shape
     q_x = q.gather(-1, drafts[..., None]).squeeze(-1)
     p_x = p.gather(-1, drafts[..., None]).squeeze(-1)
-    u = torch.rand(b, B, generator=generator, device=q.device)
-    ok = (p_x > 0) & (u * p_x < q_x)
+    ok = (p_x > 0) & (u_accept.to(q.dtype) * p_x < q_x)
     first, num_accepted = _first_rejection(ok, verify)
     has_bonus = first < B
     at = first.clamp(max=B - 1)
-    q_r = q[torch.arange(b), at]
-    p_r = p[torch.arange(b), at]
+    rows = torch.arange(b, device=q.device)
+    q_r, p_r = q[rows, at], p[rows, at]
     residual = (q_r - p_r).clamp(min=0)
-    use_q = (p_x[torch.arange(b), at] <= 0) | (residual.sum(-1) <= 1e-12)
-    dist = torch.where(use_q[:, None], q_r, residual)
-    bonus = torch.multinomial(dist / dist.sum(-1, keepdim=True), 1, generator=generator).squeeze(-1)
+    use_q = (p_x[rows, at] <= 0) | (residual.sum(-1) <= 1e-12)
+    bonus = sample_from(torch.where(use_q[:, None], q_r, residual), u_bonus)
     return num_accepted, bonus, has_bonus
+
+
+def mrs_refusal(draft_is_diffusion: bool, draft_remasking: str) -> str | None:
+    """Why MRS cannot be lossless with this draft, or None when it is (AR draft, or an SDAR draft
+    revealing left to right)."""
+    if draft_is_diffusion and draft_remasking != "sequential":
+        return (f"sampling (temperature > 0, MRS acceptance) with an SDAR draft needs --draft-remasking "
+                f"sequential: a draft revealing in confidence order ({draft_remasking!r}) proposes tokens "
+                "that are not drawn from the distribution acceptance divides by, which biases the output")
+    return None

@@ -13,6 +13,7 @@ from ..runner import ModelRunner
 from .commits import CommitQueue
 from .layouts import full_block
 from .remasking import reveal_positions
+from .rng import STREAM_DRAFT
 from .sampling import choose_tokens
 from .sequence import Sequence
 from .host import to_device
@@ -22,7 +23,8 @@ class DiffusionDrafter:
     """An SDAR draft: denoises the remaining masks, one reveal per step by default (most confident)."""
 
     def __init__(self, runner: ModelRunner, block: int, settings, generator):
-        self.runner, self.block, self.settings, self.generator = runner, block, settings, generator
+        self.runner, self.block, self.settings = runner, block, settings  # randomness: per row (rng.py)
+        self.never = _never(runner)
         self.commits: CommitQueue | None = None
         self.loop: DraftLoop | None = None  # the graphed denoising loop, built on first use
 
@@ -35,7 +37,8 @@ class DiffusionDrafter:
         slots = to_device([s.slot for s in seqs], self.runner.device)
         self.runner.prefill(slots, [s.aligned_prompt(self.block) for s in seqs], self.block)
 
-    def draft(self, seqs, slots, ids, masked, starts, temps, want_probs: bool):
+    def draft(self, seqs, slots, ids, masked, starts, rows, want_probs: bool):
+        """rows: the step's StepRows (temperatures, top-k/top-p, each row's random stream)."""
         dev, B, cfg = self.runner.device, self.block, self.settings
         positions = starts[:, None] + torch.arange(B, device=dev)
         drafts, masked = ids.clone(), masked.clone()
@@ -61,8 +64,9 @@ class DiffusionDrafter:
                     s.result.num_draft_forwards += int(a)
             h = self.commits.hidden(seqs, drafts, positions, full_block(len(seqs), B, dev), slots)
             logits = self.runner.logits(h)
-            tokens, confidence, dist = choose_tokens(logits, _column(temps), cfg.top_k, cfg.top_p,
-                                                     self.generator, sample=want_probs)
+            tokens, confidence, dist = choose_tokens(
+                logits, rows.column(rows.temps), rows.column(rows.top_k), rows.column(rows.top_p),
+                rows.uniforms(STREAM_DRAFT + step, B) if want_probs else None, sample=want_probs, never=self.never)
             reveal = reveal_positions(confidence, masked, cfg.draft_remasking, cfg.threshold)
             drafts = torch.where(reveal, tokens, drafts)
             steps = torch.where(reveal, step, steps)
@@ -88,7 +92,8 @@ class AutoregressiveDrafter:
     """A Qwen3 AR draft. Its cache holds every committed token but the last (see ``after_round``)."""
 
     def __init__(self, runner: ModelRunner, block: int, settings, generator):
-        self.runner, self.block, self.settings, self.generator = runner, block, settings, generator
+        self.runner, self.block, self.settings = runner, block, settings  # randomness: per row (rng.py)
+        self.never = _never(runner)
 
     def make_queues(self, num_slots: int, fold: bool) -> list:
         return []  # the AR cache follows committed tokens itself (see after_round)
@@ -97,8 +102,8 @@ class AutoregressiveDrafter:
         slots = to_device([s.slot for s in seqs], self.runner.device)
         self.runner.prefill(slots, [s.tokens[:-1] for s in seqs], block=1)
 
-    def draft(self, seqs, slots, ids, masked, starts, temps, want_probs: bool):
-        dev, B, cfg = self.runner.device, self.block, self.settings
+    def draft(self, seqs, slots, ids, masked, starts, step_rows, want_probs: bool):
+        dev, B = self.runner.device, self.block
         b = len(seqs)
         drafts, steps = ids.clone(), torch.zeros_like(ids)
         probs = torch.zeros(b, B, self.runner.config.vocab_size, device=dev) if want_probs else None
@@ -121,8 +126,10 @@ class AutoregressiveDrafter:
             # Scratch K/V past the cache length; after_round keeps what was committed.
             h = self.runner.hidden(prev[:, None], (base + j)[:, None], visible, slots, write, cache_lens=base + j,
                                    max_cache_len=bound + j)
-            tokens, _, dist = choose_tokens(self.runner.logits(h), _column(temps), cfg.top_k, cfg.top_p,
-                                            self.generator, sample=want_probs)
+            tokens, _, dist = choose_tokens(
+                self.runner.logits(h), step_rows.column(step_rows.temps), step_rows.column(step_rows.top_k),
+                step_rows.column(step_rows.top_p), step_rows.uniforms(STREAM_DRAFT + j, 1) if want_probs else None,
+                sample=want_probs, never=self.never)
             tokens = tokens[:, 0]
             col = (first + j).clamp(max=B - 1)
             drafts[rows[live], col[live]] = tokens[live]
@@ -137,6 +144,7 @@ class AutoregressiveDrafter:
         self.runner.cache.lengths[slots] = committed_lens - 1
 
 
-def _column(temps):
-    """Temperatures [b] -> [b, 1] to broadcast over a block; None (greedy) stays None."""
-    return None if temps is None else temps[:, None]
+def _never(runner) -> tuple[int, ...]:
+    """Token ids a draft never proposes: the mask token (the target never emits it)."""
+    mask = runner.config.mask_token_id
+    return (mask,) if mask is not None else ()
