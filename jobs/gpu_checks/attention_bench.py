@@ -159,29 +159,44 @@ class FlashInferWarmup:
         self.proc.wait()
         return False, "FlashInfer JIT compile not finished in time: FlashInfer skipped (see docs on the JIT cache)"
 
+    def failed(self) -> dict[str, str]:
+        """{library: reason} for the paths the child could not build."""
+        self.log_file.flush()
+        out = {}
+        for line in Path(self.log_file.name).read_text().splitlines():
+            if line.startswith("FAILED "):
+                name, _, why = line[len("FAILED "):].partition(": ")
+                out.setdefault(name, why)
+        return out
+
     def _tail(self) -> str:
         self.log_file.flush()
         return Path(self.log_file.name).read_text()[-600:].replace("\n", " | ")
 
 
 def fi_warmup(backends: tuple[str, ...]) -> int:
-    """Child mode: run every FlashInfer path once on tiny inputs so that all kernels get built."""
+    """Child mode: run every FlashInfer path once on tiny inputs so that all kernels get built.
+    Prints "FAILED <library>: <why>" for a path that does not build or run; the parent drops those."""
     from jobs.gpu_checks import attention_flashinfer as fi  # noqa: PLC0415
     dev, shape = torch.device("cuda"), ac.SHAPES["sdar-4b"]
     kit = fi.FlashInferKit(dev)
-    plan = ap.with_overrides(ap.QUICK, fi_backends=backends, fi_page_sizes=(16,), causal_speed_ref=True)
+    plan = ap.with_overrides(ap.QUICK, fi_backends=backends, causal_speed_ref=True)
+    pools = {ps: ac.PagedPool.allocate(16, ps, shape, torch.bfloat16, dev) for ps in plan.fi_page_sizes}
+    jobs = []
     for layout in ("denoise", "verify"):
         case = ac.make_cached_case(layout, shape, 4, [20, 40], torch.bfloat16, dev)
-        pool = ac.PagedPool.allocate(16, 16, shape, torch.bfloat16, dev)
-        rows = ac.place_rows(case, pool)
-        for name, _, build in ap.fi_cached_libs(plan, kit, layout):
-            build(case, rows)()
-            print("built", layout, name, flush=True)
+        rows = {ps: ac.place_rows(case, pool) for ps, pool in pools.items()}
+        jobs += [(name, lambda b=build, c=case, r=rows[ps]: b(c, r))
+                 for name, ps, build in ap.fi_cached_libs(plan, kit, layout)]
     pcase = ac.make_prefill_case(shape, 4, [20, 36], torch.bfloat16, dev)
-    for name, build, _ in ap.fi_prefill_libs(plan, kit):
-        build(pcase)()
-        print("built prefill", name, flush=True)
-    torch.cuda.synchronize()
+    jobs += [(name, lambda b=build: b(pcase)) for name, build, _ in ap.fi_prefill_libs(plan, kit)]
+    for name, build in jobs:
+        try:
+            build()()
+            torch.cuda.synchronize()
+            print("BUILT", name, flush=True)
+        except Exception as exc:  # noqa: BLE001 - report per path, keep building the others
+            print(f"FAILED {name}: {type(exc).__name__}: {str(exc)[:300]}".replace("\n", " "), flush=True)
     return 0
 
 
@@ -191,6 +206,7 @@ class _FlashInferState:
     def __init__(self, plan: ap.Plan, runner: Runner, warm: FlashInferWarmup | None, notes: list[str], log):
         self.plan, self.runner, self.warm, self.notes, self.log = plan, runner, warm, notes, log
         self.kit = None
+        self.broken: dict[str, str] = {}
 
     def pending(self) -> bool:
         return self.warm is not None and self.kit is None
@@ -203,20 +219,25 @@ class _FlashInferState:
         self._finish(*self.warm.wait(until))
 
     def _finish(self, ready: bool, note: str) -> None:
-        if note:
-            self.notes.append(note)
-            self.log("NOTE " + note)
+        notes = [note] if note else []
         if ready:
             from jobs.gpu_checks.attention_flashinfer import FlashInferKit  # noqa: PLC0415
             self.kit = FlashInferKit(self.runner.device)
-            self.log(f"NOTE FlashInfer {self.kit.version} ready after {time.monotonic() - self.runner.t0:.0f} s")
+            self.broken = self.warm.failed()
+            notes += [f"FlashInfer {name} did not build, not measured: {why}" for name, why in self.broken.items()]
+            notes.append(f"FlashInfer {self.kit.version} ready after {time.monotonic() - self.runner.t0:.0f} s")
+        for n in notes:
+            self.notes.append(n)
+            self.log("NOTE " + n)
         self.warm = None
 
     def prefill_libs(self):
-        return ap.fi_prefill_libs(self.plan, self.kit) if self.kit is not None else []
+        libs = ap.fi_prefill_libs(self.plan, self.kit) if self.kit is not None else []
+        return [lib for lib in libs if lib[0] not in self.broken]
 
     def cached_libs(self, layout: str):
-        return ap.fi_cached_libs(self.plan, self.kit, layout) if self.kit is not None else []
+        libs = ap.fi_cached_libs(self.plan, self.kit, layout) if self.kit is not None else []
+        return [lib for lib in libs if lib[0] not in self.broken]
 
 
 # ---------------------------------------------------------------- driver

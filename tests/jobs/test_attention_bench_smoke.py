@@ -82,3 +82,10 @@ def test_plans_share_the_4b_8b_shape_and_size_their_pools():
     assert len(ap.case_specs(ap.QUICK)) == 1 + 3 * 4  # prefill + 3 layouts x {1, 128} x {256, 2048}
     with pytest.raises(ValueError, match="fa2/fa3"):
         ap.with_overrides(ap.QUICK, fi_backends=("fa9",))
+
+
+def test_flashinfer_paths_that_did_not_build_are_listed():
+    script = "print('BUILT fi-a[fa2]'); print('FAILED fi-b[fa3]: RuntimeError: ninja: build stopped')"
+    warm = bench.FlashInferWarmup([sys.executable, "-c", script])
+    assert warm.wait(time.monotonic() + 30) == (True, "")
+    assert warm.failed() == {"fi-b[fa3]": "RuntimeError: ninja: build stopped"}
