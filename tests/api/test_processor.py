@@ -19,7 +19,9 @@ def _settings(model_dir, **kw) -> dict:
     return {"target": str(model_dir), "max_new_tokens": 4, "batch_size": 4, "device": "cpu", "workers": 1, **kw}
 
 
+@pytest.mark.slow
 def test_inside_a_user_pipeline(ray_local, model_dir):
+    """Slow (~1 min on 2 shared CPUs): a Ray Data job with an actor pool."""
     rows = [{"id": i, "question": q, "topic": f"t{i}"}
             for i, q in enumerate(["hello world", "write a haiku", "about the sea", "", "what is", "name"])]
     processor = simsd.build_processor(

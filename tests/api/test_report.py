@@ -122,3 +122,11 @@ def test_a_failing_report_warns_and_returns_none(tmp_path, capsys, monkeypatch):
     assert time.time() - started < 30
     err = capsys.readouterr().err
     assert "could not write report.html (RuntimeError: no fonts)" in err and "simsd report" in err
+
+
+def test_error_reasons_group_messages_that_differ_only_in_numbers():
+    assert report.error_reason("prompt has 120 tokens, more than the limit of 96") == \
+        "prompt has N tokens, more than the limit of N"
+    assert report.error_reason("x" * 200).endswith("...") and len(report.error_reason("x" * 200)) == 70
+    assert report.error_reason(None) == "unknown"
+    assert report.error_reason("first line 3\ntraceback 4") == "first line N"
