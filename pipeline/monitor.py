@@ -30,6 +30,7 @@ class JobMonitor:
         self.messages: dict[str, int] = {}
         self.order: list[str] = []
         self.actors: set[str] = set()
+        self.placed_actors: set[str] = set()
 
     # -- ledger ------------------------------------------------------------------------------
     def begin(self, key: str, allowed: int) -> int:
@@ -53,6 +54,10 @@ class JobMonitor:
     def poisoned(self, row_id) -> None:
         self.poison.append(row_id)
 
+    def placed(self, actor_id: str) -> None:
+        """An engine actor process got its resources and started loading its models."""
+        self.placed_actors.add(actor_id)
+
     def ready(self, actor_id: str) -> None:
         """An engine actor finished loading its models."""
         self.actors.add(actor_id)
@@ -69,7 +74,8 @@ class JobMonitor:
     def poll(self, seen: int) -> dict:
         """Progress and the distinct messages after the first ``seen`` ones."""
         return {"rows_done": self.rows_done, "idle_s": time.monotonic() - self.last_progress,
-                "actors_ready": len(self.actors), "messages": self.order[seen:]}
+                "actors_ready": len(self.actors), "actors_placed": len(self.placed_actors),
+                "messages": self.order[seen:]}
 
     def stats(self) -> dict:
         repeated = {t: n for t, n in self.messages.items() if n > 1}

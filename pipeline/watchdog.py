@@ -4,11 +4,13 @@ Ray Data's write runs in a thread; the driver's main thread polls the job monito
 (pipeline.monitor) every second. Worker warnings and errors are printed once each (the monitor
 deduplicates them). When no row has finished for ``--stall-timeout-s`` (model loading
 included), the job is stopped with :class:`JobStalled`, whose message names the resource that
-is missing (CPU for reading/writing, CPU or GPU for the engine actors) or says that none is;
+is missing (CPU for reading/writing, CPU or GPU for the engine actors) or says that none is
+(an engine actor finishing its model load counts as progress too);
 the rows already written are committed first, so a rerun resumes after them.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -35,7 +37,7 @@ def run_watched(fn, job_monitor, config, on_stall) -> None:
 
     thread = threading.Thread(target=target, name="simsd-write", daemon=True)
     thread.start()
-    seen, rows, last_change = 0, 0, time.monotonic()
+    seen, marks, last_change = 0, (0, 0, 0), time.monotonic()
     while True:
         thread.join(POLL_S)
         state = _poll(job_monitor, seen)
@@ -43,14 +45,16 @@ def run_watched(fn, job_monitor, config, on_stall) -> None:
             for text in state["messages"]:
                 print(for_terminal(f"{PROG}: worker {text}", config.storage_options, sys.stderr), file=sys.stderr)
             seen += len(state["messages"])
-            if state["rows_done"] != rows:
-                rows, last_change = state["rows_done"], time.monotonic()
+            # Progress: a finished row, or an engine actor placed or done loading its models.
+            now = (state["rows_done"], state["actors_placed"], state["actors_ready"])
+            if now != marks:
+                marks, last_change = now, time.monotonic()
         if not thread.is_alive():
             break
         idle = time.monotonic() - last_change
         if idle > config.stall_timeout_s:
-            message = stall_message(config, idle, rows, state)
-            _stop_ray()
+            message = stall_message(config, idle, marks[0], state)
+            _stop_ray(thread)
             on_stall()
             raise JobStalled(message)
     if "error" in box:
@@ -66,14 +70,24 @@ def _poll(job_monitor, seen: int) -> dict | None:
         return None
 
 
-def _stop_ray() -> None:
-    """Stop every task and actor of this job (the write thread is blocked in Ray Data)."""
+def _stop_ray(thread: threading.Thread) -> None:
+    """Stop every task and actor of this job (the write thread is blocked in Ray Data), and wait
+    for the write thread to give up. Ray's implicit ray.init() is switched off meanwhile, or Ray
+    Data, finding Ray gone, would start a fresh local one and carry on."""
     import ray
 
+    previous = os.environ.get("RAY_ENABLE_AUTO_CONNECT")
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
     try:
         ray.shutdown()
+        thread.join(timeout=60)
     except Exception:  # noqa: BLE001
         pass
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_ENABLE_AUTO_CONNECT", None)
+        else:
+            os.environ["RAY_ENABLE_AUTO_CONNECT"] = previous
 
 
 def stall_message(config, idle_s: float, rows_done: int, state: dict | None) -> str:
@@ -82,19 +96,22 @@ def stall_message(config, idle_s: float, rows_done: int, state: dict | None) -> 
     from .driver import cpus_per_worker, gpus_per_worker, num_workers
 
     total, free = ray.cluster_resources(), ray.available_resources()
-    ready = (state or {}).get("actors_ready", 0)
+    placed, ready = (state or {}).get("actors_placed", 0), (state or {}).get("actors_ready", 0)
     workers = num_workers(config)
     need = {"CPU": cpus_per_worker(config), "GPU": gpus_per_worker(config)}
     head = (f"no row finished for {idle_s:.0f} s (--stall-timeout-s {config.stall_timeout_s:g}; "
-            f"{rows_done} row(s) finished this run, {ready} of {workers} engine actor(s) started)")
-    return f"{head}: {starved_resource(total, free, need, ready, workers)}"
+            f"{rows_done} row(s) finished this run; engine actors: {placed} of {workers} placed, {ready} loaded)")
+    if placed == workers and ready < workers:
+        return f"{head}: every actor has its resources but model loading has not finished; raise --stall-timeout-s"
+    return f"{head}: {starved_resource(total, free, need, placed, workers)}"
 
 
-def starved_resource(total: dict, free: dict, need: dict, ready: int, workers: int) -> str:
-    """Which resource keeps the job from progressing, in words."""
+def starved_resource(total: dict, free: dict, need: dict, placed: int, workers: int) -> str:
+    """Which resource keeps the job from progressing, in words (``placed``: engine actors that
+    got their resources)."""
     for name in ("GPU", "CPU"):
         per_actor = need.get(name, 0.0)
-        if ready < workers and per_actor > 0 and free.get(name, 0.0) < per_actor:
+        if placed < workers and per_actor > 0 and free.get(name, 0.0) < per_actor:
             return (f"starved resource: {name}: engine actors need {per_actor:g} {name} each and the cluster "
                     f"has {free.get(name, 0.0):g} free of {total.get(name, 0.0):g}; lower --workers or "
                     f"--{name.lower()}s-per-worker, or add {name}s")

@@ -91,11 +91,14 @@ class GenerateUDF:
         # Loading a model takes far longer than a batch: do it once per actor, never per batch.
         self.config = config
         self.monitor = monitor
+        self.actor_id = f"{socket.gethostname()}:{os.getpid()}"
         if monitor is not None:
             forward_logs(monitor)
+            monitor.placed.remote(self.actor_id)  # the watchdog: placed, now loading
         self.engine = (engine_factory or _default_engine_factory)(config)
         self.tokenizer = self.engine.tokenizer
-        self.actor_id = f"{socket.gethostname()}:{os.getpid()}"
+        if monitor is not None:
+            monitor.ready.remote(self.actor_id)
         self.metrics = ActorMetrics(self.actor_id, config.decoder)
         self._row_keys: list[str] = []
         self._row_failures: list[BaseException] = []

@@ -1,0 +1,113 @@
+"""Rows that kill their worker, CPU starvation, and jobs that cannot progress (Ray, fake engines)."""
+import os
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import driver
+from pipeline.config import GenerateConfig
+from pipeline.watchdog import JobStalled, starved_resource
+from tests.pipeline.fakes import FakeEngine, make_model_dir
+from tests.pipeline.helpers import read_output, write_prompts
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_model_dir(tmp_path_factory.mktemp("model"))
+
+
+def _config(tmp_path, model_dir, **kw):
+    kw.setdefault("batch_size", 2)
+    return GenerateConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), target=str(model_dir),
+                          max_new_tokens=3, device="cpu", **kw)
+
+
+def _write(tmp_path, prompts: dict) -> None:
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": list(prompts), "prompt": list(prompts.values())}), tmp_path / "in" / "a.parquet")
+
+
+class PoisonEngine(FakeEngine):
+    """Kills its worker process (os._exit: no cleanup, no exception) on any batch holding 'sea'."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.poison = self.tokenizer.encode_prompt(prompt="sea", use_chat_template=False)[0]
+
+    def generate(self, requests):
+        if any(self.poison in r.prompt_ids for r in requests):
+            os._exit(1)
+        return super().generate(requests)
+
+
+def test_poison_row_is_isolated_and_written_as_an_error_row(ray_local, tmp_path, model_dir):
+    prompts = {i: "hello world" for i in range(8)}
+    prompts[5] = "about the sea"
+    _write(tmp_path, prompts)
+    stats = driver.run(_config(tmp_path, model_dir, max_batch_retries=1), engine_factory=PoisonEngine)
+    rows = {r["id"]: r for r in read_output(tmp_path / "out").to_pylist()}
+    assert sorted(rows) == list(range(8))  # every row exactly once
+    assert rows[5]["finish_reason"] == "error" and "killed its worker process" in rows[5]["error"]
+    assert all(rows[i]["finish_reason"] == "length" and rows[i]["error"] is None for i in rows if i != 5)
+    assert stats["errors"] == 1 and stats["poison_rows"] == 1
+    assert stats["batch_retries"] == 1  # --max-batch-retries 1: one re-run, then bisection
+
+
+def test_as_many_workers_as_cpus_completes(ray_local, tmp_path, model_dir):
+    assert ray_local.cluster_resources()["CPU"] == 2
+    write_prompts(tmp_path / "in", 12, shards=3)
+    config = _config(tmp_path, model_dir, workers=2, stall_timeout_s=120)
+    assert driver.cpus_per_worker(config) == 0.5  # one CPU stays free for reading and writing
+    stats = driver.run(config, engine_factory=FakeEngine)
+    assert stats["rows"] == 12 and stats["num_workers"] == 2
+    assert len(set(read_output(tmp_path / "out").column("actor_id").to_pylist())) >= 1
+
+
+def test_cpus_per_worker_that_starves_io_is_a_config_error(ray_local, tmp_path, model_dir):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="leaves 0 of the cluster's 2 CPUs for reading and writing"):
+        driver.cpus_per_worker(_config(tmp_path, model_dir, workers=2, cpus_per_worker=1.0))
+
+
+class HangAfterFirstEngine(FakeEngine):
+    """Answers its first batch, then never returns (a hung engine call)."""
+
+    calls = 0
+
+    def generate(self, requests):
+        self.calls += 1
+        if self.calls > 1:
+            time.sleep(3600)
+        return super().generate(requests)
+
+
+@pytest.mark.slow  # waits out a 30 s stall timeout
+def test_watchdog_fails_a_job_without_progress_and_keeps_written_rows(ray_local, tmp_path, model_dir):
+    write_prompts(tmp_path / "in", 12, shards=1)
+    # The clock restarts at each finished row and each actor placed or loaded: 30 s without any.
+    config = _config(tmp_path, model_dir, batch_size=1, stall_timeout_s=30)
+    with pytest.raises(JobStalled, match="no row finished for .* s.*an engine call is hung"):
+        driver.run(config, engine_factory=HangAfterFirstEngine)
+    kept = read_output(tmp_path / "out").column("id").to_pylist()
+    assert len(kept) == 4 and len(set(kept)) == 4  # the first batch (4 rows per call) was committed
+    assert not list((tmp_path / "out").glob("_lease*"))  # the lease was released
+
+
+def test_watchdog_names_a_missing_gpu(ray_local, tmp_path, model_dir):
+    write_prompts(tmp_path / "in", 4)
+    config = _config(tmp_path, model_dir, gpus_per_worker=1.0, stall_timeout_s=4)
+    with pytest.raises(JobStalled, match="starved resource: GPU: engine actors need 1 GPU each"):
+        driver.run(config, engine_factory=FakeEngine)
+
+
+def test_starved_resource_messages():
+    total = {"CPU": 2.0, "GPU": 2.0}
+    assert "starved resource: CPU: 0 of 2 CPUs free" in starved_resource(
+        total, {"CPU": 0.0, "GPU": 0.0}, {"CPU": 1.0, "GPU": 1.0}, ready=2, workers=2)
+    assert "starved resource: GPU" in starved_resource(total, {"CPU": 1.0}, {"CPU": 0.5, "GPU": 1.0}, 1, 3)
+    assert "starved resource: CPU: engine actors need 1 CPU" in starved_resource(
+        {"CPU": 4.0}, {"CPU": 0.5}, {"CPU": 1.0, "GPU": 0.0}, 0, 1)
+    assert "no resource is exhausted" in starved_resource(total, {"CPU": 1.5, "GPU": 0.0}, {"CPU": 0.5, "GPU": 1.0}, 2, 2)
