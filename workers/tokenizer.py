@@ -12,6 +12,8 @@ from .models.config import ModelLoadError
 class TokenizerBundle:
     tokenizer: object  # transformers PreTrainedTokenizerBase
     stop_ids: tuple[int, ...]
+    template_time_limit_s: float = 2.0           # workers.chat_template.RENDER_TIME_LIMIT_S
+    template_max_chars: int = 4 * 1024 * 1024   # workers.chat_template.RENDER_MAX_CHARS
 
     @property
     def has_chat_template(self) -> bool:
@@ -22,13 +24,25 @@ class TokenizerBundle:
         if messages is not None:
             if not self.has_chat_template:
                 raise ValueError("messages given but the tokenizer has no chat template")
-            return list(self.tokenizer.apply_chat_template(
-                _check_messages(messages), tokenize=True, add_generation_prompt=True, return_dict=False))
+            return self._encode_text(self.render_chat(_check_messages(messages)))
         if use_chat_template and self.has_chat_template:
-            return list(self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True,
-                return_dict=False))
-        return list(self.tokenizer.encode(prompt, add_special_tokens=False))
+            return self._encode_text(self.render_chat([{"role": "user", "content": prompt}]))
+        return self._encode_text(prompt)
+
+    def render_chat(self, messages: list[dict]) -> str:
+        """The chat template applied to ``messages`` with a generation prompt, as transformers'
+        apply_chat_template renders it, under a time limit and an output-size limit
+        (workers.chat_template; TemplateLimitError past either)."""
+        from .chat_template import render
+
+        return render(self.tokenizer.chat_template, self.template_time_limit_s, self.template_max_chars,
+                      messages=messages, tools=None, documents=None, add_generation_prompt=True,
+                      **self.tokenizer.special_tokens_map)
+
+    def _encode_text(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise ValueError(f"prompt must be text, got {type(text).__name__}")
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
