@@ -161,7 +161,7 @@ def _apply_sampling_params(batch: pa.Table, config: GenerateConfig, udf) -> tupl
     """Per-row ``sampling_params`` -> the actor's override columns. Rows asking for a field
     the engine cannot honour yet get an error message (index -> message), never a silent
     default. An actor that reads the column itself (``reads_sampling_params``) gets it as is."""
-    if SAMPLING_COLUMN not in batch.column_names or getattr(udf, "reads_sampling_params", False):
+    if SAMPLING_COLUMN not in batch.column_names or actor_reads_sampling_params(udf):
         return batch, {}
     overrides = {column: [] for column in ROW_OVERRIDES.values()}
     problems: dict[int, str] = {}
@@ -179,6 +179,19 @@ def _apply_sampling_params(batch: pa.Table, config: GenerateConfig, udf) -> tupl
         batch = batch.append_column(column, pa.array(values, type=pa.int64() if column == "max_new_tokens"
                                                      else pa.float64()))
     return batch, problems
+
+
+def actor_reads_sampling_params(udf) -> bool:
+    """Whether the actor (workers.actor.GenerateUDF) applies the ``sampling_params`` column
+    itself; until it says so, this module maps the fields it can honour and refuses the rest."""
+    return bool(getattr(udf, "reads_sampling_params", False))
+
+
+def sampling_problem(params: SamplingParams, config: GenerateConfig, udf) -> str | None:
+    """Why ``params`` cannot be used for a request through ``udf``, or None."""
+    if actor_reads_sampling_params(udf):
+        return params.problem()
+    return row_overrides(params, config)[1]
 
 
 def row_overrides(value: Any, config: GenerateConfig) -> tuple[dict, str | None]:

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import pyarrow as pa
 
 from pipeline import quiet
-from pipeline.processor import SAMPLING_COLUMN, ProcessorUDF, as_config, row_overrides, set_fields
+from pipeline.processor import SAMPLING_COLUMN, ProcessorUDF, as_config, sampling_problem, set_fields
 from pipeline.validate import validate_models
 from workers.api import SamplingParams
 
@@ -80,7 +80,7 @@ class LLM:
         udf = self._rows[column] if self._engine is not None else self._closed()
         params = _per_row(sampling_params, len(values))
         for p in params:
-            _, problem = row_overrides(p, self.config)
+            problem = None if p is None else sampling_problem(p, self.config, udf.udf)
             if problem:
                 raise ValueError(problem)
         columns = {"id": list(range(len(values))), column: values}
