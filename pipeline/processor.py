@@ -212,7 +212,9 @@ def row_overrides(value: Any, config: GenerateConfig) -> tuple[dict, str | None]
     unsupported = unsupported_fields(params, config, set(k for k, v in given.items() if v is not None))
     if unsupported:
         return {}, unsupported
-    return {column: getattr(params, name) for name, column in ROW_OVERRIDES.items() if given.get(name) is not None}, None
+    overrides = {column: getattr(params, name) for name, column in ROW_OVERRIDES.items()
+                 if given.get(name) is not None}
+    return overrides, None
 
 
 def set_fields(params: SamplingParams) -> dict | None:

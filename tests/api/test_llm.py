@@ -50,7 +50,8 @@ def test_generate_and_chat_outputs(tiny_models):
             assert sample.stats.accepted_tokens <= sample.stats.drafted_tokens
 
         # One SamplingParams per prompt; fields left at their default follow the LLM's settings.
-        short = llm.generate(["hello", "hello"], [simsd.SamplingParams(max_tokens=1), simsd.SamplingParams(max_tokens=2)])
+        short = llm.generate(["hello", "hello"],
+                             [simsd.SamplingParams(max_tokens=1), simsd.SamplingParams(max_tokens=2)])
         assert [len(o.outputs[0].token_ids) for o in short] == [1, 2]  # random weights: no early stop
 
         (chat,) = llm.chat(CONVERSATIONS[1], simsd.SamplingParams(max_tokens=4))
