@@ -15,12 +15,13 @@ from pathlib import Path
 
 from .locations import is_inside, normalize
 from workers.api import ACCEPTANCE, COMMIT_FOLDING, DECODERS, REMASKING, VERIFY, DecodeConfig
+from .sampling_params import SAMPLING_FLAGS, int_list, job_sampling_params
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Fields that change what a row's generation is; a resume must match them all.
 _FINGERPRINT_FIELDS = ("input", "target", "draft", "id_column", "prompt_column", "messages_column",
-                       "no_chat_template", "dtype", "keep_columns", "keep_prompt")
+                       "no_chat_template", "dtype", "keep_columns", "keep_prompt", *SAMPLING_FLAGS)
 # Decode fields that only change speed, not outputs.
 _DECODE_SPEED_ONLY = ("batch_size", "commit_folding")
 
@@ -54,7 +55,15 @@ class GenerateConfig:
     temperature: float = _f(0.0, "sampling temperature, 0 = greedy (a temperature column overrides it)", flag_type=float)
     top_k: int = _f(0, "top-k sampling, 0 = off", flag_type=int)
     top_p: float = _f(1.0, "nucleus sampling, 1 = off", flag_type=float)
-    seed: int = _f(0, "random seed for sampling", flag_type=int)
+    seed: int = _f(0, "random seed for sampling: a row's stream derives from (seed, row id, sample index)", flag_type=int)
+    n: int = _f(1, "samples per prompt (output rows carry sample_index 0..n-1)", flag_type=int)
+    stop: list = _f([], "stop string (repeatable): the text ends before the first match (default: none)")
+    stop_token_ids: list = _f([], "comma-separated token ids that end a row besides the model's stop ids (default: none)")
+    min_tokens: int = _f(0, "no stop id or stop string ends a row before this many tokens", flag_type=int)
+    ignore_eos: bool = _f(False, "the model's own stop ids do not end a row (--stop-token-ids still do)")
+    logprobs: int | None = _f(None, "add a logprobs column: each token's log-probability plus the top N alternatives (default: off)", flag_type=int)
+    repetition_penalty: float = _f(1.0, "vLLM repetition penalty over prompt and generated tokens, 1 = off", flag_type=float)
+    presence_penalty: float = _f(0.0, "vLLM presence penalty over generated tokens, 0 = off", flag_type=float)
     verify: str = _f("paper", "simsd: the paper's single-forward verification layout or exact per-step copies", VERIFY)
     acceptance: str = _f("auto", "simsd: greedy at temperature 0, mrs (rejection sampling) above", ACCEPTANCE)
     draft_remasking: str = _f("static", "simsd with an SDAR draft: how the draft reveals its block", REMASKING)
@@ -94,6 +103,7 @@ class GenerateConfig:
         self._check_types()
         self._resolve_decoder()
         self.decode = self._build_decode()
+        self.sampling = job_sampling_params(self)
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {self.workers}")
         self._check_limits()
@@ -143,8 +153,8 @@ class GenerateConfig:
         """YAML can hold any type: each setting must have its declared one (ints for floats are fine)."""
         for f in fields(self):
             value, kind, flag = getattr(self, f.name), f.metadata["type"], _flag(f.name)
-            if f.name == "storage_options":
-                continue  # checked in __post_init__
+            if f.name in ("storage_options", "stop", "stop_token_ids"):
+                continue  # checked in __post_init__ (the lists by pipeline.sampling_params)
             if value is None:
                 if f.default is None:
                     continue  # optional setting
@@ -222,6 +232,10 @@ def build_parser(prog: str = "simsd generate") -> argparse.ArgumentParser:
             parser.add_argument(_flag(f.name), action="store_true", default=argparse.SUPPRESS, help=meta["help"])
         elif f.name == "storage_options":
             parser.add_argument(_flag(f.name), type=_json_object, default=argparse.SUPPRESS, help=meta["help"])
+        elif f.name == "stop":
+            parser.add_argument(_flag(f.name), action="append", default=argparse.SUPPRESS, help=meta["help"])
+        elif f.name == "stop_token_ids":
+            parser.add_argument(_flag(f.name), type=int_list, default=argparse.SUPPRESS, help=meta["help"])
         else:
             parser.add_argument(_flag(f.name), type=meta["type"] or str, choices=meta["choices"],
                                 default=argparse.SUPPRESS, help=_with_default(f))

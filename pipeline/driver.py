@@ -11,7 +11,7 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import cluster, columns, monitor, processor, progress, quiet, report, resume, summary, watchdog
+from . import cluster, columns, monitor, processor, progress, quiet, report, resume, sampling_params, summary, watchdog
 from .config import ConfigError, GenerateConfig
 from .lease import Lease, new_run_id
 from .storage import TRANSIENT_ERROR_PATTERNS, open_fs, to_pyarrow
@@ -28,7 +28,7 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
     with Lease(out_fs, out, run_id, timeout_s=config.lease_timeout_s) as lease:
         _init_ray(config)
         _prepare_output(out_fs, out, config)
-        done = resume.done_ids(out_fs, out)
+        done = resume.done_keys(out_fs, out)  # (id, sample_index) keys already written
         _configure_data_context(config)
         job_monitor = monitor.start()
         dataset = _plan(config, done, engine_factory, job_monitor)
@@ -82,7 +82,7 @@ def _pending_rows(config: GenerateConfig, done: pa.Array | None) -> int:
     for file in list_parquet(fs, path):
         with fs.open(file, "rb") as f:
             total += pq.read_metadata(f).num_rows
-    return max(total - (0 if done is None else len(done)), 0)
+    return max(total * config.sampling.n - (0 if done is None else len(done)), 0)
 
 
 def _configure_data_context(config: GenerateConfig) -> None:
@@ -114,6 +114,8 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory, job_mon
     # Small files are coalesced into one big block, which one actor would take whole: re-block
     # (streaming, no shuffle) into batch-sized blocks so every actor in the pool gets input.
     ds = ds.repartition(target_num_rows_per_block=_rows_per_call(config))
+    # One row per sample (n per prompt, a sample_index column), then drop the samples already written.
+    ds = ds.map_batches(_Expand(config.sampling), batch_format="pyarrow", zero_copy_batch=True)
     if done is not None:
         ds = ds.map_batches(_DropDone(config.id_column, done), batch_format="pyarrow", zero_copy_batch=True)
     carried = columns.passthrough(config, columns.input_schema(config))  # input columns to keep
@@ -124,16 +126,25 @@ def _rows_per_call(config: GenerateConfig) -> int:
     return config.batch_size * 4
 
 
+class _Expand:
+    """Each input row as its n sample rows (sampling_params.expand)."""
+
+    def __init__(self, job_params):
+        self.job_params = job_params
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return sampling_params.expand(batch, self.job_params)
+
+
 class _DropDone:
-    """Keeps only input rows whose id is not already in the output (resume)."""
+    """Keeps only sample rows whose (id, sample_index) is not already in the output (resume)."""
 
     def __init__(self, id_column: str, done: pa.Array):
         self.id_column, self.done = id_column, done
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        ids = batch.column(self.id_column)
-        done = self.done.cast(ids.type) if self.done.type != ids.type else self.done
-        return batch.filter(pc.invert(pc.is_in(ids, value_set=done)))
+        keys = sampling_params.sample_keys(batch.column(self.id_column), batch.column(sampling_params.SAMPLE_INDEX))
+        return batch.filter(pc.invert(pc.is_in(keys, value_set=self.done)))
 
 
 def device_kind(config: GenerateConfig) -> str:

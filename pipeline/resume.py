@@ -136,6 +136,27 @@ def done_ids(fs, out: str) -> pa.Array | None:
     return pa.compute.unique(table.column("id").combine_chunks())
 
 
+def done_keys(fs, out: str) -> pa.Array | None:
+    """The (id, sample_index) keys already written, as ``sampling_params.sample_keys`` spells them
+    (outputs written before n samples existed have no sample_index: 0)."""
+    from .sampling_params import SAMPLE_INDEX, sample_keys
+
+    files = data_files(fs, out)
+    tables = [read_columns(fs, [f], ["id", SAMPLE_INDEX] if _has_column(fs, f, SAMPLE_INDEX) else ["id"])
+              for f in files]
+    keys = [sample_keys(t.column("id").combine_chunks(),
+                        t.column(SAMPLE_INDEX).combine_chunks() if SAMPLE_INDEX in t.column_names else None)
+            for t in tables if t is not None and t.num_rows]
+    if not keys:
+        return None
+    return pa.compute.unique(pa.concat_arrays(keys))
+
+
+def _has_column(fs, path: str, name: str) -> bool:
+    with fs.open(path, "rb") as f:
+        return name in pq.read_schema(f).names
+
+
 # Settings that cannot change what a row's generation is, only where things are read from or which
 # input columns ride along: a changed value may be resumed with --resume-anyway (moved data/models).
 RESUMABLE_ANYWAY = ("input", "target", "draft", "keep_columns", "keep_prompt")
@@ -211,6 +232,8 @@ def all_done(config) -> int | None:
     if job is None or retry(out_fs.exists, join(out, STAGING_DIR)):
         return None
     check_resumable(config, job, out_fs, out)
+    if getattr(config, "sampling", None) is not None and config.sampling.n > 1:
+        return None  # n samples: ids alone cannot tell; the normal path compares (id, sample_index)
     done = done_ids(out_fs, out)
     if done is None:
         return None

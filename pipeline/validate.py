@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from workers.models.config import ModelLoadError
+from . import sampling_params
 from .config import ConfigError, GenerateConfig
 from .resume import check_resumable, read_job_file
 from .storage import list_parquet, open_fs, retry
@@ -38,7 +39,18 @@ def validate_models(config: GenerateConfig) -> list[str]:
     if config.draft is not None:
         draft_cfg, draft_tokenizer = check_model("--draft", config.draft, config)
         check_same_vocab(tokenizer, draft_tokenizer, config, target_cfg, draft_cfg)
+        check_lossless_sampling(config, draft_cfg)
     return warnings
+
+
+def check_lossless_sampling(config: GenerateConfig, draft_cfg) -> None:
+    """Refuse job-wide sampling where MRS cannot keep the target's distribution (docs/sampling.md)."""
+    from workers.decoding.acceptance import mrs_refusal
+
+    sampling = config.temperature > 0 or config.acceptance == "mrs"
+    problem = mrs_refusal(draft_cfg.is_diffusion, config.draft_remasking) if sampling else None
+    if problem:
+        raise ConfigError(problem)
 
 
 def check_input(config: GenerateConfig) -> None:
@@ -100,6 +112,9 @@ def check_column_types(schema: pa.Schema, config: GenerateConfig, where: str = "
         if not (pa.types.is_string(ptype) or pa.types.is_large_string(ptype) or pa.types.is_null(ptype)):
             raise ConfigError(f"--input{where}: prompt column {config.prompt_column!r} has type {ptype}; "
                               "it must hold strings (for chat messages use --messages-column)")
+    problem = sampling_params.check_column_type(schema, where)
+    if problem:
+        raise ConfigError(problem)
     for name, ok in _OVERRIDE_TYPES.items():
         if name in schema.names:
             otype = schema.field(name).type
@@ -156,17 +171,23 @@ def check_model(flag: str, source: str | None, config: GenerateConfig):
     """Resolve the checkpoint (copying URLs to the local cache), read its config, weight index
     and tokenizer. Returns (ModelConfig, tokenizer)."""
     from workers.models import load_config
-    from workers.models.loader import weight_files
     from workers.models.source import resolve_model_path
     from workers.tokenizer import load_tokenizer
+
+    from .checkpoint_check import check_checkpoint
 
     if not source:
         raise ConfigError(f"{flag} is required")
     try:
         path = resolve_model_path(source, config.storage_options)
         cfg = load_config(path)
-        weight_files(path)  # safetensors only; shards must stay inside the directory
-        return cfg, load_tokenizer(path)
+        # Safetensors only, every file inside the directory, config.json against the headers.
+        check_checkpoint(path, cfg)
+        tokenizer = load_tokenizer(path)
+        if len(tokenizer.tokenizer) > cfg.vocab_size:
+            raise ModelLoadError(f"{path}: the tokenizer has {len(tokenizer.tokenizer)} tokens, more than "
+                                 f"config.json vocab_size {cfg.vocab_size}: it does not belong to these weights")
+        return cfg, tokenizer
     except ModelLoadError as err:
         raise ConfigError(f"{flag}: {err}") from None
     except Exception as err:

@@ -18,15 +18,21 @@ from typing import Callable
 
 import pyarrow as pa
 
+from pipeline.sampling_params import COLUMN as SAMPLING_COLUMN, SAMPLE_INDEX, row_params
 from workers.api import Request, Result
 from workers.metrics import ActorMetrics
 
+LOGPROBS_TYPE = pa.list_(pa.struct([("token_id", pa.int64()), ("logprob", pa.float64()),
+                                     ("top_token_ids", pa.list_(pa.int64())),
+                                     ("top_logprobs", pa.list_(pa.float64()))]))
 OUTPUT_SCHEMA_TAIL = [  # every output column after `id`, with its type
+    ("sample_index", pa.int64()),        # which of the row's n samples (0..n-1); (id, sample_index) is unique
     ("generated_text", pa.string()),
     ("generated_token_ids", pa.list_(pa.int64())),
     ("num_input_tokens", pa.int64()),
     ("num_generated_tokens", pa.int64()),
     ("finish_reason", pa.string()),
+    ("stop_reason", pa.string()),        # the stop string or stop token id (as text) that ended the row
     ("error", pa.string()),
     ("num_rounds", pa.int64()),
     ("num_drafted_tokens", pa.int64()),
@@ -36,6 +42,7 @@ OUTPUT_SCHEMA_TAIL = [  # every output column after `id`, with its type
     ("time_taken_s", pa.float64()),
     ("actor_id", pa.string()),
     ("finished_at", pa.float64()),
+    ("logprobs", LOGPROBS_TYPE),         # null unless --logprobs / sampling_params.logprobs asked
 ]
 _OVERRIDES = ("max_new_tokens", "temperature")
 MAX_TEMPERATURE = 100.0
@@ -120,6 +127,8 @@ class GenerateUDF:
             # Every row failed even alone: the engine is broken, not the rows. Fail the batch
             # (Ray Data stops the job; rows written so far are kept).
             raise self._row_failures[0]
+        for row, result in zip(rows, results):
+            result.sample_index = _sample_index(row)
         self.metrics.record(results)
         return self._to_table(batch.column(self.config.id_column), results)
 
@@ -210,12 +219,18 @@ class GenerateUDF:
         problem = _check_overrides(overrides)
         if problem:
             return problem
+        params = None
+        if getattr(self.config, "sampling", None) is not None:
+            params = row_params(self.config.sampling, row.get(SAMPLING_COLUMN))
+            if isinstance(params, str):
+                return params
         context = getattr(self.engine, "max_context", None)
-        max_new = overrides["max_new_tokens"] or self.config.max_new_tokens
+        max_new = overrides["max_new_tokens"] or (params.max_tokens if params else self.config.max_new_tokens)
         if context is not None and len(prompt_ids) + max_new > context:
             return (f"prompt of {len(prompt_ids)} tokens + max_new_tokens {max_new} exceeds the model's "
                     f"context of {context} tokens")
-        return Request(id=index, prompt_ids=prompt_ids, **overrides)
+        return Request(id=index, prompt_ids=prompt_ids, **overrides, params=params, sample_index=_sample_index(row),
+                       row_id=row.get(self.config.id_column))
 
     def prompt_ids(self, row: dict) -> list[int]:
         """The token ids this actor decodes for one input row (raises on a malformed row)."""
@@ -243,11 +258,13 @@ class GenerateUDF:
     def _to_table(self, ids: pa.ChunkedArray, results: list[Result]) -> pa.Table:
         texts = [self._decode(r) for r in results]
         columns = {
+            "sample_index": [r.sample_index for r in results],
             "generated_text": texts,
             "generated_token_ids": [list(r.token_ids) for r in results],
             "num_input_tokens": [r.num_input_tokens for r in results],
             "num_generated_tokens": [r.num_generated_tokens for r in results],
             "finish_reason": [r.finish_reason for r in results],
+            "stop_reason": [r.stop_reason for r in results],
             "error": [r.error for r in results],
             "num_rounds": [r.num_rounds for r in results],
             "num_drafted_tokens": [r.num_drafted_tokens for r in results],
@@ -257,6 +274,7 @@ class GenerateUDF:
             "time_taken_s": [float(r.time_taken_s) for r in results],
             "actor_id": [self.actor_id] * len(results),
             "finished_at": [time.time()] * len(results),
+            "logprobs": [r.logprobs for r in results],
         }
         arrays = [ids.combine_chunks()] + [pa.array(columns[n], type=t) for n, t in OUTPUT_SCHEMA_TAIL]
         return pa.Table.from_arrays(arrays, names=["id"] + [n for n, _ in OUTPUT_SCHEMA_TAIL])
@@ -264,12 +282,20 @@ class GenerateUDF:
     def _decode(self, result: Result) -> str | None:
         if result.finish_reason == "error":
             return None
+        if result.text is not None:  # trimmed before a stop string
+            return result.text
         return self.tokenizer.decode(list(result.token_ids))
 
     def __del__(self):
         close = getattr(getattr(self, "engine", None), "close", None)
         if close is not None:
             close()
+
+
+def _sample_index(row: dict) -> int:
+    """The row's sample index (set by the driver's n-sample expansion; 0 without it)."""
+    value = row.get(SAMPLE_INDEX)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _check_overrides(overrides: dict) -> str | None:

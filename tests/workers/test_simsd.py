@@ -160,7 +160,8 @@ def test_mrs_preserves_target_distribution():
     n = 40000
     drafts = torch.multinomial(p.expand(n, 5), 1, replacement=True, generator=g)
     verify = torch.ones(n, 1, dtype=torch.bool)
-    num_acc, bonus, has_bonus = accept_mrs(drafts, q.expand(n, 1, 5), p.expand(n, 1, 5), verify, g)
+    num_acc, bonus, has_bonus = accept_mrs(drafts, q.expand(n, 1, 5), p.expand(n, 1, 5), verify,
+                                           torch.rand(n, 1, generator=g), torch.rand(n, generator=g))
     tokens = torch.where(num_acc == 1, drafts[:, 0], bonus)
     counts = torch.bincount(tokens, minlength=5).float()
     chi2 = (((counts - n * q) ** 2) / (n * q)).sum().item()
@@ -170,8 +171,9 @@ def test_mrs_preserves_target_distribution():
 
 
 def test_mrs_end_to_end_is_seeded(ckpts, near_draft):
-    a = run(engine(ckpts["target"], near_draft, temperature=1.0, seed=3), stops=())
-    b = run(engine(ckpts["target"], near_draft, temperature=1.0, seed=3), stops=())
+    kw = dict(temperature=1.0, seed=3, draft_remasking="sequential")
+    a = run(engine(ckpts["target"], near_draft, **kw), stops=())
+    b = run(engine(ckpts["target"], near_draft, **kw), stops=())
     assert [r.token_ids for r in a] == [r.token_ids for r in b]
     assert all(len(r.token_ids) == 14 for r in a)
 
