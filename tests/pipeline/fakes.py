@@ -36,11 +36,17 @@ def make_model_dir(path: Path, vocab_extra: list[str] = ()) -> Path:
 
 
 def _write_placeholder_weights(path: Path) -> None:
-    """A safetensors file so validation's weight check passes; the fake engine never reads it."""
+    """Zero weights with the shapes config.json implies, so validation's checkpoint check
+    (pipeline.checkpoint_check) passes; the fake engine never reads them."""
     import numpy as np
     from safetensors.numpy import save_file
 
-    save_file({"placeholder": np.zeros(1, dtype=np.float32)}, str(path / "model.safetensors"))
+    from pipeline.checkpoint_check import expected_shapes
+    from workers.models import load_config
+
+    shapes = expected_shapes(load_config(path))
+    save_file({name: np.zeros(shape, dtype=np.float32) for name, shape in shapes.items()},
+              str(path / "model.safetensors"))
 
 
 class FakeEngine:

@@ -35,7 +35,7 @@ def weight_files(model_dir: Path) -> list[Path]:
         names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         files = [_inside(model_dir, name) for name in names]
     elif (model_dir / "model.safetensors").is_file():
-        files = [model_dir / "model.safetensors"]
+        files = [_inside(model_dir, "model.safetensors")]  # a symlink must stay inside too
     else:
         raise ModelLoadError(f"{model_dir}: no model.safetensors or model.safetensors.index.json "
                              "(only safetensors weights are loaded)")
@@ -46,11 +46,22 @@ def weight_files(model_dir: Path) -> list[Path]:
 
 
 def _inside(model_dir: Path, name: str) -> Path:
-    """A shard name from the index, refused if it points outside the checkpoint directory."""
+    """A weight file name (from the index, or model.safetensors), refused if it resolves (after
+    following symlinks) outside the checkpoint directory."""
     path = (model_dir / name).resolve()
-    if model_dir.resolve() not in path.parents:
-        raise ModelLoadError(f"{model_dir}: weight file {name!r} escapes the checkpoint directory")
+    if not any(root in path.parents for root in _allowed_roots(model_dir)):
+        raise ModelLoadError(f"{model_dir}: weight file {name!r} escapes the checkpoint directory "
+                             f"(it resolves to {path})")
     return path
+
+
+def _allowed_roots(model_dir: Path) -> list[Path]:
+    """The checkpoint directory; for a Hugging Face hub snapshot (``.../snapshots/<rev>``, whose
+    files link into ``../../blobs``) the repository's cache directory holding both."""
+    roots = [model_dir.resolve()]
+    if model_dir.parent.name == "snapshots" and (model_dir.parent.parent / "blobs").is_dir():
+        roots.append(model_dir.parent.parent.resolve())
+    return roots
 
 
 def _destination(expected: dict, fused: dict, name: str, experts: dict | None = None) -> torch.Tensor:
