@@ -129,7 +129,7 @@ class GenerateUDF:
             raise self._row_failures[0]
         for row, result in zip(rows, results):
             result.sample_index = _sample_index(row)
-        self.metrics.record(results)
+        self.metrics.record(results, self.engine)
         return self._to_table(batch.column(self.config.id_column), results)
 
     def _guarded(self, requests: list[Request], retries: int) -> list[Result]:

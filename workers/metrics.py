@@ -25,6 +25,10 @@ COUNTERS: dict[str, tuple[str, Callable[[Result], float]]] = {
     "simsd_error_rows": ("rows that ended with finish_reason error",
                          lambda r: 1 if r.finish_reason == "error" else 0),
 }
+# Counter name -> (description, the engine attribute holding its running total).
+ENGINE_COUNTERS: dict[str, tuple[str, str]] = {
+    "simsd_preemptions": ("sequences preempted when the KV pool ran out of pages", "num_preemptions"),
+}
 TAG_KEYS = ("actor", "decoder")
 
 
@@ -36,21 +40,31 @@ class ActorMetrics:
     def __init__(self, actor: str, decoder: str, counter_factory: Callable | None = None):
         self.tags = {"actor": actor, "decoder": decoder}
         factory = counter_factory or _ray_counter_factory()
+        described = {**{n: d for n, (d, _) in COUNTERS.items()}, **{n: d for n, (d, _) in ENGINE_COUNTERS.items()}}
         self.counters = {} if factory is None else {
-            name: factory(name, description, TAG_KEYS) for name, (description, _) in COUNTERS.items()}
+            name: factory(name, description, TAG_KEYS) for name, description in described.items()}
+        self._engine_seen: dict[str, float] = {}
 
-    def record(self, results: Iterable[Result]) -> None:
-        """Add a batch's finished rows to the counters. Never raises: metrics must not fail rows."""
+    def record(self, results: Iterable[Result], engine=None) -> None:
+        """Add a batch's finished rows (and what ``engine``'s running totals grew by) to the
+        counters. Never raises: metrics must not fail rows."""
         if not self.counters:
             return
         results = [r for r in results if r is not None]
         try:
             for name, (_, value) in COUNTERS.items():
-                total = sum(value(r) for r in results)
-                if total > 0:  # Ray counters refuse increments <= 0
-                    self.counters[name].inc(total, tags=self.tags)
+                self._inc(name, sum(value(r) for r in results))
+            for name, (_, attribute) in ENGINE_COUNTERS.items():
+                total = getattr(engine, attribute, None)
+                if isinstance(total, (int, float)):
+                    self._inc(name, total - self._engine_seen.get(name, 0))
+                    self._engine_seen[name] = total
         except Exception as err:  # noqa: BLE001 - a metrics backend problem is logged, not raised
             log.warning("cannot record metrics: %s", err)
+
+    def _inc(self, name: str, value: float) -> None:
+        if value > 0:  # Ray counters refuse increments <= 0
+            self.counters[name].inc(value, tags=self.tags)
 
 
 def _ray_counter_factory() -> Callable | None:

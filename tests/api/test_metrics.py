@@ -42,7 +42,7 @@ def test_actor_counts_rows_tokens_rounds_and_errors(model_dir, monkeypatch):
     udf = GenerateUDF(GenerateConfig(input="x", output="y", target=str(model_dir), max_new_tokens=3,
                                      decoder="vanilla"),
                       FakeEngine)
-    assert set(recorder.created) == set(metrics.COUNTERS)
+    assert set(recorder.created) == {*metrics.COUNTERS, *metrics.ENGINE_COUNTERS}
     assert all(tags == metrics.TAG_KEYS for _, tags in recorder.created.values())
 
     out = udf(pa.table({"id": [1, 2, 3], "prompt": ["hello world", None, "write a haiku"]}))
@@ -57,8 +57,14 @@ def test_actor_counts_rows_tokens_rounds_and_errors(model_dir, monkeypatch):
     _, tags = recorder.increments["simsd_rows"][0]
     assert tags == {"actor": udf.actor_id, "decoder": "vanilla"}
 
+    assert "simsd_preemptions" not in recorder.increments  # none yet
+    udf.engine.num_preemptions = 3  # the engine's running total (KV pool out of pages)
     udf(pa.table({"id": [4], "prompt": ["hello"]}))  # the next batch adds to the same counters
     assert recorder.total("simsd_rows") == 4
+    assert recorder.total("simsd_preemptions") == 3
+    udf.engine.num_preemptions = 5
+    udf(pa.table({"id": [5], "prompt": ["hello"]}))
+    assert recorder.total("simsd_preemptions") == 5  # increments are the growth, not the total
     assert recorder.total("simsd_generated_tokens") > first["simsd_generated_tokens"]
     assert recorder.total("simsd_error_rows") == 1
 
@@ -98,7 +104,7 @@ def _register_and_record():
 
 def test_ray_counters_register_inside_a_ray_worker(ray_local):
     registered = ray_local.get(ray_local.remote(_register_and_record).remote())
-    assert set(registered) == set(metrics.COUNTERS)
+    assert set(registered) == {*metrics.COUNTERS, *metrics.ENGINE_COUNTERS}
     for name, (module, kind, discarded, info_name) in registered.items():
         assert (module, kind) == ("ray.util.metrics", "Counter")
         assert not discarded, f"{name}: Ray discards metrics with invalid names"
