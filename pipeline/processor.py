@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Callable
 
 import pyarrow as pa
 
 from workers.api import SamplingParams
-from . import quiet
+from . import quiet, sampling_params
 from .columns import carry
 from .config import ConfigError, GenerateConfig, from_mapping
-
-SAMPLING_COLUMN = "sampling_params"
-# Per-row sampling fields the actor honours today, and the override column each one fills.
-ROW_OVERRIDES = {"max_tokens": "max_new_tokens", "temperature": "temperature"}
-# Fields the engine applies job-wide: a row may repeat the job's value, not change it.
-JOB_WIDE = {"top_p": "top_p", "top_k": "top_k", "seed": "seed"}
 
 
 def as_config(config: GenerateConfig | dict) -> GenerateConfig:
@@ -113,8 +107,9 @@ def generate_stage(ds, config: GenerateConfig, engine_factory: Callable | None =
 
 
 class ProcessorUDF:
-    """GenerateUDF plus what a user's Dataset needs: an optional id column, per-row
-    ``sampling_params`` structs, and the input's other columns carried to the output."""
+    """GenerateUDF plus what a user's Dataset needs: an optional id column, the expansion of
+    each prompt into its n samples (``sample_index``), and the input's columns carried to the
+    output. Per-row ``sampling_params`` structs are the actor's (workers/actor.py)."""
 
     def __init__(self, config: GenerateConfig, engine_factory: Callable | None = None, pass_through: bool = False,
                  **udf_kwargs):
@@ -129,8 +124,9 @@ class ProcessorUDF:
         has_id = id_column in batch.column_names
         if not has_id:  # a user's Dataset may have no id: the row's position in the batch stands in
             batch = batch.append_column(id_column, pa.array(range(batch.num_rows), pa.int64()))
-        inner, problems = _apply_sampling_params(batch, self.config, self.udf)
-        out = self._generate(inner, problems)
+        if sampling_params.SAMPLE_INDEX not in batch.column_names:  # the CLI expands before dropping done rows
+            batch = sampling_params.expand(batch, self.config.sampling)  # n rows per prompt
+        out = self.udf(batch)
         out = carry(out, batch, self._carried(batch, out, has_id), id_column)
         return out if has_id else out.drop_columns(["id"])
 
@@ -144,116 +140,10 @@ class ProcessorUDF:
         synthetic = set() if has_id else {self.config.id_column}
         return pa.schema([f for f in batch.schema if f.name not in out.column_names and f.name not in synthetic])
 
-    def _generate(self, batch: pa.Table, refused: dict[int, str]) -> pa.Table:
-        """The UDF on the rows not refused; refused rows become error rows, in input order."""
-        if not refused:
-            return self.udf(batch)
-        kept = [i for i in range(batch.num_rows) if i not in refused]
-        bad = sorted(refused)
-        ids = batch.take(bad).column(self.config.id_column)
-        parts = [self.udf(batch.take(kept))] if kept else []
-        parts.append(self.udf.error_rows(ids, [refused[i] for i in bad]))
-        position = {old: new for new, old in enumerate(kept + bad)}
-        return pa.concat_tables(parts).take([position[i] for i in range(batch.num_rows)])
-
-
-def _apply_sampling_params(batch: pa.Table, config: GenerateConfig, udf) -> tuple[pa.Table, dict[int, str]]:
-    """Per-row ``sampling_params`` -> the actor's override columns. Rows asking for a field
-    the engine cannot honour yet get an error message (index -> message), never a silent
-    default. An actor that reads the column itself (``reads_sampling_params``) gets it as is."""
-    if SAMPLING_COLUMN not in batch.column_names or actor_reads_sampling_params(udf):
-        return batch, {}
-    overrides = {column: [] for column in ROW_OVERRIDES.values()}
-    problems: dict[int, str] = {}
-    for i, value in enumerate(batch.column(SAMPLING_COLUMN).to_pylist()):
-        row, problem = row_overrides(value, config)
-        if problem:
-            problems[i] = problem
-        for column in overrides:
-            overrides[column].append(None if problem else row.get(column))
-    for column, values in overrides.items():
-        if column in batch.column_names:
-            # An explicit sampling_params value wins over the plain override column.
-            values = [v if v is not None else old for v, old in zip(values, batch.column(column).to_pylist())]
-            batch = batch.drop_columns([column])
-        batch = batch.append_column(column, pa.array(values, type=pa.int64() if column == "max_new_tokens"
-                                                     else pa.float64()))
-    return batch, problems
-
-
-def actor_reads_sampling_params(udf) -> bool:
-    """Whether the actor (workers.actor.GenerateUDF) applies the ``sampling_params`` column
-    itself; until it says so, this module maps the fields it can honour and refuses the rest."""
-    return bool(getattr(udf, "reads_sampling_params", False))
-
-
-def sampling_problem(params: SamplingParams, config: GenerateConfig, udf) -> str | None:
-    """Why ``params`` cannot be used for a request through ``udf``, or None."""
-    if actor_reads_sampling_params(udf):
-        return params.problem()
-    return row_overrides(params, config)[1]
-
-
-def row_overrides(value: Any, config: GenerateConfig) -> tuple[dict, str | None]:
-    """One row's ``sampling_params`` (a SamplingParams, a mapping with vLLM's field names, or
-    None) -> ({override column: value}, problem message or None)."""
-    if isinstance(value, SamplingParams):
-        value = set_fields(value)  # fields at their default follow the job's settings
-    if value is None:
-        return {}, None
-    try:
-        params = sampling_params(value)
-    except (TypeError, ValueError) as err:
-        return {}, f"sampling_params: {err}"
-    problem = params.problem()
-    if problem:
-        return {}, f"sampling_params: {problem}"
-    given = value
-    unsupported = unsupported_fields(params, config, set(k for k, v in given.items() if v is not None))
-    if unsupported:
-        return {}, unsupported
-    overrides = {column: getattr(params, name) for name, column in ROW_OVERRIDES.items()
-                 if given.get(name) is not None}
-    return overrides, None
-
 
 def set_fields(params: SamplingParams) -> dict | None:
-    """The fields changed from SamplingParams' defaults, or None when none is."""
+    """The fields changed from SamplingParams' defaults, or None when none is: a request's
+    ``sampling_params`` struct, whose missing fields follow the job's settings."""
     default = SamplingParams()
     return {f.name: getattr(params, f.name) for f in fields(params)
             if getattr(params, f.name) != getattr(default, f.name)} or None
-
-
-def sampling_params(value: Any) -> SamplingParams:
-    """A SamplingParams from itself or a mapping (nulls: the field's default; lists: tuples)."""
-    if isinstance(value, SamplingParams):
-        return value
-    if not isinstance(value, dict):
-        raise TypeError(f"must be a struct of vLLM sampling fields, got {type(value).__name__}")
-    known = {f.name for f in fields(SamplingParams)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    return SamplingParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items() if v is not None})
-
-
-def unsupported_fields(params: SamplingParams, config: GenerateConfig, given: set[str]) -> str | None:
-    """A message naming every set field this engine cannot honour per row yet, or None."""
-    defaults = SamplingParams()
-    problems = []
-    for f in fields(SamplingParams):
-        name = f.name
-        if name not in given or name in ROW_OVERRIDES:
-            continue
-        value = getattr(params, name)
-        if name in JOB_WIDE:
-            job_value = getattr(config, JOB_WIDE[name])
-            if value != job_value and not (name == "top_k" and value == -1 and job_value == 0):
-                problems.append(f"{name}={value!r} (only the job-wide {name}={job_value!r} is supported; "
-                                f"set it in the config)")
-        elif value != getattr(defaults, name):
-            problems.append(f"{name}={value!r}")
-    if not problems:
-        return None
-    return ("sampling_params not supported by this engine yet: " + "; ".join(problems)
-            + f" (per-row fields honoured: {', '.join(ROW_OVERRIDES)})")

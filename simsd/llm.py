@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 import pyarrow as pa
 
 from pipeline import quiet
-from pipeline.processor import SAMPLING_COLUMN, ProcessorUDF, as_config, sampling_problem, set_fields
+from pipeline.processor import ProcessorUDF, as_config, set_fields
+from pipeline.sampling_params import COLUMN as SAMPLING_COLUMN, row_params
 from pipeline.validate import validate_models
 from workers.api import SamplingParams
 
@@ -79,13 +80,14 @@ class LLM:
     def _run(self, column: str, values: list, sampling_params) -> list[RequestOutput]:
         udf = self._rows[column] if self._engine is not None else self._closed()
         params = _per_row(sampling_params, len(values))
-        for p in params:
-            problem = None if p is None else sampling_problem(p, self.config, udf.udf)
-            if problem:
-                raise ValueError(problem)
+        structs = [None if p is None else set_fields(p) for p in params]
+        for struct in structs:
+            merged = row_params(self.config.sampling, struct)  # the actor's own merge and checks
+            if isinstance(merged, str):
+                raise ValueError(merged)
         columns = {"id": list(range(len(values))), column: values}
-        if any(p is not None for p in params):
-            columns[SAMPLING_COLUMN] = [None if p is None else set_fields(p) for p in params]
+        if any(s is not None for s in structs):
+            columns[SAMPLING_COLUMN] = structs
         out = udf(pa.table(columns))
         return _outputs(out.to_pylist(), values, column, udf)
 

@@ -249,12 +249,6 @@ class GenerateUDF:
             raise ValueError(f"column {self.config.prompt_column!r} is null or empty")
         return self.tokenizer.encode_prompt(prompt=prompt, use_chat_template=not self.config.no_chat_template)
 
-    def error_rows(self, ids: pa.ChunkedArray, messages: list[str]) -> pa.Table:
-        """Output rows (one per id) that end in error without being decoded: refused before the engine."""
-        results = [Result(id=None, finish_reason="error", error=m) for m in messages]
-        self.metrics.record(results)
-        return self._to_table(ids, results)
-
     def _to_table(self, ids: pa.ChunkedArray, results: list[Result]) -> pa.Table:
         texts = [self._decode(r) for r in results]
         columns = {

@@ -63,12 +63,19 @@ def test_generate_and_chat_outputs(tiny_models):
         assert bad.outputs[0].finish_reason == "error" and "role" in bad.outputs[0].error
         assert bad.outputs[0].text is None and bad.prompt_token_ids is None
 
-        # Never silently ignored: settings the engine cannot honour are refused before any work.
-        for params, field in ((simsd.SamplingParams(stop=("sea",)), "stop"), (simsd.SamplingParams(n=2), "n=2"),
-                              (simsd.SamplingParams(logprobs=1), "logprobs"),
-                              (simsd.SamplingParams(top_p=0.5), "top_p")):
-            with pytest.raises(ValueError, match=field):
-                llm.generate("hello", params)
+        # vLLM's sampling fields reach the engine: n samples, logprobs, stop token ids.
+        (two,) = llm.generate("hello world", simsd.SamplingParams(n=2, max_tokens=4, temperature=0.8, seed=3))
+        assert [c.index for c in two.outputs] == [0, 1] and all(c.token_ids for c in two.outputs)
+        (scored,) = llm.generate("hello world", simsd.SamplingParams(max_tokens=4, logprobs=1))
+        logprobs = scored.outputs[0].logprobs
+        assert [e["token_id"] for e in logprobs] == scored.outputs[0].token_ids
+        assert all(e["logprob"] <= 0 and len(e["top_token_ids"]) == 1 for e in logprobs)
+        greedy = llm.generate("hello world", simsd.SamplingParams(max_tokens=6))[0].outputs[0].token_ids
+        (stopped,) = llm.generate("hello world", simsd.SamplingParams(max_tokens=6, stop_token_ids=(greedy[1],)))
+        assert stopped.outputs[0].token_ids == greedy[:1] and stopped.outputs[0].finish_reason == "stop"
+        # A bad value is refused before any work, naming the field.
+        with pytest.raises(ValueError, match="top_p must be in"):
+            llm.generate("hello", simsd.SamplingParams(top_p=0.0))
         with pytest.raises(ValueError, match="2 sampling_params for 1 prompts"):
             llm.generate(["hello"], [simsd.SamplingParams(), simsd.SamplingParams()])
         with pytest.raises(TypeError, match="chat"):

@@ -56,19 +56,23 @@ def test_rows_without_an_id_column(model_dir):
 
 
 def test_sampling_params_per_row(model_dir):
-    params = [{"max_tokens": 2}, None, {"temperature": 300.0}, {"stop": ["sea"], "max_tokens": 3},
-              {"top_p": 0.5}, {"top_p": 1.0, "seed": 0, "max_tokens": 1}]
-    batch = pa.table({"id": list(range(6)), "prompt": ["hello world"] * 6, "sampling_params": params})
+    """Per-row structs are the actor's: n expands into sample rows, bad values are error rows."""
+    params = [{"n": 3}, None, {"temperature": 300.0}, {"bogus": 1}]
+    batch = pa.table({"id": [10, 11, 12, 13], "prompt": ["hello world"] * 4, "sampling_params": params,
+                      "topic": ["a", "b", "c", "d"]})
     out = _udf(model_dir)(batch).to_pylist()
-    assert [r["id"] for r in out] == list(range(6))                       # input order kept
-    assert out[0]["num_generated_tokens"] == 2 and out[0]["finish_reason"] == "length"
-    assert out[1]["num_generated_tokens"] == 4                            # null: the job's settings
-    assert out[2]["finish_reason"] == "error" and "temperature must be" in out[2]["error"]
-    # Never silently ignored: a field the engine cannot honour per row makes the row an error.
-    assert out[3]["finish_reason"] == "error" and "stop=('sea',)" in out[3]["error"]
-    assert out[3]["num_generated_tokens"] == 0 and out[3]["generated_text"] is None
-    assert out[4]["finish_reason"] == "error" and "top_p=0.5" in out[4]["error"] and "job-wide" in out[4]["error"]
-    assert out[5]["num_generated_tokens"] == 1                            # the job's own values are fine
+    assert [(r["id"], r["sample_index"]) for r in out] == [(10, 0), (10, 1), (10, 2), (11, 0), (12, 0), (13, 0)]
+    assert [r["topic"] for r in out] == ["a", "a", "a", "b", "c", "d"]     # each sample keeps its row's columns
+    assert all(r["finish_reason"] == "length" and r["num_generated_tokens"] == 4 for r in out[:4])
+    assert out[4]["finish_reason"] == "error" and "temperature" in out[4]["error"]
+    assert out[5]["finish_reason"] == "error" and "unknown field(s) bogus" in out[5]["error"]
+    assert out[5]["generated_text"] is None
+
+
+def test_job_wide_n_without_an_id_column(model_dir):
+    out = _udf(model_dir, n=2)(pa.table({"prompt": ["hello", "hello world"]}))
+    assert "id" not in out.column_names and out.column("sample_index").to_pylist() == [0, 1, 0, 1]
+    assert out.column("prompt").to_pylist() == ["hello", "hello", "hello world", "hello world"]
 
 
 def test_validation_at_build_time(tmp_path, model_dir):
