@@ -1,6 +1,8 @@
 """ModelRunner: the one owner of a model, its paged KV pool and its CUDA graphs on a device."""
 from __future__ import annotations
 
+import types
+
 import torch
 
 from .decoding import layouts
@@ -13,10 +15,24 @@ ATTENTION_BACKENDS = ("auto", "flex", "torch")
 PREFILL_CHUNK_TOKENS = 8192  # prompts are prefilled in packed chunks of at most this many tokens
 
 
+def private_copy(fn):
+    """A copy of ``fn`` with its own code object. Dynamo keeps compiled variants (and counts
+    recompilations) per code object, so a runner compiling its own copy gets a cache and a
+    recompile budget of its own: a target, a draft and a benchmark's other models never evict
+    each other or exhaust a shared limit."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
 def compiled_layer():
     """``decoder_layer`` under torch.compile with dynamic shapes: one compilation serves every
     batch bucket and query length of a model shape."""
-    return torch.compile(decoder_layer, dynamic=True, fullgraph=True)
+    return torch.compile(private_copy(decoder_layer), dynamic=True, fullgraph=True)
+
+
+def _prefill_attention(q, k, v, block_mask):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True)
 
 
 def resolve_attention(name: str, device: torch.device) -> str:
@@ -137,19 +153,21 @@ class ModelRunner:
         if self.attention != "flex":
             vis = (doc[:, None] == doc[None, :]) & (pos[None, :] // block <= pos[:, None] // block)
             return NewOnlyMeta(vis[None, None])
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        from torch.nn.attention.flex_attention import create_block_mask
 
         T = doc.shape[0]
         padded = max(128, 1 << (T - 1).bit_length())  # few distinct shapes to compile
+        # Padding tokens belong to no prompt (doc -1): they see only themselves and nobody sees them.
+        doc_p = torch.full((padded,), -1, dtype=torch.long, device=doc.device)
+        pos_p = torch.zeros(padded, dtype=torch.long, device=doc.device)
+        doc_p[:T], pos_p[:T] = doc, pos
 
         def mask_mod(b, h, qi, ki):
-            inside = (qi < T) & (ki < T)
-            qd, kd = doc[qi.clamp(max=T - 1)], doc[ki.clamp(max=T - 1)]
-            qp, kp = pos[qi.clamp(max=T - 1)], pos[ki.clamp(max=T - 1)]
-            return (inside & (qd == kd) & (kp // block <= qp // block)) | (qi == ki)
+            same = (doc_p[qi] == doc_p[ki]) & (doc_p[ki] >= 0)
+            return (same & (pos_p[ki] // block <= pos_p[qi] // block)) | (qi == ki)
 
         if self._flex_prefill is None:
-            self._flex_prefill = torch.compile(flex_attention)
+            self._flex_prefill = torch.compile(private_copy(_prefill_attention), dynamic=True)
         mask = create_block_mask(mask_mod, None, None, padded, padded, device=self.device)
         return FlexNewMeta(mask, self._flex_prefill, T, padded)
 

@@ -55,3 +55,25 @@ def random_model(name: str, device, dtype=torch.bfloat16, block_size: int = 4, s
 
 def weight_bytes(model: Qwen3Model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def make_agree(model: Qwen3Model, token: int = 1000, strength: float = 50.0) -> Qwen3Model:
+    """Make a random-weight model predict ``token`` with confidence ~1 at every position, at
+    unchanged cost: attention and MLP outputs are zeroed (o_proj, down_proj), so the final
+    hidden state is the input's embedding, and every embedding points along the head row of
+    ``token``. Two models made to agree (target and draft of any shapes) then accept every
+    drafted token and reveal whole blocks: the full-acceptance ceiling of every decoder."""
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            down = getattr(layer.mlp, "down_proj", None)
+            if down is not None:
+                down.weight.zero_()
+            else:  # mixture of experts: zero every expert's down projection
+                for name, p in layer.mlp.named_parameters():
+                    if "down" in name:
+                        p.zero_()
+        direction = torch.ones_like(model.model.embed_tokens.weight[0])
+        model.model.embed_tokens.weight.copy_(direction)  # every input token looks the same
+        model.lm_head.weight[token] = direction * (strength / direction.numel())
+    return model

@@ -66,7 +66,7 @@ def attend(qs, ks, vs, k_pool, v_pool, meta):
     if isinstance(meta, FlexNewMeta):
         pad = meta.padded - meta.length
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (qs, ks, vs))
-        return meta.fn(q, k, v, block_mask=meta.block_mask, enable_gqa=True)[:, :, :meta.length]
+        return meta.fn(q, k, v, meta.block_mask)[:, :, :meta.length]
     if isinstance(meta, GatherMeta):
         ck = k_pool[:, meta.token_idx].transpose(0, 1)  # [b, Hkv, span, D]
         cv = v_pool[:, meta.token_idx].transpose(0, 1)

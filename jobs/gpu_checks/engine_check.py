@@ -1,0 +1,385 @@
+"""GPU check and figures for the engine core: one script that checks, times and prints a table.
+
+Parts (``--parts``, comma separated; all by default):
+- ``check``: graphs + paged FlexAttention (bf16 kernels off: float32 weights) give the same
+  tokens as the eager float32 path (plain PyTorch attention, no graphs) for every layout:
+  vanilla (sequential, dynamic; commit folded and separate), SimSD paper and exact with SDAR and
+  AR drafts, block length 8, and a KV pool so small that rows are preempted and recomputed.
+- ``agreement``: SDAR-4B and 8B shapes (random weights): bf16 graphs + flex vs the float32 eager
+  path, fraction of generated tokens identical.
+- ``floors``: all dense weight matmuls of one step (fused qkv, o, gate/up, down, LM head on the
+  decoded tokens), one CUDA graph, per shape and query-token count M: the floor every figure is
+  divided by.
+- ``steps``: the issue's table: 8B and 1.7B batch-1 steps, 4B batch 128 (prompt 256 and 2048),
+  with random weights (zero acceptance) and weights made to agree (full acceptance).
+- ``preempt``: batch 256 with 8k-token prompts on a pool that cannot hold them all.
+- ``profile``: torch.profiler top kernels of an 8B batch-1 step and a 4B batch-128 step.
+
+Results go to $OUT (or --out) as engine_check.json; the table is printed last.
+Run: python -m jobs.gpu_checks.engine_check [--parts check,steps]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from jobs.bench.measure import Case, run_engine_case
+from jobs.bench.shapes import make_agree, random_model, shape_config
+from workers.api import DecodeConfig, Request
+from workers.engine import Engine
+from workers.tokenizer import TokenizerBundle
+
+ROWS: list[dict] = []
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- check ---------------------------------------------------------------------------------------
+
+CHECK_CASES = [  # decoder, draft, verify, remasking, folding, target, extra DecodeConfig
+    ("vanilla", None, "paper", "sequential", "always", "t", {}),
+    ("vanilla", None, "paper", "dynamic", "never", "t", {}),
+    ("simsd", "d", "paper", "sequential", "always", "t", {}),
+    ("simsd", "d", "exact", "sequential", "never", "t", {}),
+    ("simsd", "a", "paper", "sequential", "always", "t", {}),
+    ("simsd", "a", "exact", "sequential", "always", "t", {}),
+    ("simsd", "d", "exact", "sequential", "auto", "t8", {}),
+    ("vanilla", None, "paper", "sequential", "auto", "t", {"max_total_tokens": 1024}),
+    ("simsd", "d", "exact", "sequential", "auto", "t", {"max_total_tokens": 1024}),
+]
+
+
+def part_check(args) -> None:
+    from workers.testing import build_tokenizer, make_tiny_checkpoint
+
+    root = Path(tempfile.mkdtemp())
+    tok = build_tokenizer()
+    paths = {"t": make_tiny_checkpoint(root / "t", seed=0, tokenizer=tok, hidden_size=128),
+             "t8": make_tiny_checkpoint(root / "t8", seed=4, tokenizer=tok, hidden_size=128, block_size=8),
+             "d": make_tiny_checkpoint(root / "d", seed=1, num_layers=1, tokenizer=tok),
+             "a": make_tiny_checkpoint(root / "a", model_type="qwen3", seed=2, tokenizer=tok)}
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(4, 380, (n,), generator=g).tolist() for n in (3, 17, 40, 9, 130, 1, 300, 77)]
+    for decoder, draft, verify, rule, fold, target, extra in CHECK_CASES:
+        runs, info = [], {}
+        for fast in (False, True):
+            cfg = DecodeConfig(decoder=decoder, verify=verify, remasking=rule, threshold=0.2, batch_size=4,
+                               commit_folding=fold, attention="flex" if fast else "torch",
+                               **({"max_total_tokens": 1 << 16} | (extra if fast else {})))
+            eng = Engine(str(paths[target]), str(paths[draft]) if draft else None, cfg, "cuda", "float32",
+                         static_shapes=fast)
+            eng.tokenizer.stop_ids = ()
+            t0 = time.perf_counter()
+            res = eng.generate([Request(i, p, max_new_tokens=37) for i, p in enumerate(prompts)])
+            info[fast] = (time.perf_counter() - t0, eng.num_preemptions)
+            runs.append([r.token_ids for r in res])
+            eng.close()
+        same = sum(a == b for a, b in zip(runs[0], runs[1]))
+        name = f"{decoder}/{draft or '-'}/{verify}/{rule}/fold-{fold}/{target}" + ("/tiny-pool" if extra else "")
+        ROWS.append({"part": "check", "case": name, "ok": same == len(prompts), "rows_identical": same,
+                     "rows": len(prompts), "preemptions": info[True][1], "eager_s": info[False][0],
+                     "graph_s_incl_capture": info[True][0]})
+        log(f"check {name:<48} {'OK' if same == len(prompts) else 'MISMATCH'} ({same}/{len(prompts)} rows, "
+            f"preemptions {info[True][1]})")
+
+
+def part_diagnose(args) -> None:
+    """Which ingredient changes tokens: graphs, compile or the flex kernel (fold-never cases)."""
+    from workers.runner import compiled_layer
+    from workers.testing import build_tokenizer, make_tiny_checkpoint
+
+    root = Path(tempfile.mkdtemp())
+    tok = build_tokenizer()
+    t = make_tiny_checkpoint(root / "t", seed=0, tokenizer=tok, hidden_size=128)
+    d = make_tiny_checkpoint(root / "d", seed=1, num_layers=1, tokenizer=tok)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(4, 380, (n,), generator=g).tolist() for n in (3, 17, 40, 9, 130, 1, 300, 77)]
+    variants = {"eager-torch": ("torch", False, False, False), "graphs-torch": ("torch", True, True, True),
+                "static-flex-eager": ("flex", True, False, False), "static-flex-compiled": ("flex", True, False, True),
+                "graphs-flex": ("flex", True, True, True)}
+    for decoder, verify, rule in (("simsd", "exact", "sequential"), ("vanilla", "paper", "dynamic")):
+        outs = {}
+        for name, (att, static, graphs, comp) in variants.items():
+            cfg = DecodeConfig(decoder=decoder, verify=verify, remasking=rule, threshold=0.2, batch_size=4,
+                               commit_folding="never", attention=att, max_total_tokens=1 << 16)
+            eng = Engine(str(t), str(d) if decoder == "simsd" else None, cfg, "cuda", "float32", static_shapes=static)
+            for r in (eng.target, eng.draft):
+                if r is not None:
+                    r.cuda_graphs, r.layer_fn = graphs, (compiled_layer() if comp else None)
+            eng.release_caches()
+            eng.tokenizer.stop_ids = ()
+            outs[name] = [r.token_ids for r in eng.generate([Request(i, p, max_new_tokens=37) for i, p in enumerate(prompts)])]
+            eng.close()
+            same = sum(a == b for a, b in zip(outs["eager-torch"], outs[name]))
+            first = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+                     for a, b in zip(outs["eager-torch"], outs[name])]
+            ROWS.append({"part": "diagnose", "case": f"{decoder}/{verify}/{rule}/never", "variant": name,
+                         "rows_identical": same, "first_divergence": first})
+            log(f"diagnose {decoder}/{verify}/{rule}/fold-never {name:<22} {same}/8 rows identical, first divergence {first}")
+
+
+# -- agreement -----------------------------------------------------------------------------------
+
+def part_agreement(args) -> None:
+    for shape in ("sdar-4b", "sdar-8b"):
+        model = random_model(shape, "cuda", dtype=torch.float32)
+        g = torch.Generator().manual_seed(1)
+        prompts = [torch.randint(0, 150000, (256,), generator=g).tolist() for _ in range(4)]
+        tok = TokenizerBundle(tokenizer=None, stop_ids=())
+        outs = []
+        for fast in (False, True):
+            if fast:
+                model = model.to(torch.bfloat16)
+            cfg = DecodeConfig(batch_size=4, attention="flex" if fast else "torch", max_new_tokens=32)
+            eng = Engine.from_models(model, None, tok, cfg, static_shapes=fast)
+            outs.append([r.token_ids for r in eng.generate([Request(i, p, max_new_tokens=32)
+                                                            for i, p in enumerate(prompts)])])
+            eng.close()
+        pairs = [(a, b) for ra, rb in zip(*outs) for a, b in zip(ra, rb)]
+        first = [next((i for i, (a, b) in enumerate(zip(ra, rb)) if a != b), len(ra)) for ra, rb in zip(*outs)]
+        frac = sum(a == b for a, b in pairs) / len(pairs)
+        ROWS.append({"part": "agreement", "shape": shape, "identical_fraction": frac,
+                     "tokens_before_first_divergence": first})
+        log(f"agreement {shape}: bf16 graphs+flex vs fp32 eager: {frac:.3f} of tokens identical, "
+            f"first divergence per row {first}")
+        del model
+        _free()
+
+
+# -- floors --------------------------------------------------------------------------------------
+
+def matmul_floor_ms(model, m: int, reps: int = 20) -> float:
+    """All dense weight matmuls of one forward of m query tokens (LM head on all m), one graph."""
+    cfg = model.config
+    dev, dt = next(model.parameters()).device, next(model.parameters()).dtype
+    h = cfg.hidden_size
+    x = torch.randn(m, h, device=dev, dtype=dt)
+    a = torch.randn(m, cfg.num_attention_heads * cfg.head_dim, device=dev, dtype=dt)
+    u = torch.randn(m, cfg.intermediate_size, device=dev, dtype=dt)
+
+    def body():
+        for layer in model.model.layers:
+            torch.nn.functional.linear(x, layer.self_attn.qkv_proj.weight)
+            torch.nn.functional.linear(a, layer.self_attn.o_proj.weight)
+            torch.nn.functional.linear(x, layer.mlp.gate_up_proj.weight)
+            torch.nn.functional.linear(u, layer.mlp.down_proj.weight)
+        torch.nn.functional.linear(x, model.lm_head.weight)
+
+    return _graph_time_ms(body, reps)
+
+
+def _graph_time_ms(body, reps: int) -> float:
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        body()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        body()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    del graph
+    return sorted(times)[len(times) // 2]
+
+
+FLOORS: dict[tuple[str, int], float] = {}
+
+
+def floor(shape: str, model, m: int) -> float:
+    if (shape, m) not in FLOORS:
+        FLOORS[(shape, m)] = matmul_floor_ms(model, m)
+        ROWS.append({"part": "floors", "shape": shape, "M": m, "ms": FLOORS[(shape, m)]})
+        log(f"floor {shape} M={m}: {FLOORS[(shape, m)]:.3f} ms")
+    return FLOORS[(shape, m)]
+
+
+def part_floors(args) -> None:
+    for shape in ("sdar-1.7b", "sdar-4b", "sdar-8b"):
+        model = random_model(shape, "cuda")
+        for m in (4, 64, 512):
+            floor(shape, model, m)
+        del model
+        _free()
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+def hbm_bandwidth() -> float:
+    """Measured device-to-device copy bandwidth (bytes read + written per second)."""
+    x = torch.empty(1 << 30, dtype=torch.bfloat16, device="cuda")
+    y = torch.empty_like(x)
+    ms = _graph_time_ms(lambda: y.copy_(x), 10)
+    return 2 * x.numel() * x.element_size() / (ms / 1e3)
+
+
+STEP_CASES = [  # label, target shape, draft shape, agree, batch, prompt, max_new, decoder, remasking, verify
+    ("8B b1 sequential", "sdar-8b", None, False, 1, 256, 128, "vanilla", "sequential", ""),
+    ("1.7B b1 sequential", "sdar-1.7b", None, False, 1, 256, 128, "vanilla", "sequential", ""),
+    ("4B b128 sequential", "sdar-4b", None, False, 128, 256, 128, "vanilla", "sequential", ""),
+    ("4B b128 dynamic, full acceptance", "sdar-4b", None, True, 128, 256, 128, "vanilla", "dynamic", ""),
+    ("4B b128 p2048 sequential", "sdar-4b", None, False, 128, 2048, 256, "vanilla", "sequential", ""),
+    ("8B b1 dynamic, full acceptance", "sdar-8b", None, True, 1, 256, 128, "vanilla", "dynamic", ""),
+    ("8B+1.7B b1 simsd exact, full acceptance", "sdar-8b", "sdar-1.7b", True, 1, 256, 128, "simsd", "sequential", "exact"),
+    ("8B+1.7B b16 simsd exact, full acceptance", "sdar-8b", "sdar-1.7b", True, 16, 256, 128, "simsd", "sequential", "exact"),
+    ("8B b16 sequential", "sdar-8b", None, False, 16, 256, 128, "vanilla", "sequential", ""),
+]
+
+
+def part_steps(args) -> None:
+    bw = hbm_bandwidth()
+    ROWS.append({"part": "steps", "case": "hbm copy bandwidth", "bytes_per_s": bw})
+    log(f"HBM copy bandwidth {bw / 1e12:.2f} TB/s")
+    models: dict[tuple[str, bool], torch.nn.Module] = {}
+    for label, t_shape, d_shape, agree, batch, prompt, max_new, decoder, rule, verify in STEP_CASES:
+        if args.only and args.only not in label:
+            continue
+        keep = {(t_shape, agree), (d_shape, agree)}
+        for k in [k for k in models if k not in keep]:
+            del models[k]
+        _free()
+        target = _model(models, t_shape, agree)
+        draft = _model(models, d_shape, agree) if d_shape else None
+        g = torch.Generator().manual_seed(batch)
+        prompts = [torch.randint(0, 150000, (prompt,), generator=g).tolist() for _ in range(batch)]
+        case = Case(label, decoder, rule, verify, "sdar", batch, 4)
+        t0 = time.perf_counter()
+        rec = run_engine_case(case, target, draft, TokenizerBundle(tokenizer=None, stop_ids=()), prompts, max_new)
+        rec["case_wall_s"] = time.perf_counter() - t0
+        rec["ms_per_target_forward"] = 1e3 * rec["decode_s"] / max(rec.get("target_forwards", 1), 1)
+        q = 4 if decoder == "vanilla" else (16 if verify == "exact" else 8)
+        fl = floor(t_shape, target, batch * q)
+        kv_ms = 1e3 * batch * (prompt + max_new / 2) * _kv_bytes(t_shape) / bw
+        rec.update(part="steps", case=label, floor_ms=fl, kv_read_ms=kv_ms,
+                   floor_ratio_step=rec["ms_per_target_forward"] / (fl + kv_ms))
+        ROWS.append(rec)
+        log(f"steps {label:<44} {rec['tokens_per_s']:9.1f} tok/s  {rec['ms_per_round']:7.2f} ms/round "
+            f"(draft {rec['ms_draft_per_round']:.2f} verify {rec['ms_verify_per_round']:.2f} commit "
+            f"{rec['ms_commit_per_round']:.2f} host {rec['ms_host_per_round']:.2f})  "
+            f"{rec['ms_per_target_forward']:.2f} ms/target fwd  floor {fl:.2f}+kv {kv_ms:.2f} ms  "
+            f"x{rec['floor_ratio_step']:.2f}  acc/round {rec['mean_accepted_per_round']:.2f}")
+
+
+def _model(models, shape, agree):
+    if (shape, agree) not in models:
+        m = random_model(shape, "cuda")
+        models[(shape, agree)] = make_agree(m) if agree else m
+    return models[(shape, agree)]
+
+
+def _kv_bytes(shape: str) -> int:
+    c = shape_config(shape)
+    return 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 2
+
+
+# -- preemption ----------------------------------------------------------------------------------
+
+def part_preempt(args) -> None:
+    model = random_model("sdar-4b", "cuda")
+    g = torch.Generator().manual_seed(7)
+    prompts = [torch.randint(0, 150000, (8192,), generator=g).tolist() for _ in range(256)]
+    cfg = DecodeConfig(batch_size=256, max_new_tokens=16)
+    eng = Engine.from_models(model, None, TokenizerBundle(tokenizer=None, stop_ids=()), cfg)
+    t0 = time.perf_counter()
+    res = eng.generate([Request(i, p, max_new_tokens=16) for i, p in enumerate(prompts)])
+    wall = time.perf_counter() - t0
+    ok = all(r.error is None and len(r.token_ids) == 16 for r in res) and len(res) == 256
+    ROWS.append({"part": "preempt", "rows": len(res), "all_complete": ok, "pool_tokens": eng.pool_tokens,
+                 "preemptions": eng.num_preemptions, "wall_s": wall})
+    log(f"preempt: 256 x 8192-token prompts, pool {eng.pool_tokens} tokens: complete={ok}, "
+        f"preemptions {eng.num_preemptions}, {wall:.1f} s")
+    eng.close()
+
+
+# -- profile -------------------------------------------------------------------------------------
+
+def part_profile(args) -> None:
+    out = Path(args.out)
+    for shape, batch in (("sdar-8b", 1), ("sdar-4b", 128)):
+        model = random_model(shape, "cuda")
+        g = torch.Generator().manual_seed(0)
+        prompts = [torch.randint(0, 150000, (256,), generator=g).tolist() for _ in range(batch)]
+        eng = Engine.from_models(model, None, TokenizerBundle(tokenizer=None, stop_ids=()),
+                                 DecodeConfig(batch_size=batch))
+        reqs = [Request(i, p, max_new_tokens=16) for i, p in enumerate(prompts)]
+        eng.generate(reqs)  # warm-up and capture
+        torch.cuda.synchronize()
+        acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        with torch.profiler.profile(activities=acts) as prof:
+            eng.generate(reqs)
+            torch.cuda.synchronize()
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15)
+        (out / f"profile_{shape}_b{batch}.txt").write_text(table)
+        log(f"profile {shape} b{batch}:\n{table}")
+        eng.close()
+        del model
+        _free()
+
+
+def _free() -> None:
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+PARTS = {"diagnose": part_diagnose, "check": part_check, "agreement": part_agreement, "floors": part_floors, "steps": part_steps,
+         "preempt": part_preempt, "profile": part_profile}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parts", default=",".join(PARTS))
+    p.add_argument("--only", default="", help="steps: only cases whose label contains this")
+    p.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
+    args = p.parse_args(argv)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    log(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}")
+    failed = []
+    for name in args.parts.split(","):
+        t0 = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                PARTS[name](args)
+        except Exception as e:  # report and go on: one broken part must not hide the others
+            import traceback
+            traceback.print_exc()
+            failed.append(name)
+            ROWS.append({"part": name, "error": f"{type(e).__name__}: {e}"[:500]})
+        log(f"-- part {name}: {time.perf_counter() - t0:.1f} s")
+        Path(args.out, "engine_check.json").write_text(json.dumps(ROWS, indent=1, default=str))
+    _print_table()
+    bad = [r for r in ROWS if r.get("part") == "check" and not r.get("ok")]
+    return 1 if failed or bad else 0
+
+
+def _print_table() -> None:
+    print("\n| part | case | figure |\n|---|---|---|")
+    for r in ROWS:
+        if r["part"] == "steps" and "tokens_per_s" in r:
+            print(f"| steps | {r['case']} | {r['tokens_per_s']:.0f} tok/s, {r['ms_per_target_forward']:.2f} ms/target "
+                  f"fwd, floor x{r['floor_ratio_step']:.2f} |")
+        elif r["part"] == "check":
+            print(f"| check | {r['case']} | {'OK' if r['ok'] else 'MISMATCH'} |")
+        elif "error" in r:
+            print(f"| {r['part']} | ERROR | {r['error'][:120]} |")
+        elif r["part"] in ("agreement", "preempt"):
+            print(f"| {r['part']} | {r.get('shape', '')} | {json.dumps({k: v for k, v in r.items() if k != 'part'})[:160]} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
