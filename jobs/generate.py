@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _generate(config) -> int:
     from pipeline import columns, demo, driver, quiet, resume, summary
+    from pipeline.config import ConfigError
     from pipeline.storage import for_terminal
     from pipeline.validate import validate
 
@@ -49,6 +50,9 @@ def _generate(config) -> int:
     if is_demo:
         config = demo.prepare(dataclasses.replace(config, output=config.output or DEMO_OUTPUT))
     else:
+        if config.output is None:  # a real job never writes into the demo's directory
+            raise ConfigError("--output is required with --input (only the demo, run with neither --input nor "
+                              "--target, has a default output)")
         rows = resume.all_done(config)  # a finished job rerun: seconds, no Ray, no models
         if rows is not None:
             print(f"{PROG}: nothing to do: all {rows} input rows are already in {config.output} "

@@ -142,10 +142,7 @@ class GenerateConfig:
                               "drop --draft, or drop --decoder (--draft alone means simsd)")
 
     def _check_locations(self) -> None:
-        if self.input is not None and self.output is None:
-            raise ConfigError("--output is required with --input (only the demo, run with neither --input nor "
-                              "--target, has a default output)")
-        if self.input is not None and is_inside(self.output, self.input):
+        if self.input is not None and self.output is not None and is_inside(self.output, self.input):
             raise ConfigError(f"--output {self.output} is inside --input {self.input}: the results would be read "
                               "as input by the next run; choose an --output outside the input directory")
 
