@@ -80,6 +80,8 @@ class LLM:
     def _run(self, column: str, values: list, sampling_params) -> list[RequestOutput]:
         udf = self._rows[column] if self._engine is not None else self._closed()
         params = _per_row(sampling_params, len(values))
+        if not values:
+            return []
         structs = [None if p is None else set_fields(p) for p in params]
         for struct in structs:
             merged = row_params(self.config.sampling, struct)  # the actor's own merge and checks

@@ -78,6 +78,7 @@ def test_generate_and_chat_outputs(tiny_models):
             llm.generate("hello", simsd.SamplingParams(top_p=0.0))
         with pytest.raises(ValueError, match="2 sampling_params for 1 prompts"):
             llm.generate(["hello"], [simsd.SamplingParams(), simsd.SamplingParams()])
+        assert llm.generate([]) == []
         with pytest.raises(TypeError, match="chat"):
             llm.generate([[{"role": "user", "content": "hi"}]])
     assert closed, "leaving the with block must close the engine"
