@@ -47,8 +47,7 @@ def check_lossless_sampling(config: GenerateConfig, draft_cfg) -> None:
     """Refuse job-wide sampling where MRS cannot keep the target's distribution (docs/sampling.md)."""
     from workers.decoding.acceptance import mrs_refusal
 
-    sampling = config.temperature > 0 or config.acceptance == "mrs"
-    problem = mrs_refusal(draft_cfg.is_diffusion, config.draft_remasking) if sampling else None
+    problem = mrs_refusal(draft_cfg.is_diffusion, config.draft_remasking) if config.temperature > 0 else None
     if problem:
         raise ConfigError(problem)
 

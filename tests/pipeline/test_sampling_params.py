@@ -113,3 +113,19 @@ def test_actor_rows_carry_params_and_errors(tmp_path):
     assert [(r.row_id, r.sample_index, r.params.temperature, r.params.seed, r.params.stop) for r in seen] == \
         [("a", 0, 0.5, 3, ("zz",)), ("a", 1, 0.5, 3, ("zz",))]
     assert out.column("logprobs").to_pylist() == [None, None, None] and "stop_reason" in out.column_names
+
+
+@pytest.mark.parametrize("remasking,temperature,refused", [
+    ("static", 0.8, True), ("dynamic", 0.8, True), ("sequential", 0.8, False), ("static", 0.0, False)])
+def test_validation_refuses_lossy_mrs(remasking, temperature, refused):
+    from types import SimpleNamespace
+
+    from pipeline.validate import check_lossless_sampling
+
+    config = parse_args(BASE + ["--draft", "d", "--draft-remasking", remasking, "--temperature", str(temperature)])
+    if refused:
+        with pytest.raises(ConfigError, match="--draft-remasking sequential"):
+            check_lossless_sampling(config, SimpleNamespace(is_diffusion=True))
+    else:
+        check_lossless_sampling(config, SimpleNamespace(is_diffusion=True))
+    check_lossless_sampling(config, SimpleNamespace(is_diffusion=False))  # an AR draft is always fine

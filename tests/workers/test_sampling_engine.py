@@ -44,17 +44,17 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_row_output_independent_of_batch(ckpts, case):
-    """Temperature > 0: batch 16 vs batch 1 vs a shuffled order give each row the same text."""
+    """Temperature > 0: batch 16 vs batch 1 vs a shuffled batch of 3 give each row the same text."""
     kw = CASES[case](ckpts)
-    reqs = requests(temperature=1.0, top_k=50, seed=11)
+    reqs = requests(16, max_new=8, temperature=1.0, top_k=50, seed=11)
     batched = make(batch_size=16, **kw).generate(reqs)
     one = make(batch_size=1, **kw)
-    alone = [one.generate([r])[0] for r in reqs[:6]]
-    order = list(range(len(reqs)))
+    alone = [one.generate([r])[0] for r in reqs[:3]]
+    order = list(range(8))
     random.Random(0).shuffle(order)
-    shuffled = make(batch_size=5, **kw).generate([reqs[i] for i in order])
-    assert texts(batched[:6]) == texts(alone)
-    assert texts([shuffled[order.index(i)] for i in range(len(reqs))]) == texts(batched)
+    shuffled = make(batch_size=3, **kw).generate([reqs[i] for i in order])
+    assert texts(batched[:3]) == texts(alone)
+    assert texts([shuffled[order.index(i)] for i in range(8)]) == texts(batched[:8])
     assert len({tuple(r.token_ids) for r in batched}) > 5  # rows really are sampled
 
 
@@ -187,7 +187,7 @@ def _target_joint(model, prompt, top_k, temperature):
 @pytest.mark.parametrize("draft_name", ["draft", "ar"])
 def test_mrs_chi_square_through_engine(ckpts, draft_name):
     """SimSD exact + MRS: the first two tokens of 1200 rows follow the target's sequential
-    distribution (chi-square, 8 dof); the draft alone is told apart. About 20 s each on CPU."""
+    distribution (chi-square, 8 dof). One to three minutes each on a shared CPU."""
     prompt, n, top_k, temp = [5, 9, 13, 17], 1200, 3, 1.0
     joint = _target_joint(load_model(ckpts["target"]), prompt, top_k, temp)
     eng = make(ckpts["target"], ckpts[draft_name], verify="exact", draft_remasking="sequential", batch_size=64)

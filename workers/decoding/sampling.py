@@ -39,8 +39,9 @@ def filter_probs(probs: torch.Tensor, top_k: Number, top_p: Number) -> torch.Ten
     n, V = probs.shape
     k = _per_row(top_k, n, probs.device, torch.long)
     p = _per_row(top_p, n, probs.device, probs.dtype)
-    if not isinstance(top_k, torch.Tensor) and not isinstance(top_p, torch.Tensor) and \
-            (top_k <= 0 or top_k >= V) and top_p >= 1.0:
+    if not isinstance(top_k, torch.Tensor) and not isinstance(top_p, torch.Tensor) and top_p >= 1.0:
+        if 0 < top_k < V:  # top-k alone: no full sort
+            probs = torch.where(probs >= probs.topk(top_k, dim=-1).values[..., -1:], probs, 0.0)
         return probs / probs.sum(-1, keepdim=True)
     sorted_p, order = probs.sort(dim=-1, descending=True)
     kk = torch.where((k <= 0) | (k > V), V, k)
