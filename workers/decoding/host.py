@@ -4,12 +4,6 @@ from __future__ import annotations
 import torch
 
 
-def temperatures(seqs, device, needed: bool) -> torch.Tensor | None:
-    """Per-row temperatures [b] on the device, or None when nothing will be sampled (greedy rows
-    need no copy at all)."""
-    return to_device([s.temperature for s in seqs], device) if needed else None
-
-
 def to_device(values, device) -> torch.Tensor:
     """``torch.tensor(values)`` on ``device``, copied asynchronously on CUDA.
 
