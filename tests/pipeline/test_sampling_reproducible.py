@@ -59,11 +59,13 @@ def test_same_text_across_workers_batches_and_resume(tmp_path, tiny_models):
     deadline = time.time() + 240
     while not any(out.glob("_staging/*/*.parquet")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
+    killed = proc.poll() is None  # else the run ended on its own and the resume proves nothing
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     proc.wait()
     log.close()
+    assert killed, (tmp_path / "killed.log").read_text(errors="replace")[-3000:]
     _run(_command(tmp_path, tiny_models, out, workers=1, batch=2))
     assert _texts(out) == want
