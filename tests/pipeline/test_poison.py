@@ -96,6 +96,7 @@ def test_watchdog_fails_a_job_without_progress_and_keeps_written_rows(ray_local,
     assert not list((tmp_path / "out").glob("_lease*"))  # the lease was released
 
 
+@pytest.mark.slow  # stops Ray: run it in its own pytest process (see the report / README)
 def test_watchdog_names_a_missing_gpu(ray_local, tmp_path, model_dir):
     write_prompts(tmp_path / "in", 4)
     config = _config(tmp_path, model_dir, gpus_per_worker=1.0, stall_timeout_s=4)
