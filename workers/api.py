@@ -55,7 +55,7 @@ class DecodeConfig:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        _one_of("attention", self.attention, ("auto", "flex", "torch"))
+        _one_of("attention", self.attention, ("auto", "flex", "flex-main", "torch"))
         if self.max_total_tokens is not None and self.max_total_tokens < 1:
             raise ValueError(f"max_total_tokens must be >= 1, got {self.max_total_tokens}")
         if not 0.05 <= self.gpu_memory_utilization <= 1.0:

@@ -41,7 +41,8 @@ class StaticForward:
         self.write = torch.zeros(nb, q, dtype=torch.bool, device=dev)
         self.page_rows = torch.zeros(nb, cache.page_table.shape[1], dtype=torch.int32, device=dev)
         self.flex = (FlexMaskBuffers(nb, q, cache.num_pages, cache.page_size, dev)
-                     if attention == "flex" else None)
+                     if attention.startswith("flex") else None)
+        self.kernel_options = ({"FORCE_USE_FLEX_ATTENTION": True} if attention == "flex-main" else None)
         self.out = None
         self.graph = None
 
@@ -50,7 +51,7 @@ class StaticForward:
         new_mask = self.visible[:, None]
         if self.flex is not None:
             self.flex.update(self.page_rows, self.lens)
-            meta = FlexMeta(self.flex.block_mask, new_mask)
+            meta = FlexMeta(self.flex.block_mask, new_mask, self.kernel_options)
         else:
             meta = gather_meta(self.cache, self.page_rows, self.lens, self.span, new_mask)
         write_idx = self.cache.write_index(self.page_rows, self.positions, self.write)
@@ -104,7 +105,7 @@ class StaticForwards:
 
     def span(self, max_len: int) -> int:
         # The flex backend reads lengths from the page table at run time: one shape for all spans.
-        return 0 if self.attention == "flex" else span_bucket(max_len, self.cache.max_len)
+        return 0 if self.attention.startswith("flex") else span_bucket(max_len, self.cache.max_len)
 
     def get(self, b: int, q: int, max_len: int) -> StaticForward:
         key = (batch_bucket(b), q, self.span(max_len))

@@ -11,7 +11,7 @@ from .models import ForwardBatch, KVCache, Qwen3Model
 from .models.attention import FlexNewMeta, NewOnlyMeta, gather_meta
 from .models.qwen3 import decoder_layer
 
-ATTENTION_BACKENDS = ("auto", "flex", "torch")
+ATTENTION_BACKENDS = ("auto", "flex", "flex-main", "torch")
 PREFILL_CHUNK_TOKENS = 8192  # prompts are prefilled in packed chunks of at most this many tokens
 
 
@@ -150,7 +150,7 @@ class ModelRunner:
 
     def _prefill_meta(self, doc: torch.Tensor, pos: torch.Tensor, block: int):
         """Block-causal visibility inside each packed prompt."""
-        if self.attention != "flex":
+        if not self.attention.startswith("flex"):
             vis = (doc[:, None] == doc[None, :]) & (pos[None, :] // block <= pos[:, None] // block)
             return NewOnlyMeta(vis[None, None])
         from torch.nn.attention.flex_attention import create_block_mask

@@ -23,6 +23,7 @@ class Case:
     batch_size: int = 1
     block_length: int = 4
     threshold: float = 0.9
+    attention: str = "auto"   # the engine's attention backend (auto: flex on CUDA)
 
     @property
     def label(self) -> str:
@@ -46,7 +47,8 @@ def run_engine_case(case: Case, target, draft, tokenizer, prompts: list[list[int
     """Warm up (graph capture), then one timed pass for throughput and one with the phase split."""
     cfg = DecodeConfig(decoder=case.decoder, remasking=case.remasking, threshold=case.threshold,
                        block_length=case.block_length, max_new_tokens=max_new,
-                       verify=case.verify or "paper", batch_size=case.batch_size)
+                       verify=case.verify or "paper", batch_size=case.batch_size,
+                       attention=case.attention)
     engine = Engine.from_models(target, draft, tokenizer, cfg, static_shapes=static_shapes)
     requests = [Request(i, p, max_new_tokens=max_new) for i, p in enumerate(prompts)]
     engine.generate(requests)  # warm-up: captures every graph shape this case uses

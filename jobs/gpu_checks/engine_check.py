@@ -248,7 +248,7 @@ def part_steps(args) -> None:
     log(f"HBM copy bandwidth {bw / 1e12:.2f} TB/s")
     models: dict[tuple[str, bool], torch.nn.Module] = {}
     for label, t_shape, d_shape, agree, batch, prompt, max_new, decoder, rule, verify in STEP_CASES:
-        if args.only and args.only not in label:
+        if args.only and not any(o in label for o in args.only.split("|")):
             continue
         keep = {(t_shape, agree), (d_shape, agree)}
         for k in [k for k in models if k not in keep]:
@@ -258,7 +258,7 @@ def part_steps(args) -> None:
         draft = _model(models, d_shape, agree) if d_shape else None
         g = torch.Generator().manual_seed(batch)
         prompts = [torch.randint(0, 150000, (prompt,), generator=g).tolist() for _ in range(batch)]
-        case = Case(label, decoder, rule, verify, "sdar", batch, 4)
+        case = Case(label, decoder, rule, verify, "sdar", batch, 4, attention=args.attention)
         t0 = time.perf_counter()
         rec = run_engine_case(case, target, draft, TokenizerBundle(tokenizer=None, stop_ids=()), prompts, max_new)
         rec["case_wall_s"] = time.perf_counter() - t0
@@ -266,7 +266,7 @@ def part_steps(args) -> None:
         q = 4 if decoder == "vanilla" else (16 if verify == "exact" else 8)
         fl = floor(t_shape, target, batch * q)
         kv_ms = 1e3 * batch * (prompt + max_new / 2) * _kv_bytes(t_shape) / bw
-        rec.update(part="steps", case=label, floor_ms=fl, kv_read_ms=kv_ms,
+        rec.update(part="steps", case=f"{label} [{args.attention}]", floor_ms=fl, kv_read_ms=kv_ms,
                    floor_ratio_step=rec["ms_per_target_forward"] / (fl + kv_ms))
         ROWS.append(rec)
         log(f"steps {label:<44} {rec['tokens_per_s']:9.1f} tok/s  {rec['ms_per_round']:7.2f} ms/round "
@@ -344,7 +344,8 @@ PARTS = {"diagnose": part_diagnose, "check": part_check, "agreement": part_agree
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", default=",".join(PARTS))
-    p.add_argument("--only", default="", help="steps: only cases whose label contains this")
+    p.add_argument("--only", default="", help="steps: only cases whose label contains one of these (|-separated)")
+    p.add_argument("--attention", default="auto", help="steps: the engine's attention backend")
     p.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)

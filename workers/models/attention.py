@@ -46,6 +46,8 @@ class FlexNewMeta(NamedTuple):
 class FlexMeta(NamedTuple):
     block_mask: object        # torch BlockMask over the pool, built from the page table
     new_mask: torch.Tensor    # [b, 1, q, q] bool
+    kernel_options: dict | None = None  # e.g. {"FORCE_USE_FLEX_ATTENTION": True}: the prefill-style
+                                        # kernel instead of flex decoding
 
 
 def gather_meta(cache, page_rows: torch.Tensor, lens: torch.Tensor, span: int, new_mask: torch.Tensor):
@@ -152,15 +154,16 @@ class FlexMaskBuffers:
         self.lens.copy_(lens)
 
 
-def _flex(q, k, v, block_mask):
+def _flex(q, k, v, block_mask, kernel_options=None):
     """FlexAttention with the log-sum-exp, on old and new torch alike."""
     from torch.nn.attention import flex_attention as fa
 
     if hasattr(fa, "AuxRequest"):
         out, aux = fa.flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True,
-                                     return_aux=fa.AuxRequest(lse=True))
+                                     return_aux=fa.AuxRequest(lse=True), kernel_options=kernel_options)
         return out, aux.lse
-    return fa.flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True, return_lse=True)
+    return fa.flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True, return_lse=True,
+                             kernel_options=kernel_options)
 
 
 def flex_attend(qs, ks, vs, k_pool, v_pool, meta: FlexMeta):
@@ -168,7 +171,7 @@ def flex_attend(qs, ks, vs, k_pool, v_pool, meta: FlexMeta):
     b, H, q, D = qs.shape
     Hkv = ks.shape[1]
     N = k_pool.shape[1] - 1
-    out_c, lse_c = _flex(qs, k_pool[None, :, :N], v_pool[None, :, :N], meta.block_mask)
+    out_c, lse_c = _flex(qs, k_pool[None, :, :N], v_pool[None, :, :N], meta.block_mask, meta.kernel_options)
     g = H // Hkv
     qg = qs.reshape(b, Hkv, g * q, D).float() * (D ** -0.5)
     s = (qg @ ks.float().transpose(-1, -2)).view(b, Hkv, g, q, q)
