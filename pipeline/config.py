@@ -23,7 +23,8 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 _FINGERPRINT_FIELDS = ("input", "target", "draft", "id_column", "prompt_column", "messages_column",
                        "no_chat_template", "dtype", "keep_columns", "keep_prompt", *SAMPLING_FLAGS)
 # Decode fields that only change speed, not outputs.
-_DECODE_SPEED_ONLY = ("batch_size", "commit_folding")
+_DECODE_SPEED_ONLY = ("batch_size", "commit_folding", "max_total_tokens", "gpu_memory_utilization", "page_size",
+                      "attention")
 
 
 class ConfigError(ValueError):
@@ -76,6 +77,10 @@ class GenerateConfig:
     keep_prompt: bool = _f(False, "also carry the prompt (or messages) column to the output (off: prompts can be large)")
     batch_size: int = _f(32, "sequences decoded together per worker (continuous batching slots)", flag_type=int)
     commit_folding: str = _f("auto", "store a finished block's K/V in the next forward instead of an extra forward (auto: when batch x block <= 64 tokens)", COMMIT_FOLDING)
+    max_total_tokens: int | None = _f(None, "cap of the KV pool in tokens (default: what --gpu-memory-utilization leaves on the GPU; on CPU, sized to each batch); rows wait or are preempted when it is full", flag_type=int)
+    gpu_memory_utilization: float = _f(0.9, "fraction of GPU memory the engine may use for weights, KV pool and activations", flag_type=float)
+    page_size: int | None = _f(None, "KV pool page size in tokens (default: 128 on cuda, 16 on cpu)", flag_type=int)
+    attention: str = _f("auto", "attention backend over the KV pool: torch (plain PyTorch), flex or flex-main (FlexAttention kernels; cuda); auto: torch, measured fastest (docs/engine.md)", ("auto", "flex", "flex-main", "torch"))
     workers: int | None = _f(None, "number of engine actors (default: GPUs in the cluster on cuda, 1 on cpu)", flag_type=int)
     gpus_per_worker: float | None = _f(None, "GPUs reserved per actor (default: 1 on cuda, 0 on cpu)", flag_type=float)
     device: str = _f("auto", "where the engine runs (auto: cuda when available)", DEVICES)

@@ -34,7 +34,7 @@ class DecodeConfig:
     max_total_tokens: int | None = None   # cap of the KV pool in tokens (None: from GPU memory / per call on CPU)
     gpu_memory_utilization: float = 0.9   # fraction of GPU memory the engine may use (weights + pool + activations)
     page_size: int | None = None          # KV page size in tokens (None: 128 on CUDA, 16 on CPU)
-    attention: str = "auto"               # auto (flex on CUDA, torch on CPU), flex or torch
+    attention: str = "auto"               # auto (the measured default: torch), torch, flex or flex-main
 
     def __post_init__(self):
         _one_of("decoder", self.decoder, DECODERS)
@@ -190,6 +190,7 @@ class Result:
     num_accepted_tokens: int = 0
     num_target_forwards: int = 0
     num_draft_forwards: int = 0
+    num_preemptions: int = 0            # times the row was preempted (KV pool full) and recomputed
     time_taken_s: float = 0.0
 
     @property
