@@ -26,7 +26,11 @@ def build(fs, out: str, this_run_files: list[str], config, wall_time_s: float, n
     columns = ["finish_reason", *_SUMMED]
     table = resume.read_columns(fs, resume.data_files(fs, out), columns)
     this_run = resume.read_columns(fs, this_run_files, ["num_generated_tokens", "finished_at", "time_taken_s"])
-    return compute(table, this_run, config, wall_time_s, num_workers, started_at)
+    summary = compute(table, this_run, config, wall_time_s, num_workers, started_at)
+    # Outputs written before the paged KV pool have no preemption column.
+    preempted = resume.read_columns(fs, this_run_files, ["num_preemptions"]) if this_run_files else None
+    summary["preemptions_this_run"] = _sum(preempted, "num_preemptions")
+    return summary
 
 
 def compute(table: pa.Table | None, this_run: pa.Table | None, config, wall_time_s: float,

@@ -253,6 +253,7 @@ class Engine:
                 for seq in preempted:
                     self.decoder.evict(seq)
                     seq.restart()
+                    seq.result.num_preemptions += 1
                 admitted = sched.admit()
                 for seq in admitted:
                     seq.slot = sched.slot(seq)
