@@ -15,6 +15,7 @@ def generate(target, draft=None, max_new=24, **kw):
     cfg = DecodeConfig(batch_size=4, **kw)
     engine = Engine(str(target), None if draft is None else str(draft), cfg, "cpu", "float32")
     results = engine.generate([Request(i, p, max_new_tokens=max_new) for i, p in enumerate(PROMPTS)])
+    engine.last_results = results
     return [(r.token_ids, r.finish_reason, r.error) for r in results], engine
 
 
@@ -36,6 +37,7 @@ def test_tiny_pool_gives_the_uncapped_tokens(ckpts, target, draft, kw):
     assert all(err is None for _, _, err in got)
     assert engine.pool_tokens == 72
     assert engine.num_preemptions > 0  # the cap really forced preemption and recompute
+    assert sum(r.num_preemptions for r in engine.last_results) == engine.num_preemptions
 
 
 def test_static_shape_buckets_on_a_paged_pool_match_eager(ckpts):
