@@ -94,6 +94,7 @@ class GenerateConfig:
     overwrite: bool = _f(False, "replace an output written with a different config instead of refusing")
     resume_anyway: bool = _f(False, "resume an output although --input/--target/--draft paths or --keep-columns/"
                                     "--keep-prompt changed (moved data or models; rows already written are kept)")
+    compile_cache_dir: str | None = _f(None, "directory for compiled kernels (torch.compile, Triton), kept between runs so a job's start-up skips compilation (default: ~/.cache/simsd/compile)")
     verbose: bool = _f(False, "show every log line and warning (default: known harmless ones are hidden)")
     progress_interval_s: float = _f(10.0, "seconds between progress lines (rows, tokens/s, acceptance, ETA)",
                                     flag_type=float)

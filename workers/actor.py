@@ -79,7 +79,10 @@ def _is_fatal(err: BaseException) -> bool:
 
 
 def _default_engine_factory(config):
+    from workers.compile_cache import use_compile_cache
     from workers.engine import Engine
+
+    use_compile_cache(getattr(config, "compile_cache_dir", None))
 
     return Engine(config.target, config.draft, config.decode, device=config.device, dtype=config.dtype,
                   storage_options=config.storage_options)
