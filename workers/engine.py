@@ -8,12 +8,12 @@ import time
 import torch
 
 from .api import DecodeConfig, Request, Result
-from .decoding.autoregressive import AutoregressiveDecoder
-from .decoding.commits import FOLD_MAX_QUERY_TOKENS
-from .decoding.drafters import AutoregressiveDrafter, DiffusionDrafter
+from .decoders.autoregressive import AutoregressiveDecoder
+from .decoders.commits import FOLD_MAX_QUERY_TOKENS
+from .decoders.drafters import AutoregressiveDrafter, DiffusionDrafter
 from .decoding.sequence import Sequence
-from .decoding.simsd import SimSDDecoder
-from .decoding.vanilla import VanillaDecoder
+from .decoders.simsd import SimSDDecoder
+from .decoders.vanilla import VanillaDecoder
 from .engine_core import BlockManager, Scheduler
 from .engine_core.pool import PoolPlan, activation_reserve, plan_pool
 from .models.kv_cache import kv_bytes_per_token

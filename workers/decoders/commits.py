@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 from ..runner import ModelRunner
-from . import layouts
-from .sequence import Sequence
-from .host import to_device
+from ..decoding import layouts
+from ..decoding.sequence import Sequence
+from ..decoding.host import to_device
 
 FOLD_MAX_QUERY_TOKENS = 64  # fold while slots x block length stays at or below this
 

@@ -11,12 +11,12 @@ import torch
 from ..draft_loop import DraftLoop
 from ..runner import ModelRunner
 from .commits import CommitQueue
-from .layouts import full_block
-from .remasking import reveal_positions
-from .rng import STREAM_DRAFT
-from .sampling import choose_tokens
-from .sequence import Sequence
-from .host import to_device
+from ..decoding.layouts import full_block
+from ..decoding.remasking import reveal_positions
+from ..decoding.rng import STREAM_DRAFT
+from ..decoding.sampling import choose_tokens
+from ..decoding.sequence import Sequence
+from ..decoding.host import to_device
 
 
 class DiffusionDrafter:

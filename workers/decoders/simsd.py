@@ -5,15 +5,15 @@ from __future__ import annotations
 import torch
 
 from ..runner import ModelRunner
-from . import layouts
-from .acceptance import accept_greedy, accept_mrs
+from ..decoding import layouts
+from ..decoding.acceptance import accept_greedy, accept_mrs
 from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
-from .rng import STREAM_ACCEPT, STREAM_BONUS
-from .row_settings import StepRows, process_logits, record_logprobs
-from .sampling import suppress, target_distribution
-from .sequence import Sequence
-from .host import to_device
+from ..decoding.rng import STREAM_ACCEPT, STREAM_BONUS
+from ..decoding.row_settings import StepRows, process_logits, record_logprobs
+from ..decoding.sampling import suppress, target_distribution
+from ..decoding.sequence import Sequence
+from ..decoding.host import to_device
 
 
 class SimSDDecoder:

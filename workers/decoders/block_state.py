@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .sequence import Sequence
-from .host import to_device
+from ..decoding.sequence import Sequence
+from ..decoding.host import to_device
 
 
 class BlockState:

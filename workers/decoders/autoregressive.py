@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 
 from ..runner import ModelRunner
-from .rng import STREAM_TARGET
-from .row_settings import StepRows, process_logits, record_logprobs
-from .sampling import choose_tokens
-from .sequence import Sequence
-from .host import to_device
+from ..decoding.rng import STREAM_TARGET
+from ..decoding.row_settings import StepRows, process_logits, record_logprobs
+from ..decoding.sampling import choose_tokens
+from ..decoding.sequence import Sequence
+from ..decoding.host import to_device
 
 
 class AutoregressiveDecoder:

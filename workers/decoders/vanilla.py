@@ -6,13 +6,13 @@ import torch
 from ..runner import ModelRunner
 from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
-from .layouts import full_block
-from .remasking import reveal_positions
-from .rng import STREAM_TARGET
-from .row_settings import StepRows, process_logits, record_logprobs
-from .sampling import choose_tokens
-from .sequence import Sequence
-from .host import to_device
+from ..decoding.layouts import full_block
+from ..decoding.remasking import reveal_positions
+from ..decoding.rng import STREAM_TARGET
+from ..decoding.row_settings import StepRows, process_logits, record_logprobs
+from ..decoding.sampling import choose_tokens
+from ..decoding.sequence import Sequence
+from ..decoding.host import to_device
 
 
 class VanillaDecoder:
