@@ -18,6 +18,7 @@ PAIRS = {  # name -> (target shape, draft shape)
     "sdar-8b-shape": ("sdar-8b", "sdar-1.7b"),
     "sdar-4b-shape": ("sdar-4b", "sdar-1.7b"),
     "sdar-1.7b-shape": ("sdar-1.7b", None),
+    "sdar-30b-a3b-shape": ("sdar-30b-a3b", "sdar-1.7b"),
 }
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "models" / "reference"
 

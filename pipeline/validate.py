@@ -36,11 +36,44 @@ def validate_models(config: GenerateConfig) -> list[str]:
     warnings: list[str] = []
     target_cfg, tokenizer = check_model("--target", config.target, config)
     warnings += check_block_length(target_cfg, config)
+    draft_cfg = None
     if config.draft is not None:
         draft_cfg, draft_tokenizer = check_model("--draft", config.draft, config)
         check_same_vocab(tokenizer, draft_tokenizer, config, target_cfg, draft_cfg)
         check_lossless_sampling(config, draft_cfg)
+    check_fits_gpu(config, target_cfg, draft_cfg, _local_gpu_bytes())
     return warnings
+
+
+def _local_gpu_bytes() -> int | None:
+    """Memory of this machine's first GPU, or None without one (a driver on a CPU-only head node
+    cannot check, and the engine then reports its pool size when it starts)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory
+    except Exception:  # noqa: BLE001 - no usable CUDA here: nothing to check against
+        pass
+    return None
+
+
+def check_fits_gpu(config: GenerateConfig, target_cfg, draft_cfg, device_bytes: int | None) -> None:
+    """Refuse (exit 2) a target plus draft that cannot hold even a minimal KV pool on the GPU."""
+    from workers.models.memory import MIN_KV_TOKENS, fit_error
+
+    if device_bytes is None or config.device == "cpu":
+        return
+    dtype_bytes = 4 if config.dtype == "float32" else 2
+    message = fit_error(target_cfg, device_bytes, MIN_KV_TOKENS, dtype_bytes, name="--target")
+    if message is None and draft_cfg is not None:
+        # The draft's weights and pool share the GPU: check the pair against what the target leaves.
+        from workers.models.memory import kv_bytes_per_token, weight_bytes
+
+        left = device_bytes - weight_bytes(target_cfg, dtype_bytes) - MIN_KV_TOKENS * kv_bytes_per_token(target_cfg, dtype_bytes)
+        message = fit_error(draft_cfg, left, MIN_KV_TOKENS, dtype_bytes, name="--target with --draft")
+    if message:
+        raise ConfigError(message)
 
 
 def check_lossless_sampling(config: GenerateConfig, draft_cfg) -> None:

@@ -187,3 +187,18 @@ def test_cli_exit_code_and_message(tmp_path, model_dir, capsys):
     err = capsys.readouterr().err
     assert "simsd generate: error: " in err and "more than once" in err
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+def test_a_model_that_cannot_fit_the_gpu_is_refused_with_the_numbers():
+    from pipeline.validate import check_fits_gpu
+    from jobs.bench.shapes import shape_config
+
+    moe = shape_config("sdar-30b-a3b")
+    config = GenerateConfig(device="cuda")
+    with pytest.raises(ConfigError, match=r"does not fit in GPU memory: weights 56\.9 GiB .* > 55\.9 GiB"):
+        check_fits_gpu(config, moe, None, 60 * 10**9)
+    check_fits_gpu(config, moe, None, 80 * 10**9)  # an 80 GB GPU holds it with a minimal pool
+    check_fits_gpu(config, moe, None, None)  # no GPU on the driver: nothing to check
+    dense = shape_config("sdar-8b")
+    with pytest.raises(ConfigError, match="--target with --draft"):
+        check_fits_gpu(config, dense, moe, 80 * 10**9)  # each alone would fit; the pair does not
