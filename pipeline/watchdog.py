@@ -10,7 +10,6 @@ the rows already written are committed first, so a rerun resumes after them.
 """
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ def run_watched(fn, job_monitor, config, on_stall) -> None:
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
             box["error"] = err
 
+    others = _executors()
     thread = threading.Thread(target=target, name="simsd-write", daemon=True)
     thread.start()
     seen, marks, last_change = 0, (0, 0, 0), time.monotonic()
@@ -54,7 +54,7 @@ def run_watched(fn, job_monitor, config, on_stall) -> None:
         idle = time.monotonic() - last_change
         if idle > config.stall_timeout_s:
             message = stall_message(config, idle, marks[0], state)
-            _stop_ray(thread)
+            _stop_job(thread, others)
             on_stall()
             raise JobStalled(message)
     if "error" in box:
@@ -70,24 +70,32 @@ def _poll(job_monitor, seen: int) -> dict | None:
         return None
 
 
-def _stop_ray(thread: threading.Thread) -> None:
-    """Stop every task and actor of this job (the write thread is blocked in Ray Data), and wait
-    for the write thread to give up. Ray's implicit ray.init() is switched off meanwhile, or Ray
-    Data, finding Ray gone, would start a fresh local one and carry on."""
-    import ray
+def _executors() -> set:
+    """Ray Data's running executions in this process (each runs as a thread of its own)."""
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
 
-    previous = os.environ.get("RAY_ENABLE_AUTO_CONNECT")
-    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
-    try:
-        ray.shutdown()
-        thread.join(timeout=60)
-    except Exception:  # noqa: BLE001
-        pass
-    finally:
-        if previous is None:
-            os.environ.pop("RAY_ENABLE_AUTO_CONNECT", None)
-        else:
-            os.environ["RAY_ENABLE_AUTO_CONNECT"] = previous
+    return {t for t in threading.enumerate() if isinstance(t, StreamingExecutor)}
+
+
+def _stop_job(thread: threading.Thread, others: set) -> None:
+    """Stop this job's Ray Data execution (the executors not in ``others``, which ran before
+    it): cancel its tasks and kill its actors, a hung engine call included, then wait for the
+    write thread to give up. Ray itself stays up: ``ray.shutdown()`` under a thread still inside
+    Ray Data makes Ray end the whole process (no message, nothing committed, the lease left),
+    and a Ray the caller started is theirs; a private local Ray goes with the CLI's process.
+
+    An execution that has not started yet is still waiting for its engine actors to be placed
+    (nothing generates or writes): its write thread is left to Ray Data's own
+    --placement-timeout-s and not waited for."""
+    stalled = JobStalled("stopped by the no-progress watchdog")
+    stopped = 0
+    for executor in _executors() - others:
+        try:
+            executor.shutdown(force=True, exception=stalled)
+            stopped += 1
+        except Exception:  # noqa: BLE001 - best effort; the job fails with JobStalled anyway
+            pass
+    thread.join(timeout=60 if stopped else 1)
 
 
 def stall_message(config, idle_s: float, rows_done: int, state: dict | None) -> str:

@@ -72,3 +72,17 @@ class FakeEngine:
 
     def close(self):
         pass
+
+
+class HangAfterFirstEngine(FakeEngine):
+    """Answers its first batch, then never returns (a hung engine call)."""
+
+    calls = 0
+
+    def generate(self, requests: list[Request]) -> list[Result]:
+        import time
+
+        self.calls += 1
+        if self.calls > 1:
+            time.sleep(3600)
+        return super().generate(requests)

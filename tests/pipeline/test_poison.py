@@ -1,6 +1,6 @@
 """Rows that kill their worker, CPU starvation, and jobs that cannot progress (Ray, fake engines)."""
 import os
-import time
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -8,7 +8,8 @@ import pytest
 
 from pipeline import driver
 from pipeline.config import GenerateConfig
-from pipeline.watchdog import JobStalled, starved_resource
+from pipeline.watchdog import starved_resource
+from tests.pipeline.fake_job import run_job
 from tests.pipeline.fakes import FakeEngine, make_model_dir
 from tests.pipeline.helpers import read_output, write_prompts
 
@@ -72,42 +73,43 @@ def test_cpus_per_worker_that_starves_io_is_a_config_error(ray_local, tmp_path, 
         driver.cpus_per_worker(_config(tmp_path, model_dir, workers=2, cpus_per_worker=1.0))
 
 
-class HangAfterFirstEngine(FakeEngine):
-    """Answers its first batch, then never returns (a hung engine call)."""
-
-    calls = 0
-
-    def generate(self, requests):
-        self.calls += 1
-        if self.calls > 1:
-            time.sleep(3600)
-        return super().generate(requests)
+FAKE_HANG = "tests.pipeline.fakes:HangAfterFirstEngine"
 
 
-@pytest.mark.slow  # waits out a 30 s stall timeout
-def test_watchdog_fails_a_job_without_progress_and_keeps_written_rows(ray_local, tmp_path, model_dir):
+def _flags(tmp_path, model_dir, *extra: str) -> list[str]:
+    return ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--target", str(model_dir),
+            "--max-new-tokens", "3", "--device", "cpu", *extra]
+
+
+# The watchdog stops Ray (and with it every task of the job), so these jobs run in a process of
+# their own (tests.pipeline.fake_job): exit code 1 and the message on stderr are what a user sees.
+@pytest.mark.slow  # waits out a 20 s stall timeout
+def test_watchdog_fails_a_job_without_progress_and_keeps_written_rows(tmp_path, model_dir):
     write_prompts(tmp_path / "in", 12, shards=1)
-    # The clock restarts at each finished row and each actor placed or loaded: 30 s without any.
-    config = _config(tmp_path, model_dir, batch_size=1, stall_timeout_s=30)
-    with pytest.raises(JobStalled, match="no row finished for .* s.*an engine call is hung"):
-        driver.run(config, engine_factory=HangAfterFirstEngine)
+    # The clock restarts at each finished row and each actor placed or loaded: 20 s without any
+    # (start-up, placement and the first batch each take a few seconds at most).
+    done = run_job(FAKE_HANG, _flags(tmp_path, model_dir, "--batch-size", "1", "--stall-timeout-s", "20"))
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert re.search(r"failed: JobStalled: no row finished for .* s.*an engine call is hung", done.stderr), \
+        done.stderr[-3000:]
     kept = read_output(tmp_path / "out").column("id").to_pylist()
     assert len(kept) == 4 and len(set(kept)) == 4  # the first batch (4 rows per call) was committed
     assert not list((tmp_path / "out").glob("_lease*"))  # the lease was released
 
 
-@pytest.mark.slow  # stops Ray: run it in its own pytest process (see the report / README)
-def test_watchdog_names_a_missing_gpu(ray_local, tmp_path, model_dir):
+@pytest.mark.slow  # a job of its own (Ray start, 4 s stall timeout)
+def test_watchdog_names_a_missing_gpu(tmp_path, model_dir):
     write_prompts(tmp_path / "in", 4)
-    config = _config(tmp_path, model_dir, gpus_per_worker=1.0, stall_timeout_s=4)
-    with pytest.raises(JobStalled, match="starved resource: GPU: engine actors need 1 GPU each"):
-        driver.run(config, engine_factory=FakeEngine)
+    done = run_job("tests.pipeline.fakes:FakeEngine",
+                   _flags(tmp_path, model_dir, "--gpus-per-worker", "1", "--stall-timeout-s", "4"))
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "starved resource: GPU: engine actors need 1 GPU each" in done.stderr, done.stderr[-3000:]
 
 
 def test_starved_resource_messages():
     total = {"CPU": 2.0, "GPU": 2.0}
     assert "starved resource: CPU: 0 of 2 CPUs free" in starved_resource(
-        total, {"CPU": 0.0, "GPU": 0.0}, {"CPU": 1.0, "GPU": 1.0}, ready=2, workers=2)
+        total, {"CPU": 0.0, "GPU": 0.0}, {"CPU": 1.0, "GPU": 1.0}, placed=2, workers=2)
     assert "starved resource: GPU" in starved_resource(total, {"CPU": 1.0}, {"CPU": 0.5, "GPU": 1.0}, 1, 3)
     assert "starved resource: CPU: engine actors need 1 CPU" in starved_resource(
         {"CPU": 4.0}, {"CPU": 0.5}, {"CPU": 1.0, "GPU": 0.0}, 0, 1)
