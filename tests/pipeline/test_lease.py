@@ -7,12 +7,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import fsspec
 import pytest
 
 from pipeline.lease import Lease, LeaseHeld, LeaseLost, create_exclusive
+from tests.pipeline.moto_s3 import moto_bucket
 
 
 def _local(tmp_path):
@@ -101,21 +101,8 @@ def test_lease_held_by_another_process(tmp_path):
 
 @pytest.fixture
 def s3(monkeypatch):
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    options = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
-    import s3fs
-
-    fs = s3fs.S3FileSystem(**options)
-    bucket = f"lease-{uuid.uuid4().hex[:8]}"  # moto's state outlives one server
-    fs.mkdir(bucket)
-    yield fs, bucket
-    server.stop()
+    with moto_bucket(monkeypatch, "lease") as (fs, _, bucket):
+        yield fs, bucket
 
 
 def test_s3_conditional_put_and_second_driver(s3):

@@ -2,34 +2,21 @@
 and a kill during the final commit followed by a rerun (every row exactly once)."""
 import json
 import os
-import uuid
 
 import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
 from tests.pipeline.helpers import write_prompts
+from tests.pipeline.moto_s3 import moto_bucket
 
 pytestmark = pytest.mark.slow  # Ray jobs against a local S3 server
 
 
 @pytest.fixture
 def s3(monkeypatch):
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    options = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
-    import s3fs
-
-    fs = s3fs.S3FileSystem(**options)
-    bucket = f"safety-{uuid.uuid4().hex[:8]}"
-    fs.mkdir(bucket)
-    yield fs, options, bucket
-    server.stop()
+    with moto_bucket(monkeypatch, "safety") as s3:
+        yield s3
 
 
 def _argv(tmp_path, fs, options, bucket, target):
