@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from contextlib import contextmanager
 
-import pytest
+from tests.needs import import_or_skip
 
 
 @contextmanager
@@ -12,7 +12,7 @@ def moto_bucket(monkeypatch, prefix: str):
     """Yields (s3fs filesystem, storage options, bucket name); stops the server afterwards.
 
     Bucket names are unique: moto's state outlives one server in the same process."""
-    moto_server = pytest.importorskip("moto.server")
+    moto_server = import_or_skip("moto.server", "pip install -e '.[test]'")
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.needs import import_or_skip
 from tests.pipeline.helpers import read_output
 
 pytestmark = pytest.mark.slow
@@ -41,7 +42,7 @@ def _ray_cli() -> list[str]:
 def head(tmp_path):
     """A Ray head with the job server on 127.0.0.1, private to this test (own temp dir, so no
     other process on the machine discovers it), stopped by killing its process group."""
-    pytest.importorskip("aiohttp_cors", reason="needs the cluster extra: pip install -e '.[cluster]'")
+    import_or_skip("aiohttp_cors", "the cluster extra: pip install -e '.[cluster]'")
     temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths have a length limit
     token = tmp_path / "auth_token"
     token.write_text(uuid.uuid4().hex)
@@ -78,8 +79,10 @@ def _wait_for_job_server(address, env, proc, log, timeout_s=120):
 
 
 def _stop(proc) -> None:
-    """The head and everything it started share its process group (start_new_session)."""
-    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+    """The head and everything it started share its process group (start_new_session). The
+    head is private to the test, so a few seconds' grace is enough (`ray start --block` often
+    takes longer than 20 s to exit on SIGTERM) before the whole group is killed."""
+    for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
