@@ -8,10 +8,10 @@ import torch
 from .decoding import layouts
 from .graphs import StaticForwards
 from .models import ForwardBatch, KVCache, Qwen3Model
-from .models.attention import FlexNewMeta, NewOnlyMeta, gather_meta
+from .models.attention import FlexNewMeta, NewOnlyMeta, PagedMeta, gather_meta, load_triton_backend
 from .models.qwen3 import decoder_layer
 
-ATTENTION_BACKENDS = ("auto", "flex", "flex-main", "torch")
+ATTENTION_BACKENDS = ("auto", "flex", "flex-main", "torch", "triton")
 PREFILL_CHUNK_TOKENS = 8192  # prompts are prefilled in packed chunks of at most this many tokens
 
 
@@ -57,7 +57,7 @@ class ModelRunner:
         """static_shapes: decode forwards run at fixed batch-bucket shapes (default: on CUDA);
         cuda_graphs: those forwards are captured and replayed as CUDA graphs (default: on CUDA);
         compile_layers: their layer function is fused by torch.compile (default: with graphs);
-        attention: ``torch`` (plain PyTorch), ``flex`` or ``flex-main`` (FlexAttention's decoding or
+        attention: ``torch`` (plain PyTorch), ``triton`` (one Triton kernel over the pool), ``flex`` or ``flex-main`` (FlexAttention's decoding or
         main kernel over the pool); ``auto`` is the measured default (see resolve_attention)."""
         self.model, self.device = model, device
         self.config = model.config
@@ -69,6 +69,8 @@ class ModelRunner:
         use_compile = self.cuda_graphs if compile_layers is None else compile_layers
         self.layer_fn = compiled_layer() if use_compile else None
         self.attention = resolve_attention(attention, device)
+        if self.attention == "triton":
+            load_triton_backend()
         self._flex_prefill = None
         self.cache: KVCache | None = None
         self.static: StaticForwards | None = None
@@ -112,7 +114,10 @@ class ModelRunner:
             return forward(ids, positions, visible, slots, write, lens)
         self.num_query_tokens += b * q
         page_rows = cache.page_table[slots]
-        meta = gather_meta(cache, page_rows, lens, bound, visible[:, None])
+        if self.attention == "triton":
+            meta = PagedMeta(page_rows, lens, visible[:, None], cache.page_size)
+        else:
+            meta = gather_meta(cache, page_rows, lens, bound, visible[:, None])
         write_idx = None if write is None else cache.write_index(page_rows, positions, write)
         return self.model.hidden(ids, ForwardBatch(positions, meta, cache, write_idx))
 
@@ -153,7 +158,8 @@ class ModelRunner:
 
     def _prefill_meta(self, doc: torch.Tensor, pos: torch.Tensor, block: int):
         """Block-causal visibility inside each packed prompt."""
-        if not self.attention.startswith("flex"):
+        flex = self.attention.startswith("flex") or (self.attention == "triton" and self.device.type == "cuda")
+        if not flex:
             vis = (doc[:, None] == doc[None, :]) & (pos[None, :] // block <= pos[:, None] // block)
             return NewOnlyMeta(vis[None, None])
         from torch.nn.attention.flex_attention import create_block_mask

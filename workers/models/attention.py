@@ -1,12 +1,14 @@
 """Attention over the paged KV pool: the new tokens of a forward attend to their row's cached
 prefix (always fully visible) and to each other under the layout's mask.
 
-Two backends with one interface (``decode_meta`` builds the per-forward metadata from the page
+Three backends with one interface (``decode_meta`` builds the per-forward metadata from the page
 table, ``attend`` computes one layer):
 
 - ``torch``: plain PyTorch. Gathers each row's cached K/V through the page table and runs one
   softmax over ``[cache | new]``. Runs everywhere; it is the CPU path and the oracle the GPU
   path is checked against.
+- ``triton``: one Triton kernel per layer reads each row's pages in place and the new tokens
+  under their mask, with one online softmax (``paged_attention.py``).
 - ``flex``: PyTorch FlexAttention (compiled Triton kernels) reads the pool in place through a
   block mask built from the page table (one sparse block per page, so the page size must be a
   multiple of the kernel's block, 128). The few new tokens are attended densely, and the two
@@ -35,6 +37,15 @@ class NewOnlyMeta(NamedTuple):
     new_mask: torch.Tensor    # [b, 1, q, q] bool (prefill: nothing cached yet)
 
 
+class PagedMeta(NamedTuple):
+    """The ``triton`` backend: one kernel reads the pool in place (paged_attention.py)."""
+    page_rows: torch.Tensor   # [b, W] int32 physical pages of each row
+    lens: torch.Tensor        # [b] cached length of each row
+    new_mask: torch.Tensor    # [b, 1, q, q] bool, the layout among the new tokens
+    page_size: int
+    splits: int = 1           # programs each row's prefix is split over (flash decoding)
+
+
 class FlexNewMeta(NamedTuple):
     """Prefill with FlexAttention: packed prompts, padded to ``padded`` tokens for the kernel."""
     block_mask: object
@@ -61,6 +72,17 @@ def gather_meta(cache, page_rows: torch.Tensor, lens: torch.Tensor, span: int, n
     return GatherMeta(token_idx, valid[:, None, None, :], new_mask)
 
 
+_PAGED_OP: list = []  # the Triton operator, once load_triton_backend() has imported it
+
+
+def load_triton_backend() -> None:
+    """Import the Triton kernel (and Triton itself) for the ``triton`` backend."""
+    if not _PAGED_OP:
+        from .paged_attention import paged_attention_op
+
+        _PAGED_OP.append(paged_attention_op)
+
+
 def attend(qs, ks, vs, k_pool, v_pool, meta):
     """One layer's attention for any metadata kind (the dispatch is on the meta's type)."""
     if isinstance(meta, NewOnlyMeta):
@@ -69,6 +91,10 @@ def attend(qs, ks, vs, k_pool, v_pool, meta):
         pad = meta.padded - meta.length
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (qs, ks, vs))
         return meta.fn(q, k, v, meta.block_mask)[:, :, :meta.length]
+    if isinstance(meta, PagedMeta):
+        out = _PAGED_OP[0](qs, ks, vs, k_pool, v_pool, meta.page_rows, meta.lens, meta.new_mask,
+                                 meta.page_size, meta.splits)
+        return out.transpose(1, 2)
     if isinstance(meta, GatherMeta):
         ck = k_pool[:, meta.token_idx].transpose(0, 1)  # [b, Hkv, span, D]
         cv = v_pool[:, meta.token_idx].transpose(0, 1)
