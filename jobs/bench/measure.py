@@ -23,7 +23,8 @@ class Case:
     batch_size: int = 1
     block_length: int = 4
     threshold: float = 0.9
-    attention: str = "auto"   # the engine's attention backend (auto: flex on CUDA)
+    attention: str = "auto"   # the engine's attention backend (auto: the measured default)
+    commit_folding: str = "auto"
 
     @property
     def label(self) -> str:
@@ -48,7 +49,7 @@ def run_engine_case(case: Case, target, draft, tokenizer, prompts: list[list[int
     cfg = DecodeConfig(decoder=case.decoder, remasking=case.remasking, threshold=case.threshold,
                        block_length=case.block_length, max_new_tokens=max_new,
                        verify=case.verify or "paper", batch_size=case.batch_size,
-                       attention=case.attention)
+                       attention=case.attention, commit_folding=case.commit_folding)
     engine = Engine.from_models(target, draft, tokenizer, cfg, static_shapes=static_shapes)
     requests = [Request(i, p, max_new_tokens=max_new) for i, p in enumerate(prompts)]
     engine.generate(requests)  # warm-up: captures every graph shape this case uses

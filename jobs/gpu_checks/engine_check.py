@@ -1,11 +1,11 @@
 """GPU check and figures for the engine core: one script that checks, times and prints a table.
 
 Parts (``--parts``, comma separated; all by default):
-- ``check``: graphs + paged FlexAttention (bf16 kernels off: float32 weights) give the same
+- ``check``: graphs + the ``--attention`` backend (float32 weights) give the same
   tokens as the eager float32 path (plain PyTorch attention, no graphs) for every layout:
   vanilla (sequential, dynamic; commit folded and separate), SimSD paper and exact with SDAR and
   AR drafts, block length 8, and a KV pool so small that rows are preempted and recomputed.
-- ``agreement``: SDAR-4B and 8B shapes (random weights): bf16 graphs + flex vs the float32 eager
+- ``agreement``: SDAR-4B and 8B shapes (random weights): bf16 graphs + ``--attention`` vs the float32 eager
   path, fraction of generated tokens identical.
 - ``floors``: all dense weight matmuls of one step (fused qkv, o, gate/up, down, LM head on the
   decoded tokens), one CUDA graph, per shape and query-token count M: the floor every figure is
@@ -74,7 +74,7 @@ def part_check(args) -> None:
         runs, info = [], {}
         for fast in (False, True):
             cfg = DecodeConfig(decoder=decoder, verify=verify, remasking=rule, threshold=0.2, batch_size=4,
-                               commit_folding=fold, attention="flex" if fast else "torch",
+                               commit_folding=fold, attention=args.attention if fast else "torch",
                                **({"max_total_tokens": 1 << 16} | (extra if fast else {})))
             eng = Engine(str(paths[target]), str(paths[draft]) if draft else None, cfg, "cuda", "float32",
                          static_shapes=fast)
@@ -140,7 +140,7 @@ def part_agreement(args) -> None:
         for fast in (False, True):
             if fast:
                 model = model.to(torch.bfloat16)
-            cfg = DecodeConfig(batch_size=4, attention="flex" if fast else "torch", max_new_tokens=32)
+            cfg = DecodeConfig(batch_size=4, attention=args.attention if fast else "torch", max_new_tokens=32)
             eng = Engine.from_models(model, None, tok, cfg, static_shapes=fast)
             outs.append([r.token_ids for r in eng.generate([Request(i, p, max_new_tokens=32)
                                                             for i, p in enumerate(prompts)])])
@@ -150,7 +150,7 @@ def part_agreement(args) -> None:
         frac = sum(a == b for a, b in pairs) / len(pairs)
         ROWS.append({"part": "agreement", "shape": shape, "identical_fraction": frac,
                      "tokens_before_first_divergence": first})
-        log(f"agreement {shape}: bf16 graphs+flex vs fp32 eager: {frac:.3f} of tokens identical, "
+        log(f"agreement {shape}: bf16 graphs+{args.attention} vs fp32 eager: {frac:.3f} of tokens identical, "
             f"first divergence per row {first}")
         del model
         _free()
@@ -229,7 +229,7 @@ def hbm_bandwidth() -> float:
     return 2 * x.numel() * x.element_size() / (ms / 1e3)
 
 
-STEP_CASES = [  # label, target shape, draft shape, agree, batch, prompt, max_new, decoder, remasking, verify
+STEP_CASES = [  # label, target shape, draft shape, agree, batch, prompt, max_new, decoder, remasking, verify[, folding]
     ("8B b1 sequential", "sdar-8b", None, False, 1, 256, 128, "vanilla", "sequential", ""),
     ("1.7B b1 sequential", "sdar-1.7b", None, False, 1, 256, 128, "vanilla", "sequential", ""),
     ("4B b128 sequential", "sdar-4b", None, False, 128, 256, 128, "vanilla", "sequential", ""),
@@ -239,6 +239,9 @@ STEP_CASES = [  # label, target shape, draft shape, agree, batch, prompt, max_ne
     ("8B+1.7B b1 simsd exact, full acceptance", "sdar-8b", "sdar-1.7b", True, 1, 256, 128, "simsd", "sequential", "exact"),
     ("8B+1.7B b16 simsd exact, full acceptance", "sdar-8b", "sdar-1.7b", True, 16, 256, 128, "simsd", "sequential", "exact"),
     ("8B b16 sequential", "sdar-8b", None, False, 16, 256, 128, "vanilla", "sequential", ""),
+    ("4B b128 dynamic, full acceptance, fold", "sdar-4b", None, True, 128, 256, 128, "vanilla", "dynamic", "", "always"),
+    ("4B b128 sequential, fold", "sdar-4b", None, False, 128, 256, 128, "vanilla", "sequential", "", "always"),
+    ("8B b1 p4096 sequential", "sdar-8b", None, False, 1, 4096, 128, "vanilla", "sequential", ""),
 ]
 
 
@@ -247,7 +250,7 @@ def part_steps(args) -> None:
     ROWS.append({"part": "steps", "case": "hbm copy bandwidth", "bytes_per_s": bw})
     log(f"HBM copy bandwidth {bw / 1e12:.2f} TB/s")
     models: dict[tuple[str, bool], torch.nn.Module] = {}
-    for label, t_shape, d_shape, agree, batch, prompt, max_new, decoder, rule, verify in STEP_CASES:
+    for label, t_shape, d_shape, agree, batch, prompt, max_new, decoder, rule, verify, *fold in STEP_CASES:
         if args.only and not any(o in label for o in args.only.split("|")):
             continue
         keep = {(t_shape, agree), (d_shape, agree)}
@@ -258,7 +261,8 @@ def part_steps(args) -> None:
         draft = _model(models, d_shape, agree) if d_shape else None
         g = torch.Generator().manual_seed(batch)
         prompts = [torch.randint(0, 150000, (prompt,), generator=g).tolist() for _ in range(batch)]
-        case = Case(label, decoder, rule, verify, "sdar", batch, 4, attention=args.attention)
+        case = Case(label, decoder, rule, verify, "sdar", batch, 4, attention=args.attention,
+                    commit_folding=fold[0] if fold else "auto")
         t0 = time.perf_counter()
         rec = run_engine_case(case, target, draft, TokenizerBundle(tokenizer=None, stop_ids=()), prompts, max_new)
         rec["case_wall_s"] = time.perf_counter() - t0
@@ -316,7 +320,7 @@ def part_profile(args) -> None:
         g = torch.Generator().manual_seed(0)
         prompts = [torch.randint(0, 150000, (256,), generator=g).tolist() for _ in range(batch)]
         eng = Engine.from_models(model, None, TokenizerBundle(tokenizer=None, stop_ids=()),
-                                 DecodeConfig(batch_size=batch))
+                                 DecodeConfig(batch_size=batch, attention=args.attention))
         reqs = [Request(i, p, max_new_tokens=16) for i, p in enumerate(prompts)]
         eng.generate(reqs)  # warm-up and capture
         torch.cuda.synchronize()
@@ -345,7 +349,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", default=",".join(PARTS))
     p.add_argument("--only", default="", help="steps: only cases whose label contains one of these (|-separated)")
-    p.add_argument("--attention", default="auto", help="steps: the engine's attention backend")
+    p.add_argument("--attention", default="auto", help="the attention backend of the fast path (check, agreement, steps, profile)")
     p.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
