@@ -5,6 +5,8 @@ Parts (``--parts``, comma separated; all by default):
   tokens as the eager float32 path (plain PyTorch attention, no graphs) for every layout:
   vanilla (sequential, dynamic; commit folded and separate), SimSD paper and exact with SDAR and
   AR drafts, block length 8, and a KV pool so small that rows are preempted and recomputed.
+- ``kernel``: the Triton paged attention kernel equals the gather path at SDAR-8B head shapes
+  (float32 and bf16; batch 1 to 128; split prefixes; an empty row).
 - ``agreement``: SDAR-4B and 8B shapes (random weights): bf16 graphs + ``--attention`` vs the float32 eager
   path, fraction of generated tokens identical.
 - ``floors``: all dense weight matmuls of one step (fused qkv, o, gate/up, down, LM head on the
@@ -126,6 +128,41 @@ def part_diagnose(args) -> None:
             ROWS.append({"part": "diagnose", "case": f"{decoder}/{verify}/{rule}/never", "variant": name,
                          "rows_identical": same, "first_divergence": first})
             log(f"diagnose {decoder}/{verify}/{rule}/fold-never {name:<22} {same}/8 rows identical, first divergence {first}")
+
+
+# -- kernel --------------------------------------------------------------------------------------
+
+def part_kernel(args) -> None:
+    """The Triton paged attention kernel vs the gather path at real head shapes, fp32 and bf16."""
+    from workers.models.attention import PagedMeta, attend, gather_meta, load_triton_backend
+    from workers.models.kv_cache import KVCache
+
+    load_triton_backend()
+    cfg = shape_config("sdar-8b")
+    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2)):
+        for b, q, splits, lens in ((1, 4, 1, [300]), (1, 4, 8, [4000]), (3, 16, 3, [0, 129, 1000]), (128, 4, 1, [384] * 128)):
+            g = torch.Generator(device="cuda").manual_seed(b * q)
+            cache = KVCache(cfg, num_slots=b, num_pages=b * 33, page_size=128, pages_per_slot=33,
+                            device=torch.device("cuda"), dtype=dtype)
+            cache.k[0].normal_(generator=g)
+            cache.v[0].normal_(generator=g)
+            perm = torch.randperm(b * 33, device="cuda", generator=g).view(b, 33).tolist()
+            cache.set_pages(list(range(b)), perm)
+            lt = torch.tensor(lens, device="cuda")
+            H, Hkv, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+            qs = torch.randn(b, q, H, D, device="cuda", dtype=dtype, generator=g).transpose(1, 2)
+            ks = torch.randn(b, Hkv, q, D, device="cuda", dtype=dtype, generator=g)
+            vs = torch.randn(b, q, Hkv, D, device="cuda", dtype=dtype, generator=g).transpose(1, 2)
+            mask = (torch.rand(b, 1, q, q, device="cuda", generator=g) > 0.5) | torch.eye(q, dtype=torch.bool, device="cuda")
+            rows = cache.page_table
+            want = attend(qs.float(), ks.float(), vs.float(), cache.k[0].float(), cache.v[0].float(),
+                          gather_meta(cache, rows, lt, max(lens) or 1, mask))
+            got = attend(qs, ks, vs, cache.k[0], cache.v[0], PagedMeta(rows, lt, mask, 128, splits))
+            err = (got.float() - want).abs().max().item()
+            ok = err < tol
+            ROWS.append({"part": "kernel", "case": f"{dtype} b{b} q{q} splits{splits}", "ok": ok, "max_err": err})
+            log(f"kernel {str(dtype):<15} b{b:<4} q{q:<3} splits{splits:<2} max err {err:.2e} {'OK' if ok else 'MISMATCH'}")
+            del cache
 
 
 # -- agreement -----------------------------------------------------------------------------------
@@ -341,7 +378,7 @@ def _free() -> None:
     torch.cuda.empty_cache()
 
 
-PARTS = {"diagnose": part_diagnose, "check": part_check, "agreement": part_agreement, "floors": part_floors, "steps": part_steps,
+PARTS = {"kernel": part_kernel, "diagnose": part_diagnose, "check": part_check, "agreement": part_agreement, "floors": part_floors, "steps": part_steps,
          "preempt": part_preempt, "profile": part_profile}
 
 
@@ -368,7 +405,7 @@ def main(argv=None) -> int:
         log(f"-- part {name}: {time.perf_counter() - t0:.1f} s")
         Path(args.out, "engine_check.json").write_text(json.dumps(ROWS, indent=1, default=str))
     _print_table()
-    bad = [r for r in ROWS if r.get("part") == "check" and not r.get("ok")]
+    bad = [r for r in ROWS if r.get("part") in ("check", "kernel") and not r.get("ok")]
     return 1 if failed or bad else 0
 
 
@@ -378,7 +415,7 @@ def _print_table() -> None:
         if r["part"] == "steps" and "tokens_per_s" in r:
             print(f"| steps | {r['case']} | {r['tokens_per_s']:.0f} tok/s, {r['ms_per_target_forward']:.2f} ms/target "
                   f"fwd, floor x{r['floor_ratio_step']:.2f} |")
-        elif r["part"] == "check":
+        elif r["part"] in ("check", "kernel"):
             print(f"| check | {r['case']} | {'OK' if r['ok'] else 'MISMATCH'} |")
         elif "error" in r:
             print(f"| {r['part']} | ERROR | {r['error'][:120]} |")
