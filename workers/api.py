@@ -9,6 +9,7 @@ REMASKING = ("sequential", "static", "dynamic")
 VERIFY = ("paper", "exact")
 ACCEPTANCE = ("auto", "greedy", "mrs")
 COMMIT_FOLDING = ("auto", "always", "never")
+ADAPTIVE = ("auto", "on", "off")
 
 
 @dataclass(slots=True)
@@ -30,6 +31,9 @@ class DecodeConfig:
     batch_size: int = 32              # sequences decoded together (continuous batching slots)
     commit_folding: str = "auto"      # store a finished block's K/V in the next forward instead of
                                       # a forward of its own (auto: when batch x block <= 64 tokens)
+    denoising_steps: int | None = None  # steps per block (vanilla and SDAR drafts); None: one token per step
+    adaptive: str = "auto"            # simsd exact: run target-only steps while drafting does not pay
+                                      # (auto: on with verify exact, off with paper)
     # Engine memory and kernels: change speed only, never tokens.
     max_total_tokens: int | None = None   # cap of the KV pool in tokens (None: from GPU memory / per call on CPU)
     gpu_memory_utilization: float = 0.9   # fraction of GPU memory the engine may use (weights + pool + activations)
@@ -43,6 +47,12 @@ class DecodeConfig:
         _one_of("verify", self.verify, VERIFY)
         _one_of("acceptance", self.acceptance, ACCEPTANCE)
         _one_of("commit_folding", self.commit_folding, COMMIT_FOLDING)
+        _one_of("adaptive", self.adaptive, ADAPTIVE)
+        if self.adaptive == "on" and self.verify != "exact":
+            raise ValueError("adaptive 'on' needs verify 'exact': a target-only step gives the same tokens as "
+                             "exact verification, not as the paper's layout")
+        if self.denoising_steps is not None and self.denoising_steps < 1:
+            raise ValueError(f"denoising_steps must be >= 1, got {self.denoising_steps}")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if self.block_length is not None and not 1 <= self.block_length <= 256:
@@ -66,6 +76,10 @@ class DecodeConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.acceptance == "greedy" and self.temperature > 0:
             raise ValueError("acceptance 'greedy' needs temperature 0; use 'mrs' or 'auto' when sampling")
+
+    @property
+    def adaptive_on(self) -> bool:
+        return self.adaptive == "on" or (self.adaptive == "auto" and self.verify == "exact")
 
     def acceptance_rule(self, temperature: float) -> str:
         if self.acceptance != "auto":
