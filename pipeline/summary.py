@@ -30,6 +30,10 @@ def build(fs, out: str, this_run_files: list[str], config, wall_time_s: float, n
     # Outputs written before the paged KV pool have no preemption column.
     preempted = resume.read_columns(fs, this_run_files, ["num_preemptions"]) if this_run_files else None
     summary["preemptions_this_run"] = _sum(preempted, "num_preemptions")
+    # Rounds SimSD ran without the draft (adaptive), against all its rounds, in this run.
+    undrafted = resume.read_columns(fs, this_run_files, ["num_undrafted_rounds", "num_rounds"]) if this_run_files else None
+    rounds = _sum(undrafted, "num_rounds")
+    summary["undrafted_round_fraction_this_run"] = _sum(undrafted, "num_undrafted_rounds") / rounds if rounds else 0.0
     return summary
 
 

@@ -40,6 +40,7 @@ OUTPUT_SCHEMA_TAIL = [  # every output column after `id`, with its type
     ("num_target_forwards", pa.int64()),
     ("num_draft_forwards", pa.int64()),
     ("num_preemptions", pa.int64()),     # times the row was preempted (KV pool full) and recomputed
+    ("num_undrafted_rounds", pa.int64()),  # simsd rounds the target decoded alone (adaptive)
     ("time_taken_s", pa.float64()),
     ("actor_id", pa.string()),
     ("finished_at", pa.float64()),
@@ -270,6 +271,7 @@ class GenerateUDF:
             "num_target_forwards": [r.num_target_forwards for r in results],
             "num_draft_forwards": [r.num_draft_forwards for r in results],
             "num_preemptions": [r.num_preemptions for r in results],
+            "num_undrafted_rounds": [r.num_undrafted_rounds for r in results],
             "time_taken_s": [float(r.time_taken_s) for r in results],
             "actor_id": [self.actor_id] * len(results),
             "finished_at": [time.time()] * len(results),

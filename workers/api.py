@@ -205,6 +205,7 @@ class Result:
     num_target_forwards: int = 0
     num_draft_forwards: int = 0
     num_preemptions: int = 0            # times the row was preempted (KV pool full) and recomputed
+    num_undrafted_rounds: int = 0       # simsd rounds the target decoded alone (adaptive: drafting did not pay)
     time_taken_s: float = 0.0
 
     @property

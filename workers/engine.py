@@ -13,6 +13,7 @@ from .decoders.commits import FOLD_MAX_QUERY_TOKENS
 from .decoders.drafters import AutoregressiveDrafter, DiffusionDrafter
 from .decoding.sequence import Sequence
 from .decoders.simsd import SimSDDecoder
+from .decoding.adaptive import AdaptivePolicy
 from .decoders.vanilla import VanillaDecoder
 from .engine_core import BlockManager, Scheduler
 from .engine_core.pool import PoolPlan, activation_reserve, plan_pool
@@ -119,7 +120,20 @@ class Engine:
             return VanillaDecoder(self.target, self.block, cfg, slots, self.generator, self.timer, fold)
         kind = DiffusionDrafter if self.draft.config.is_diffusion else AutoregressiveDrafter
         drafter = kind(self.draft, self.block, cfg, self.generator)
-        return SimSDDecoder(self.target, drafter, self.block, cfg, slots, self.generator, self.timer, fold)
+        return SimSDDecoder(self.target, drafter, self.block, cfg, slots, self.generator, self.timer, fold,
+                            self._adaptive_policy())
+
+    def _adaptive_policy(self) -> AdaptivePolicy | None:
+        """Target-only rounds where drafting does not pay: exact verification (the same tokens)
+        with an SDAR draft (an AR draft's cache follows every token, so it must draft each round)."""
+        cfg = self.decode
+        if not cfg.adaptive_on:
+            return None
+        if not self.draft.config.is_diffusion:
+            if cfg.adaptive == "on":
+                raise ModelLoadError("adaptive 'on' needs an SDAR draft; an autoregressive draft drafts every round")
+            return None
+        return AdaptivePolicy()
 
     @property
     def max_context(self) -> int:

@@ -22,6 +22,7 @@ COUNTERS: dict[str, tuple[str, Callable[[Result], float]]] = {
     "simsd_rounds": ("denoising steps (vanilla) or speculative rounds (simsd)", lambda r: r.num_rounds),
     "simsd_drafted_tokens": ("tokens proposed by the draft", lambda r: r.num_drafted_tokens),
     "simsd_accepted_tokens": ("drafted tokens the target accepted", lambda r: r.num_accepted_tokens),
+    "simsd_undrafted_rounds": ("simsd rounds the target decoded alone (adaptive)", lambda r: r.num_undrafted_rounds),
     "simsd_error_rows": ("rows that ended with finish_reason error",
                          lambda r: 1 if r.finish_reason == "error" else 0),
 }

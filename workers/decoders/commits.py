@@ -30,12 +30,23 @@ class CommitQueue:
         """Queue each sequence's just-finished block ``blocks[n, B]``; seq.start is already past it."""
         if not seqs:
             return
-        slots = to_device([s.slot for s in seqs], self.runner.device)
         if self.fold:
+            # A row whose previous block is still queued (its model ran no forward since, e.g. a
+            # draft during target-only rounds) gets that block stored now: a queue holds one per row.
+            waiting = [s for s in seqs if s.slot in self.pending]
+            if waiting:
+                queued = self.tokens[to_device([s.slot for s in waiting], self.runner.device)]
+                self._store_now(waiting, queued, [s.start - 2 * self.block for s in waiting])
+                self.pending.difference_update(s.slot for s in waiting)
+            slots = to_device([s.slot for s in seqs], self.runner.device)
             self.tokens[slots] = blocks
             self.pending.update(s.slot for s in seqs)
             return
-        starts = [s.start - self.block for s in seqs]
+        self._store_now(seqs, blocks, [s.start - self.block for s in seqs])
+
+    def _store_now(self, seqs: list[Sequence], blocks: torch.Tensor, starts: list[int]) -> None:
+        """A forward of its own storing ``blocks[n, B]`` at ``starts``."""
+        slots = to_device([s.slot for s in seqs], self.runner.device)
         self.runner.commit(slots, blocks, to_device(starts, self.runner.device), max(starts))
         for s in seqs:
             setattr(s.result, self.counter, getattr(s.result, self.counter) + 1)

@@ -2,24 +2,32 @@
 accept in position order, commit full blocks to both caches."""
 from __future__ import annotations
 
+import time
+
 import torch
 
 from ..runner import ModelRunner
 from ..decoding import layouts
 from ..decoding.acceptance import accept_greedy, accept_mrs
+from ..decoding.adaptive import DRAFT, TARGET, AdaptivePolicy
+from ..decoding.remasking import reveal_positions
 from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
-from ..decoding.rng import STREAM_ACCEPT, STREAM_BONUS
+from ..decoding.rng import STREAM_ACCEPT, STREAM_BONUS, STREAM_TARGET
 from ..decoding.row_settings import StepRows, process_logits, record_logprobs
-from ..decoding.sampling import suppress, target_distribution
+from ..decoding.sampling import choose_tokens, suppress, target_distribution
 from ..decoding.sequence import Sequence
 from ..decoding.host import to_device
 
 
 class SimSDDecoder:
+    """policy: an AdaptivePolicy deciding per round whether to draft or let the target decode
+    alone (exact verification only: the target's step gives the same token), or None to always draft."""
+
     def __init__(self, target: ModelRunner, drafter, block: int, settings, num_slots: int, generator, timer,
-                 fold: bool):
+                 fold: bool, policy: AdaptivePolicy | None = None):
         self.target, self.drafter, self.block, self.timer = target, drafter, block, timer
+        self.policy = policy
         self.settings = settings  # randomness is per row (rng.py); ``generator`` is unused
         self.mask_id = target.config.mask_token_id
         self.state = BlockState(num_slots, block, self.mask_id, target.device)
@@ -43,7 +51,47 @@ class SimSDDecoder:
         self.state.open(seqs)
 
     def step(self, seqs: list[Sequence], stop_ids) -> list[Sequence]:
-        """One speculative round for every sequence; returns those that finished."""
+        """One round for every sequence (drafted, or target-only when the policy says drafting does
+        not pay); returns those that finished."""
+        if self.policy is None:
+            return self._draft_round(seqs, stop_ids)[0]
+        mode = self.policy.choose()
+        t0 = time.perf_counter()
+        round_fn = self._draft_round if mode == DRAFT else self._target_round
+        finished, tokens_per_row = round_fn(seqs, stop_ids)
+        self.policy.record(mode, time.perf_counter() - t0, tokens_per_row)
+        return finished
+
+    def _target_round(self, seqs: list[Sequence], stop_ids):
+        """One target forward over the current blocks; the leftmost masked position of each row is
+        revealed with the target's choice. In exact mode this is the token a SimSD round yields
+        there whatever the draft proposes (verify copy k at the first masked position k)."""
+        dev, B = self.target.device, self.block
+        slots = to_device([s.slot for s in seqs], dev)
+        starts = to_device([s.start for s in seqs], dev)
+        ids, masked = self.state.tokens[slots], self.state.masked[slots]
+        rows = StepRows(seqs, dev, sample=any(s.temperature > 0 for s in seqs))
+        with self.timer("verify"):
+            positions = starts[:, None] + torch.arange(B, device=dev)
+            h = self.commits.hidden(seqs, ids, positions, layouts.full_block(len(seqs), B, dev), slots)
+            logits = self.target.logits(h)
+            if rows.process:
+                logits = process_logits(logits, seqs, [s.start - s.prompt_len for s in seqs], stop_ids)
+            tokens, confidence, _ = choose_tokens(logits, rows.column(rows.temps), rows.column(rows.top_k),
+                                                  rows.column(rows.top_p), rows.uniforms(STREAM_TARGET, B),
+                                                  sample=rows.sample, never=(self.mask_id,))
+            reveal = reveal_positions(confidence, masked, "sequential")
+        record_logprobs(rows, logits, tokens, reveal, [s.start for s in seqs], ())
+        rows.advance()
+        new_tokens = torch.where(reveal, tokens, ids)
+        self.state.tokens[slots], self.state.masked[slots] = new_tokens, masked & ~reveal
+        zeros = torch.zeros(len(seqs), 2, dtype=torch.long, device=dev)
+        zeros[:, 1] = 1  # no draft accepted; one token (the "bonus") per row
+        blocks = self._count(seqs, torch.cat([new_tokens, zeros], dim=1).tolist(), drafted=False)
+        return self._close(seqs, slots, stop_ids, blocks), 1.0
+
+    def _draft_round(self, seqs: list[Sequence], stop_ids):
+        """One speculative round: draft, verify, accept in position order."""
         dev, B = self.target.device, self.block
         slots = to_device([s.slot for s in seqs], dev)
         starts = to_device([s.start for s in seqs], dev)
@@ -66,6 +114,12 @@ class SimSDDecoder:
         rows = torch.cat([new_tokens, num_acc[:, None], has_bonus[:, None].long()], dim=1).tolist()
         blocks = self._count(seqs, rows)
         self.drafter.after_round(seqs, slots, to_device([s.start + B - s.masked_left for s in seqs], dev))
+        tokens_per_row = sum(r[B] + r[B + 1] for r in rows) / len(rows)
+        return self._close(seqs, slots, stop_ids, blocks), tokens_per_row
+
+    def _close(self, seqs, slots, stop_ids, blocks) -> list[Sequence]:
+        """Commit full blocks, end rows at a stop; returns the finished rows."""
+        B = self.block
         with self.timer("commit"):
             closed, finished = close_full_blocks(self.state, self.queues, seqs, stop_ids, blocks)
         # A stop committed inside a block ends the sequence now; the rest of the block is not needed.
@@ -102,7 +156,7 @@ class SimSDDecoder:
         diag = torch.arange(B, device=dev)
         return self.target.logits(h.view(b, B, B, -1)[:, diag, diag])
 
-    def _count(self, seqs, rows) -> list[list[int]]:
+    def _count(self, seqs, rows, drafted: bool = True) -> list[list[int]]:
         """Update statistics and the host's masked counts from the copied rows; return the blocks."""
         B = self.block
         for s, row in zip(seqs, rows):
@@ -110,7 +164,10 @@ class SimSDDecoder:
             r = s.result
             r.num_rounds += 1
             r.num_target_forwards += 1
-            r.num_drafted_tokens += s.masked_left
+            if drafted:
+                r.num_drafted_tokens += s.masked_left
+            else:
+                r.num_undrafted_rounds += 1
             r.num_accepted_tokens += accepted
             s.masked_left -= accepted + bonus
         return [row[:B] for row in rows]

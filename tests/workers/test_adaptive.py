@@ -1,0 +1,81 @@
+"""Adaptive SimSD: the rule that picks drafted or target-only rounds (pure), and the claim that
+switching changes speed only: any schedule of the two round kinds gives exact mode's tokens,
+which are vanilla sequential decoding's."""
+import pytest
+
+from workers.api import DecodeConfig, Request
+from workers.decoding.adaptive import DRAFT, TARGET, AdaptivePolicy
+from workers.engine import Engine
+
+from .test_simsd import PROMPTS, near_draft  # noqa: F401  (fixture)
+
+
+def _feed(policy, rounds, draft=(0.010, 3.0), target=(0.004, 1.0)):
+    """Run ``rounds`` rounds where a drafted round takes draft[0] s for draft[1] tokens per row."""
+    modes = []
+    for _ in range(rounds):
+        mode = policy.choose()
+        modes.append(mode)
+        s, t = draft if mode == DRAFT else target
+        policy.record(mode, s, t)
+    return modes
+
+
+def test_warm_up_measures_both_modes_then_keeps_the_faster():
+    policy = AdaptivePolicy(probe_every=8, warmup=3)
+    modes = _feed(policy, 40)  # drafting: 300 tokens/s per row; target alone: 250
+    assert modes[:6] == [DRAFT] * 3 + [TARGET] * 3
+    later = modes[6:]
+    assert later.count(TARGET) == sum(1 for i in range(6, 40) if i % 8 == 7)  # the probes only
+    assert policy.report()["adaptive_mode"] == DRAFT
+
+
+def test_zero_acceptance_falls_back_to_the_target():
+    policy = AdaptivePolicy(probe_every=8, warmup=3)
+    modes = _feed(policy, 40, draft=(0.010, 1.0))  # a round of 10 ms for one token: 100 vs 250 tokens/s
+    assert modes[6:].count(DRAFT) == sum(1 for i in range(6, 40) if i % 8 == 7)
+    assert policy.report()["adaptive_mode"] == TARGET
+
+
+def test_one_slow_round_does_not_flip_the_choice():
+    policy = AdaptivePolicy(probe_every=1000, warmup=3)
+    _feed(policy, 20)
+    policy.record(DRAFT, 5.0, 3.0)  # a graph capture: 500x slower once
+    assert policy.choose() == DRAFT
+
+
+class Scripted(AdaptivePolicy):
+    """A fixed schedule of round kinds: long target-only runs (blocks close while the draft runs no
+    forward), single drafted rounds, and back."""
+
+    PATTERN = [TARGET] * 9 + [DRAFT] + [TARGET] + [DRAFT] * 3
+
+    def choose(self) -> str:
+        return self.PATTERN[self.rounds % len(self.PATTERN)]
+
+
+def _tokens(ckpts, draft, policy=None, **kw):
+    kw.setdefault("decoder", "simsd" if draft else "vanilla")
+    eng = Engine(str(ckpts["target"]), str(draft) if draft else None, DecodeConfig(batch_size=3, **kw), "cpu", "float32")
+    if policy is not None:
+        eng.decoder.policy = policy
+    res = eng.generate([Request(i, p, max_new_tokens=21) for i, p in enumerate(PROMPTS)])
+    return [r.token_ids for r in res], res
+
+
+@pytest.mark.parametrize("fold", ["always", "never"])
+def test_any_schedule_gives_sequential_tokens(ckpts, near_draft, fold):  # noqa: F811
+    want, _ = _tokens(ckpts, None, remasking="sequential", commit_folding=fold)
+    got, res = _tokens(ckpts, near_draft, Scripted(), verify="exact", commit_folding=fold)
+    assert got == want
+    assert all(r.num_undrafted_rounds > 0 for r in res)
+    assert all(r.num_undrafted_rounds < r.num_rounds for r in res)
+    assert sum(r.num_accepted_tokens for r in res) > 0  # the drafted rounds did accept drafts
+
+
+def test_adaptive_is_on_for_exact_and_refused_for_paper():
+    assert DecodeConfig(decoder="simsd", verify="exact").adaptive_on
+    assert not DecodeConfig(decoder="simsd", verify="paper").adaptive_on
+    assert not DecodeConfig(decoder="simsd", verify="exact", adaptive="off").adaptive_on
+    with pytest.raises(ValueError, match="needs verify 'exact'"):
+        DecodeConfig(decoder="simsd", verify="paper", adaptive="on")

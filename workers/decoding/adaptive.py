@@ -1,0 +1,83 @@
+"""When SimSD drafts and when the target decodes alone: a pure rule over measured costs.
+
+A SimSD round costs the draft's steps plus one verify and yields ``tokens`` per row (accepted
+drafts plus the bonus token). A target-only round (one target forward, the leftmost masked
+position revealed with the target's own choice) yields exactly one token per row, and in exact
+mode it is the token SimSD would have produced there, so switching changes speed only.
+
+The decoder times every round (it ends with a device->host copy, so wall time is device time)
+and feeds ``record``; ``choose`` picks the mode with more tokens per second, and every
+``probe_every`` rounds runs the other mode once to keep its estimate fresh (acceptance drifts as
+the text changes). Estimates are medians of the last ``window`` rounds, so one slow round (a
+CUDA graph captured, a new batch size) cannot flip the decision.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from statistics import median
+
+DRAFT, TARGET = "draft", "target"
+
+
+@dataclass
+class ModeStats:
+    """Recent rounds of one mode: seconds per round and tokens per row per round."""
+    window: int = 8
+    seconds: deque = field(default_factory=deque)
+    tokens: deque = field(default_factory=deque)
+
+    def add(self, seconds: float, tokens_per_row: float) -> None:
+        for q, v in ((self.seconds, seconds), (self.tokens, tokens_per_row)):
+            q.append(v)
+            while len(q) > self.window:
+                q.popleft()
+
+    @property
+    def known(self) -> bool:
+        return bool(self.seconds)
+
+    def rate(self) -> float:
+        """Tokens per row per second (median round)."""
+        return median(self.tokens) / max(median(self.seconds), 1e-9)
+
+
+@dataclass
+class AdaptivePolicy:
+    probe_every: int = 16     # rounds between probes of the mode not in use
+    window: int = 8
+    warmup: int = 3           # rounds of each mode measured first (the median drops a capture spike)
+    rounds: int = 0
+    current: str = DRAFT
+    stats: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.stats = {DRAFT: ModeStats(self.window), TARGET: ModeStats(self.window)}
+
+    def choose(self) -> str:
+        """The mode of the next round: ``warmup`` rounds of each mode first (drafting first; the
+        median ignores a first round slowed by graph capture), then the faster one, with a probe
+        of the other every ``probe_every`` rounds."""
+        d, t = self.stats[DRAFT], self.stats[TARGET]
+        if len(d.seconds) < self.warmup:
+            return DRAFT
+        if len(t.seconds) < self.warmup:
+            return TARGET
+        best = DRAFT if d.rate() >= t.rate() else TARGET
+        self.current = best
+        if self.rounds % self.probe_every == self.probe_every - 1:
+            return TARGET if best == DRAFT else DRAFT
+        return best
+
+    def record(self, mode: str, seconds: float, tokens_per_row: float) -> None:
+        self.rounds += 1
+        self.stats[mode].add(seconds, tokens_per_row)
+
+    def report(self) -> dict:
+        """What the rule sees now (for logs and the summary)."""
+        out = {"adaptive_mode": self.current, "adaptive_rounds": self.rounds}
+        for mode, s in self.stats.items():
+            if s.known:
+                out[f"{mode}_round_ms"] = 1e3 * median(s.seconds)
+                out[f"{mode}_tokens_per_round"] = median(s.tokens)
+        return out
