@@ -23,7 +23,7 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 _FINGERPRINT_FIELDS = ("input", "target", "draft", "id_column", "prompt_column", "messages_column",
                        "no_chat_template", "dtype", "keep_columns", "keep_prompt", *SAMPLING_FLAGS)
 # Decode fields that only change speed, not outputs.
-_DECODE_SPEED_ONLY = ("batch_size", "commit_folding", "max_total_tokens", "gpu_memory_utilization", "page_size",
+_DECODE_SPEED_ONLY = ("batch_size", "commit_folding", "adaptive", "max_total_tokens", "gpu_memory_utilization", "page_size",
                       "attention")
 
 
@@ -47,8 +47,10 @@ class GenerateConfig:
                                   "never inside it (the demo writes ./simsd-demo-output)")
     target: str | None = _f(None, "target SDAR checkpoint: local dir, fsspec URL or hub id")
     draft: str | None = _f(None, "draft checkpoint for --decoder simsd (same tokenizer as the target)")
-    decoder: str | None = _f(None, "vanilla block diffusion, or simsd speculative decoding (default: simsd when "
-                                   "--draft is given, else vanilla; --decoder vanilla with --draft is refused)", DECODERS)
+    decoder: str | None = _f(None, "vanilla block diffusion, simsd speculative decoding, or auto: the fastest lossless "
+                                   "choice (simsd exact with adaptive rounds when --draft is given, else vanilla "
+                                   "sequential; the summary says which). Default: simsd when --draft is given, else "
+                                   "vanilla; --decoder vanilla with --draft is refused", (*DECODERS, "auto"))
     remasking: str = _f("sequential", "vanilla: which masked positions a denoising step reveals", REMASKING)
     threshold: float = _f(0.9, "dynamic remasking: reveal every position above this confidence", flag_type=float)
     block_length: int | None = _f(None, "diffusion block length (default: the target's trained block size)", flag_type=int)
@@ -145,9 +147,26 @@ class GenerateConfig:
         """--draft alone means simsd; --decoder vanilla with a --draft would silently ignore it."""
         if self.decoder is None:
             self.decoder = "simsd" if self.draft is not None else "vanilla"
+        elif self.decoder == "auto":
+            self._resolve_auto()
         elif self.decoder == "vanilla" and self.draft is not None:
             raise ConfigError(f"--draft {self.draft} is only used by --decoder simsd, but --decoder vanilla was given; "
                               "drop --draft, or drop --decoder (--draft alone means simsd)")
+
+    def _resolve_auto(self) -> None:
+        """--decoder auto: the lossless decoder expected fastest, and why (reported in the summary)."""
+        if self.remasking != "sequential":
+            raise ConfigError(f"--decoder auto picks a lossless decoder, but --remasking {self.remasking} is lossy; "
+                              "use --decoder vanilla for it")
+        if self.draft is None:
+            self.decoder = "vanilla"
+            self.decoder_choice = "vanilla sequential: no --draft, so the target decodes one token per step"
+            return
+        if self.adaptive == "off":
+            raise ConfigError("--decoder auto decides per round whether drafting pays; drop --adaptive off")
+        self.decoder, self.verify = "simsd", "exact"
+        self.decoder_choice = ("simsd exact with adaptive rounds: drafts while the measured tokens per second beat "
+                               "the target alone, target-only steps otherwise (same tokens either way)")
 
     def _check_locations(self) -> None:
         if self.input is not None and self.output is not None and is_inside(self.output, self.input):

@@ -59,6 +59,7 @@ def compute(table: pa.Table | None, this_run: pa.Table | None, config, wall_time
         "acceptance_rate": _ratio(totals["num_accepted_tokens"], totals["num_drafted_tokens"]),
         **{k: totals[k] for k in _SUMMED if k not in ("num_input_tokens", "num_generated_tokens")},
         "device": _device(config),
+        "decoder": getattr(config, "decoder_choice", None) or config.decoder,
         "decode_config": json.dumps(config.decode.to_dict(), sort_keys=True),
         "target": config.target,
         "draft": config.draft,

@@ -34,3 +34,19 @@ def test_fingerprint_ignores_speed_and_credentials():
     c = GenerateConfig(input="x", target="t", temperature=0.7)
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
     assert "k" not in str(a.public_dict()["storage_options"][0:0])
+
+
+def test_decoder_auto_picks_a_lossless_decoder_and_says_why():
+    with_draft = GenerateConfig(input="x", target="t", draft="d", decoder="auto")
+    assert (with_draft.decoder, with_draft.verify) == ("simsd", "exact")
+    assert with_draft.decode.adaptive_on and "adaptive" in with_draft.decoder_choice
+    alone = GenerateConfig(input="x", target="t", decoder="auto")
+    assert alone.decoder == "vanilla" and alone.decode.remasking == "sequential"
+    assert "no --draft" in alone.decoder_choice
+    with pytest.raises(ConfigError, match="lossy"):
+        GenerateConfig(input="x", target="t", decoder="auto", remasking="dynamic")
+    with pytest.raises(ConfigError, match="adaptive off"):
+        GenerateConfig(input="x", target="t", draft="d", decoder="auto", adaptive="off")
+    # adaptive changes speed only: an output written with it off resumes with it on
+    exact = dict(input="x", target="t", draft="d", verify="exact")
+    assert GenerateConfig(**exact, adaptive="off").fingerprint() == GenerateConfig(**exact).fingerprint()

@@ -2,6 +2,7 @@
 accept in position order, commit full blocks to both caches."""
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
@@ -20,6 +21,9 @@ from ..decoding.sequence import Sequence
 from ..decoding.host import to_device
 
 
+log = logging.getLogger(__name__)
+
+
 class SimSDDecoder:
     """policy: an AdaptivePolicy deciding per round whether to draft or let the target decode
     alone (exact verification only: the target's step gives the same token), or None to always draft."""
@@ -28,6 +32,7 @@ class SimSDDecoder:
                  fold: bool, policy: AdaptivePolicy | None = None):
         self.target, self.drafter, self.block, self.timer = target, drafter, block, timer
         self.policy = policy
+        self._logged_mode = DRAFT
         self.settings = settings  # randomness is per row (rng.py); ``generator`` is unused
         self.mask_id = target.config.mask_token_id
         self.state = BlockState(num_slots, block, self.mask_id, target.device)
@@ -60,6 +65,11 @@ class SimSDDecoder:
         round_fn = self._draft_round if mode == DRAFT else self._target_round
         finished, tokens_per_row = round_fn(seqs, stop_ids)
         self.policy.record(mode, time.perf_counter() - t0, tokens_per_row)
+        if self.policy.current != self._logged_mode:
+            self._logged_mode = self.policy.current
+            log.info("adaptive SimSD: %s rounds now (%s)", "drafted" if self._logged_mode == DRAFT else "target-only",
+                     ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in self.policy.report().items()))
         return finished
 
     def _target_round(self, seqs: list[Sequence], stop_ids):
