@@ -15,6 +15,12 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 # Object-store checkpoints are copied into this cache; keep it out of $HOME (workers inherit it).
 os.environ.setdefault("SIMSD_CACHE", tempfile.mkdtemp(prefix="simsd-test-cache-"))
+# No GPU here: Triton kernels (attention, MoE) run under Triton's CPU interpreter. Set before any
+# kernel module is imported (triton.jit reads it when a kernel is defined).
+import torch as _torch  # noqa: E402
+
+if not _torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

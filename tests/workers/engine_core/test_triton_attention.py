@@ -1,15 +1,11 @@
 """The ``triton`` attention backend: its kernel (run by Triton's interpreter on CPU) equals the
 plain PyTorch gather path, with and without a split prefix, and the engine on it decodes the same
 tokens as on the default backend."""
-import os
-
 import pytest
 import torch
 
 from tests.needs import import_or_skip
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are defined
 import_or_skip("triton", "pip install triton")
 
 from workers.api import DecodeConfig, Request  # noqa: E402
