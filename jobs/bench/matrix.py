@@ -8,10 +8,14 @@ import torch
 from workers.tokenizer import TokenizerBundle
 from .hf_baseline import hf_model, hf_sequential_decode
 from .measure import Case, floor_seconds, run_engine_case
-from .shapes import MASK_TOKEN_ID, random_model, weight_bytes
+from .shapes import MASK_TOKEN_ID, make_agree, random_model, weight_bytes
 
 VANILLA = [("vanilla", "sequential", ""), ("vanilla", "static", ""), ("vanilla", "dynamic", "")]
 SIMSD = [("simsd", "sequential", "paper"), ("simsd", "sequential", "exact")]
+# (decoder, remasking, verify, draft kind, adaptive, draft remasking): the lossless SimSD variants
+ADAPTIVE = [("simsd", "sequential", "exact", "sdar", "on", "static"),
+            ("simsd", "sequential", "exact", "sdar", "off", "dynamic")]
+AGREE = "+agree"  # a pair name ending in this: weights made to agree (SimSD accepts every draft)
 
 
 def shape_plan(plan: str) -> list[tuple[str, int, list[int], list[tuple]]]:
@@ -24,7 +28,8 @@ def shape_plan(plan: str) -> list[tuple[str, int, list[int], list[tuple]]]:
     return [
         ("sdar-1.7b-shape", 4, [1], [("hf", "", "")] + VANILLA[:1]),
         ("sdar-8b-shape", 4, [1], [("hf", "", "")]),
-        ("sdar-8b-shape", 4, [1, 16, 64], VANILLA + SIMSD),
+        ("sdar-8b-shape", 4, [1, 16, 64], VANILLA + SIMSD + ADAPTIVE),
+        ("sdar-8b-shape" + AGREE, 4, [1, 16, 64], VANILLA[:1] + SIMSD[1:] + ADAPTIVE),
         ("sdar-8b-shape", 8, [1, 16], VANILLA[:1] + SIMSD),
         ("sdar-4b-shape", 4, [1, 32, 128], VANILLA + SIMSD),
     ]
@@ -37,8 +42,8 @@ def reference_plan(plan: str) -> list[tuple[int, list[int], list[tuple]]]:
     if plan == "shapes":
         return []
     if plan == "reference-b1":
-        return [(4, [1], VANILLA + SIMSD)]
-    return [(4, [1, 8, 32], VANILLA + SIMSD + ar), (8, [1], VANILLA[:1] + SIMSD)]
+        return [(4, [1], VANILLA + SIMSD + ADAPTIVE)]
+    return [(4, [1, 8, 32], VANILLA + SIMSD + ADAPTIVE + ar), (8, [1], VANILLA[:1] + SIMSD)]
 
 
 def run_matrix(args, pairs: dict, reference_dir, log, save=lambda records: None) -> list[dict]:
@@ -46,16 +51,17 @@ def run_matrix(args, pairs: dict, reference_dir, log, save=lambda records: None)
     records = []
     loaded: dict[str, torch.nn.Module] = {}
     for pair, block, batches, decoders in shape_plan(args.plan):
-        target_shape, draft_shape = pairs[pair]
-        _keep(loaded, {target_shape, draft_shape} - {None})
-        target = _get(loaded, target_shape, device)
-        draft = _get(loaded, draft_shape, device) if draft_shape else None
+        target_shape, draft_shape = pairs[pair.removesuffix(AGREE)]
+        agree = pair.endswith(AGREE)
+        _keep(loaded, {_key(target_shape, agree), _key(draft_shape, agree)} - {None})
+        target = _get(loaded, target_shape, device, agree)
+        draft = _get(loaded, draft_shape, device, agree) if draft_shape else None
         tok = TokenizerBundle(tokenizer=None, stop_ids=())  # random weights: no stops, fixed lengths
         for batch in batches:
             g = torch.Generator().manual_seed(batch)
             prompts = [torch.randint(0, 150000, (args.prompt_len,), generator=g).tolist() for _ in range(batch)]
             for spec in decoders:
-                case = Case(pair, spec[0], spec[1], spec[2], "sdar", batch, block)
+                case = _case(pair, spec, batch, block)
                 rec = _run_case(case, target, draft, tok, prompts, args, device)
                 records.append(rec)
                 log(_line(rec))
@@ -67,6 +73,12 @@ def run_matrix(args, pairs: dict, reference_dir, log, save=lambda records: None)
     elif reference_plan(args.plan):
         records += run_reference(args, reference_dir, device, log, lambda recs: save(derive(records + recs)))
     return derive(records)
+
+
+def _case(pair: str, spec: tuple, batch: int, block: int) -> Case:
+    """A Case from a plan's (decoder, remasking, verify[, draft kind[, adaptive[, draft remasking]]])."""
+    kind, adaptive, draft_rule = (tuple(spec[3:]) + ("sdar", "off", "static")[len(spec) - 3:])[:3]
+    return Case(pair, spec[0], spec[1], spec[2], kind, batch, block, adaptive=adaptive, draft_remasking=draft_rule)
 
 
 def _run_case(case: Case, target, draft, tok, prompts, args, device) -> dict:
@@ -118,7 +130,7 @@ def run_reference(args, reference_dir, device, log, save=lambda records: None) -
                 kind = spec[3] if len(spec) > 3 else "sdar"
                 if kind not in drafts:
                     continue
-                case = Case("reference", spec[0], spec[1], spec[2], kind, batch, block)
+                case = _case("reference", spec, batch, block)
                 draft = drafts[kind] if case.decoder == "simsd" else None
                 rec = {**case.__dict__, "label": case.label, "num_prompts": n}
                 rec.update(run_engine_case(case, target, draft, tok, prompts, 256, keep_results=True))
@@ -151,10 +163,16 @@ def _line(r: dict) -> str:
             f"acc/round={r.get('mean_accepted_per_round', 0) or 0:.2f}{fr}{acc}")
 
 
-def _get(loaded, shape, device):
-    if shape not in loaded:
-        loaded[shape] = random_model(shape, device)
-    return loaded[shape]
+def _key(shape, agree: bool):
+    return None if shape is None else shape + (AGREE if agree else "")
+
+
+def _get(loaded, shape, device, agree: bool = False):
+    key = _key(shape, agree)
+    if key not in loaded:
+        model = random_model(shape, device)
+        loaded[key] = make_agree(model) if agree else model
+    return loaded[key]
 
 
 def _keep(loaded, names) -> None:

@@ -25,11 +25,15 @@ class Case:
     threshold: float = 0.9
     attention: str = "auto"   # the engine's attention backend (auto: the measured default)
     commit_folding: str = "auto"
+    adaptive: str = "off"     # simsd exact: "on" lets the engine run target-only rounds when drafting does not pay
+    draft_remasking: str = "static"
 
     @property
     def label(self) -> str:
         if self.decoder == "simsd":
-            return f"simsd-{self.verify}" + ("-ar" if self.draft_kind == "ar" else "")
+            return (f"simsd-{self.verify}" + ("-ar" if self.draft_kind == "ar" else "")
+                    + ("-dyndraft" if self.draft_remasking == "dynamic" else "")
+                    + ("-adaptive" if self.adaptive == "on" else ""))
         return f"{self.decoder}-{self.remasking}" if self.decoder == "vanilla" else self.decoder
 
 
@@ -49,7 +53,9 @@ def run_engine_case(case: Case, target, draft, tokenizer, prompts: list[list[int
     cfg = DecodeConfig(decoder=case.decoder, remasking=case.remasking, threshold=case.threshold,
                        block_length=case.block_length, max_new_tokens=max_new,
                        verify=case.verify or "paper", batch_size=case.batch_size,
-                       attention=case.attention, commit_folding=case.commit_folding)
+                       attention=case.attention, commit_folding=case.commit_folding,
+                       adaptive=case.adaptive if case.decoder == "simsd" else "off",
+                       draft_remasking=case.draft_remasking)
     engine = Engine.from_models(target, draft, tokenizer, cfg, static_shapes=static_shapes)
     requests = [Request(i, p, max_new_tokens=max_new) for i, p in enumerate(prompts)]
     engine.generate(requests)  # warm-up: captures every graph shape this case uses
