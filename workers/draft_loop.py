@@ -1,16 +1,18 @@
 """A draft's whole greedy denoising loop as one CUDA graph.
 
 The reference draft is small enough that one of its forwards is cheaper than the host work of
-launching it; replaying k denoising steps (forward, confidence, one reveal per step) as a single
+launching it; replaying k denoising steps (forward, confidence, reveal) as a single
 graph removes that host work from every step but the round's first. Like StaticForward, it runs
 at a batch-size bucket with fixed shapes; padding rows have nothing masked and reveal nothing. On
-CPU the same body runs eagerly (how it is tested without a GPU).
+CPU the same body runs eagerly (how it is tested without a GPU). Each step reveals one position,
+or, with S denoising steps per block (``--denoising-steps``), ``step_quota`` positions computed on
+the device from the masked count and the step's index (so the graph needs no host input).
 """
 from __future__ import annotations
 
 import torch
 
-from .decoding.remasking import reveal_positions
+from .decoding.remasking import reveal_positions, step_quota
 from .graphs import StaticForward, batch_bucket
 from .runner import ModelRunner
 
@@ -18,9 +20,10 @@ from .runner import ModelRunner
 class _Loop:
     """The buffers and graph of one (bucket, steps, span)."""
 
-    def __init__(self, runner: ModelRunner, nb: int, block: int, span: int, k: int, rule: str):
+    def __init__(self, runner: ModelRunner, nb: int, block: int, span: int, k: int, rule: str,
+                 steps: int | None = None):
         dev = runner.device
-        self.runner, self.k, self.rule = runner, k, rule
+        self.runner, self.k, self.rule, self.num_steps = runner, k, rule, steps
         self.fwd = StaticForward(runner.model, runner.cache, nb, block, span, runner.attention, runner.layer_fn)
         self.fwd.visible.fill_(True)
         self.masked = torch.zeros(nb, block, dtype=torch.bool, device=dev)
@@ -32,7 +35,9 @@ class _Loop:
         model, tokens = self.runner.model, self.fwd.ids
         for i in range(self.k):
             confidence, chosen = torch.softmax(model.logits(self.fwd.body()), -1).max(-1)
-            reveal = reveal_positions(confidence, self.masked, self.rule)
+            quota = None if self.num_steps is None else step_quota(self.masked.sum(-1), self.num_steps,
+                                                                   self.offset + i)
+            reveal = reveal_positions(confidence, self.masked, self.rule, quota=quota)
             tokens.copy_(torch.where(reveal, chosen, tokens))
             self.steps.copy_(torch.where(reveal, self.offset + (i + 1), self.steps))
             self.masked.copy_(self.masked & ~reveal)
@@ -52,8 +57,11 @@ class _Loop:
 
 
 class DraftLoop:
-    def __init__(self, runner: ModelRunner, block: int, rule: str):
+    """steps: denoising steps per block (None: one reveal per step)."""
+
+    def __init__(self, runner: ModelRunner, block: int, rule: str, steps: int | None = None):
         self.runner, self.cache, self.block, self.rule = runner, runner.cache, block, rule
+        self.num_steps = steps
         self.loops: dict[tuple[int, int, int], _Loop] = {}
 
     def run(self, slots, drafts, masked, positions, steps, offset: int, k: int, max_len: int):
@@ -61,7 +69,7 @@ class DraftLoop:
         b = slots.shape[0]
         key = (batch_bucket(b), k, self.runner.static.span(max_len))
         if key not in self.loops:
-            self.loops[key] = _Loop(self.runner, key[0], self.block, key[2], k, self.rule)
+            self.loops[key] = _Loop(self.runner, key[0], self.block, key[2], k, self.rule, self.num_steps)
         loop = self.loops[key]
         loop.fwd.load(drafts, positions, loop.fwd.visible[:b], slots, None, self.cache.lengths[slots])
         loop.masked.zero_()

@@ -30,22 +30,28 @@ def stop_cut(generated, stop_ids, max_new):
 
 
 def denoise_block(model, prefix: list[int], block: list[int | None], start: int, B: int, mask_id: int,
-                  rule: str, threshold: float = 0.9, record=None) -> list[int]:
-    """Fill every None in ``block`` by repeated full-recompute forwards (greedy)."""
+                  rule: str, threshold: float = 0.9, record=None, steps: int | None = None) -> list[int]:
+    """Fill every None in ``block`` by repeated full-recompute forwards (greedy).
+
+    ``steps``: denoising steps for the block (None: one reveal per step); step k (0-based) then
+    reveals ceil(masked / max(steps - k, 1)) positions: the leftmost (sequential) or the most
+    confident, lower position first on ties (static; dynamic adds every one above ``threshold``).
+    """
     block = list(block)
     step = 0
     while any(t is None for t in block):
+        masked = [i for i, t in enumerate(block) if t is None]
+        quota = 1 if steps is None else -(-len(masked) // max(steps - step, 1))
         step += 1
         toks = prefix[:start] + [mask_id if t is None else t for t in block]
         logits = forward_full(model, toks, list(range(len(toks))), block_causal_mask(len(toks), B))[start:]
         probs = torch.softmax(logits, -1)
-        masked = [i for i, t in enumerate(block) if t is None]
         best = {i: (int(probs[i].argmax()), float(probs[i].max())) for i in masked}
         if rule == "sequential":
-            pick = [masked[0]]
+            pick = masked[:quota]
         else:
-            top = max(masked, key=lambda i: best[i][1])
-            pick = [top] + ([i for i in masked if best[i][1] > threshold and i != top] if rule == "dynamic" else [])
+            top = sorted(masked, key=lambda i: (-best[i][1], i))[:quota]
+            pick = top + ([i for i in masked if best[i][1] > threshold and i not in top] if rule == "dynamic" else [])
         for i in pick:
             block[i] = best[i][0]
             if record is not None:
@@ -53,11 +59,12 @@ def denoise_block(model, prefix: list[int], block: list[int | None], start: int,
     return block
 
 
-def vanilla(model, prompt, B, mask_id, max_new, stop_ids, rule="sequential", threshold=0.9):
+def vanilla(model, prompt, B, mask_id, max_new, stop_ids, rule="sequential", threshold=0.9, steps=None):
     seq, start = list(prompt), (len(prompt) // B) * B
     while True:
         tail = seq[start:]
-        block = denoise_block(model, seq, tail + [None] * (B - len(tail)), start, B, mask_id, rule, threshold)
+        block = denoise_block(model, seq, tail + [None] * (B - len(tail)), start, B, mask_id, rule, threshold,
+                              steps=steps)
         seq = seq[:start] + block
         start += B
         out, reason = stop_cut(seq[len(prompt):], stop_ids, max_new)
@@ -97,13 +104,15 @@ def paper_visible(prefix_len: int, B: int, t: list[int]) -> list[list[bool]]:
     return vis
 
 
-def simsd_paper(target, draft, prompt, B, mask_id, max_new, stop_ids, log=None):
-    """SimSD greedy with the paper's verify layout, no caches anywhere. SDAR draft, static reveal."""
+def simsd_paper(target, draft, prompt, B, mask_id, max_new, stop_ids, log=None, rule="static", steps=None,
+                threshold=0.9):
+    """SimSD greedy with the paper's verify layout, no caches anywhere. SDAR draft revealing by
+    ``rule`` (static by default), each round in ``steps`` steps (None: one reveal per step)."""
     seq, start = list(prompt), (len(prompt) // B) * B
     block = seq[start:] + [None] * (B - len(seq[start:]))
     while True:
         t = [0] * B
-        drafts = denoise_block(draft, seq, block, start, B, mask_id, "static", record=t)
+        drafts = denoise_block(draft, seq, block, start, B, mask_id, rule, threshold, record=t, steps=steps)
         toks = seq[:start] + drafts + [mask_id] * B
         positions = list(range(start + B)) + list(range(start, start + B))
         logits = forward_full(target, toks, positions, paper_visible(start, B, t))[start + B:]

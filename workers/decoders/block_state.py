@@ -5,19 +5,22 @@ import torch
 
 from ..decoding.sequence import Sequence
 from ..decoding.host import to_device
+from ..decoding.remasking import step_quota
 
 
 class BlockState:
     """Owns ``tokens[S, B]`` and ``masked[S, B]``: the current block of every slot, on the device.
 
     A revealed position never changes; ``masked`` is explicit because a model may well predict
-    the mask token itself.
+    the mask token itself. ``steps_taken[slot]`` (host) counts the denoising steps the slot's
+    current block has had: the step counter k of ``--denoising-steps`` (0 whenever a block opens).
     """
 
     def __init__(self, num_slots: int, block: int, mask_id: int, device: torch.device):
         self.block, self.mask_id, self.device = block, mask_id, device
         self.tokens = torch.full((num_slots, block), mask_id, dtype=torch.long, device=device)
         self.masked = torch.ones(num_slots, block, dtype=torch.bool, device=device)
+        self.steps_taken = [0] * num_slots
 
     def open(self, seqs: list[Sequence]) -> None:
         """Start each sequence's first block at floor(P/B)*B with the prompt tail revealed."""
@@ -25,11 +28,23 @@ class BlockState:
             s.start = len(s.aligned_prompt(self.block))
             tail = s.tokens[s.start:]
             s.masked_left = self.block - len(tail)
+            self.steps_taken[s.slot] = 0
             self.tokens[s.slot] = self.mask_id
             self.masked[s.slot] = True
             if tail:
                 self.tokens[s.slot, :len(tail)] = to_device(tail, self.device)
                 self.masked[s.slot, :len(tail)] = False
+
+    def quota(self, seqs: list[Sequence], masked: torch.Tensor, steps: int) -> torch.Tensor:
+        """Per row [b]: tokens this step reveals with ``steps`` steps per block (``step_quota``),
+        from the rows' masked positions ``masked[b, B]`` and their blocks' step counters."""
+        k = to_device([self.steps_taken[s.slot] for s in seqs], self.device)
+        return step_quota(masked.sum(-1), steps, k)
+
+    def count_step(self, seqs: list[Sequence]) -> None:
+        """One more denoising step for each row's current block."""
+        for s in seqs:
+            self.steps_taken[s.slot] += 1
 
     def read(self, slots: torch.Tensor) -> list[tuple[list[int], int]]:
         """Per row: the block's tokens and how many leading positions are revealed.
@@ -49,6 +64,7 @@ class BlockState:
             s.tokens.extend(block[len(s.tokens) - s.start:])
             s.start += self.block
             s.masked_left = self.block
+            self.steps_taken[s.slot] = 0
         self.tokens[slots] = self.mask_id
         self.masked[slots] = True
 

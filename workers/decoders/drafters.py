@@ -1,8 +1,9 @@
 """Drafts for SimSD: an SDAR model denoising the block, or a Qwen3 AR model going left to right.
 
 Both return, for the current block of each row: the drafted tokens ``drafts[b, B]`` (leftover
-positions unchanged), the reveal step ``steps[b, B]`` (0 for leftover, 1..n for drafts) and,
-when asked, the draft distribution each token was drawn from ``probs[b, B, V]`` (for MRS).
+positions unchanged), the reveal step ``steps[b, B]`` (0 for leftover, 1..n for drafts; drafts
+revealed in the same step share it) and, when asked, the draft distribution each token was drawn
+from ``probs[b, B, V]`` (for MRS).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..draft_loop import DraftLoop
 from ..runner import ModelRunner
 from .commits import CommitQueue
 from ..decoding.layouts import full_block
-from ..decoding.remasking import reveal_positions
+from ..decoding.remasking import reveal_positions, step_quota, steps_per_block
 from ..decoding.rng import STREAM_DRAFT
 from ..decoding.sampling import choose_tokens
 from ..decoding.sequence import Sequence
@@ -20,7 +21,8 @@ from ..decoding.host import to_device
 
 
 class DiffusionDrafter:
-    """An SDAR draft: denoises the remaining masks, one reveal per step by default (most confident)."""
+    """An SDAR draft: denoises the remaining masks, one reveal per step by default (most confident);
+    ``--denoising-steps`` below the block length reveals several per step (see ``draft``)."""
 
     def __init__(self, runner: ModelRunner, block: int, settings, generator):
         self.runner, self.block, self.settings = runner, block, settings  # randomness: per row (rng.py)
@@ -38,28 +40,34 @@ class DiffusionDrafter:
         self.runner.prefill(slots, [s.aligned_prompt(self.block) for s in seqs], self.block)
 
     def draft(self, seqs, slots, ids, masked, starts, rows, want_probs: bool):
-        """rows: the step's StepRows (temperatures, top-k/top-p, each row's random stream)."""
+        """rows: the step's StepRows (temperatures, top-k/top-p, each row's random stream).
+
+        Each round denoises the block's n remaining masks afresh: one reveal per step (n steps),
+        or with ``--denoising-steps`` S below the block length at most S steps, step k revealing
+        ``step_quota`` positions; positions revealed in one step share their reveal step t_i.
+        """
         dev, B, cfg = self.runner.device, self.block, self.settings
         positions = starts[:, None] + torch.arange(B, device=dev)
         drafts, masked = ids.clone(), masked.clone()
         steps = torch.zeros_like(ids)
         probs = None
-        one_per_step = cfg.draft_remasking != "dynamic"
-        num_left = [s.masked_left for s in seqs]
-        # One reveal per step: the step count is known up front, no synchronisation per step.
-        steps_needed = max(num_left) if one_per_step else None
-        for s, n in zip(seqs, num_left):
-            s.result.num_draft_forwards += n if one_per_step else 0
+        S = steps_per_block(cfg.denoising_steps, B)
+        counted = cfg.draft_remasking != "dynamic"
+        # A known reveal count per step: the step count is known up front, no synchronisation per step.
+        row_steps = [n if S is None else min(S, n) for n in (s.masked_left for s in seqs)]
+        steps_needed = max(row_steps) if counted else None
+        for s, n in zip(seqs, row_steps):
+            s.result.num_draft_forwards += n if counted else 0
         step = 0
-        while (step < steps_needed) if one_per_step else bool(masked.any()):
-            if one_per_step and not want_probs and self._use_loop(seqs):
+        while (step < steps_needed) if counted else bool(masked.any()):
+            if counted and not want_probs and self._use_loop(seqs):
                 # The remaining steps as one graph replay (queued blocks were folded in already).
                 loop = self._loop()
                 drafts, steps = loop.run(slots, drafts, masked, positions, steps, step, steps_needed - step,
                                          max(s.start for s in seqs))
                 break
             step += 1
-            if not one_per_step:
+            if not counted:
                 for s, a in zip(seqs, masked.any(-1).tolist()):
                     s.result.num_draft_forwards += int(a)
             h = self.commits.hidden(seqs, drafts, positions, full_block(len(seqs), B, dev), slots)
@@ -67,7 +75,8 @@ class DiffusionDrafter:
             tokens, confidence, dist = choose_tokens(
                 logits, rows.column(rows.temps), rows.column(rows.top_k), rows.column(rows.top_p),
                 rows.uniforms(STREAM_DRAFT + step, B) if want_probs else None, sample=want_probs, never=self.never)
-            reveal = reveal_positions(confidence, masked, cfg.draft_remasking, cfg.threshold)
+            quota = None if S is None else step_quota(masked.sum(-1), S, step - 1)
+            reveal = reveal_positions(confidence, masked, cfg.draft_remasking, cfg.threshold, quota)
             drafts = torch.where(reveal, tokens, drafts)
             steps = torch.where(reveal, step, steps)
             if want_probs:
@@ -81,7 +90,8 @@ class DiffusionDrafter:
 
     def _loop(self) -> DraftLoop:
         if self.loop is None or self.loop.cache is not self.runner.cache:
-            self.loop = DraftLoop(self.runner, self.block, self.settings.draft_remasking)
+            self.loop = DraftLoop(self.runner, self.block, self.settings.draft_remasking,
+                                  steps_per_block(self.settings.denoising_steps, self.block))
         return self.loop
 
     def after_round(self, seqs, slots, committed_lens) -> None:

@@ -7,7 +7,7 @@ from ..runner import ModelRunner
 from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
 from ..decoding.layouts import full_block
-from ..decoding.remasking import reveal_positions
+from ..decoding.remasking import reveal_positions, step_quota, steps_per_block
 from ..decoding.rng import STREAM_TARGET
 from ..decoding.row_settings import StepRows, process_logits, record_logprobs
 from ..decoding.sampling import choose_tokens
@@ -16,12 +16,17 @@ from ..decoding.host import to_device
 
 
 class VanillaDecoder:
-    """One denoising step per call for every active sequence; full blocks are then committed."""
+    """One denoising step per call for every active sequence; full blocks are then committed.
+
+    With ``--denoising-steps`` N below the block length, a block gets S = N steps and step k
+    reveals ``step_quota`` (ceil(masked / (S - k))) positions; otherwise one position a step.
+    """
 
     def __init__(self, target: ModelRunner, block: int, settings, num_slots: int, generator, timer, fold: bool):
         self.target, self.block, self.settings = target, block, settings
         self.timer, self.never = timer, (target.config.mask_token_id,)  # randomness is per row (rng.py)
         self.state = BlockState(num_slots, block, target.config.mask_token_id, target.device)
+        self.steps = steps_per_block(settings.denoising_steps, block)  # None: one reveal per step
         self.commits = CommitQueue(target, num_slots, block, fold, "num_target_forwards")
 
     def evict(self, seq: Sequence) -> None:
@@ -50,7 +55,8 @@ class VanillaDecoder:
             tokens, confidence, _ = choose_tokens(logits, rows.column(rows.temps), rows.column(rows.top_k),
                                                   rows.column(rows.top_p), rows.uniforms(STREAM_TARGET, B),
                                                   sample=rows.sample, never=self.never)
-            reveal = reveal_positions(confidence, masked, cfg.remasking, cfg.threshold)
+            quota = None if self.steps is None else self.state.quota(seqs, masked, self.steps)
+            reveal = reveal_positions(confidence, masked, cfg.remasking, cfg.threshold, quota)
             record_logprobs(rows, logits, tokens, reveal, [s.start for s in seqs], self.never)
             rows.advance()
             self.state.tokens[slots] = torch.where(reveal, tokens, ids)
@@ -58,10 +64,14 @@ class VanillaDecoder:
         for s in seqs:
             s.result.num_rounds += 1
             s.result.num_target_forwards += 1
-        if cfg.remasking != "dynamic":
-            # One reveal per step: the host knows which blocks are full without reading the device.
+        known = cfg.remasking != "dynamic"
+        if known:
+            # A known count per step: the host knows which blocks are full without reading the device.
             for s in seqs:
-                s.masked_left -= 1
+                k = self.state.steps_taken[s.slot]
+                s.masked_left -= 1 if self.steps is None else step_quota(s.masked_left, self.steps, k)
+        self.state.count_step(seqs)
+        if known:
             seqs = [s for s in seqs if s.masked_left == 0]
             if not seqs:
                 return []
