@@ -85,6 +85,7 @@ class Engine:
         self.generator = torch.Generator(device).manual_seed(decode.seed)
         self.decoder = self._make_decoder()
         self.num_preemptions = 0
+        self.kv_pool_peak_usage = 0.0  # highest fraction of pool pages in use during the last generate()
         self.pool_plan = self._plan_pool()
         self.blocks: BlockManager | None = None
         if self.pool_plan.total_tokens is not None:
@@ -261,6 +262,7 @@ class Engine:
             index[id(seq)] = i
             sched.add(seq)
         stop_ids = self.tokenizer.stop_ids
+        blocks, peak = self.blocks, 0
         with torch.inference_mode():
             while sched.has_work():
                 grown, preempted = sched.reserve()
@@ -273,6 +275,7 @@ class Engine:
                     seq.slot = sched.slot(seq)
                     seq.started_at = seq.started_at or time.perf_counter()
                 self._push_pages(sched, grown + admitted)
+                peak = max(peak, blocks.num_used_pages)
                 if admitted:
                     with self.timer("prefill"):
                         self.decoder.admit(admitted, stop_ids)
@@ -280,6 +283,7 @@ class Engine:
                 for seq in self.decoder.step(list(sched.running), stop_ids):
                     results[index[id(seq)]] = seq.result
                     sched.finish(seq)
+        self.kv_pool_peak_usage = peak / blocks.num_pages
         self.num_preemptions += sched.num_preemptions
         self.timer.count("preemptions", sched.num_preemptions)
 

@@ -30,6 +30,12 @@ COUNTERS: dict[str, tuple[str, Callable[[Result], float]]] = {
 ENGINE_COUNTERS: dict[str, tuple[str, str]] = {
     "simsd_preemptions": ("sequences preempted when the KV pool ran out of pages", "num_preemptions"),
 }
+# Gauge name -> (description, the engine attribute holding its current value).
+ENGINE_GAUGES: dict[str, tuple[str, str]] = {
+    "simsd_kv_pool_peak_usage": ("highest fraction of the KV pool's pages in use during the last batch",
+                                 "kv_pool_peak_usage"),
+    "simsd_kv_pool_tokens": ("tokens of K/V the pool holds (its capacity)", "pool_tokens"),
+}
 TAG_KEYS = ("actor", "decoder")
 
 
@@ -38,9 +44,13 @@ class ActorMetrics:
     description, tag_keys); the default is ``ray.util.metrics.Counter`` when Ray is running,
     none otherwise (then ``record`` does nothing)."""
 
-    def __init__(self, actor: str, decoder: str, counter_factory: Callable | None = None):
+    def __init__(self, actor: str, decoder: str, counter_factory: Callable | None = None,
+                 gauge_factory: Callable | None = None):
         self.tags = {"actor": actor, "decoder": decoder}
         factory = counter_factory or _ray_counter_factory()
+        gauges = gauge_factory or _ray_gauge_factory()
+        self.gauges = {} if gauges is None else {
+            name: gauges(name, description, TAG_KEYS) for name, (description, _) in ENGINE_GAUGES.items()}
         described = {**{n: d for n, (d, _) in COUNTERS.items()}, **{n: d for n, (d, _) in ENGINE_COUNTERS.items()}}
         self.counters = {} if factory is None else {
             name: factory(name, description, TAG_KEYS) for name, description in described.items()}
@@ -49,10 +59,14 @@ class ActorMetrics:
     def record(self, results: Iterable[Result], engine=None) -> None:
         """Add a batch's finished rows (and what ``engine``'s running totals grew by) to the
         counters. Never raises: metrics must not fail rows."""
-        if not self.counters:
-            return
         results = [r for r in results if r is not None]
         try:
+            for name, (_, attribute) in ENGINE_GAUGES.items():
+                value = getattr(engine, attribute, None)
+                if name in self.gauges and isinstance(value, (int, float)):
+                    self.gauges[name].set(value, tags=self.tags)
+            if not self.counters:
+                return
             for name, (_, value) in COUNTERS.items():
                 self._inc(name, sum(value(r) for r in results))
             for name, (_, attribute) in ENGINE_COUNTERS.items():
@@ -66,6 +80,17 @@ class ActorMetrics:
     def _inc(self, name: str, value: float) -> None:
         if value > 0:  # Ray counters refuse increments <= 0
             self.counters[name].inc(value, tags=self.tags)
+
+
+def _ray_gauge_factory() -> Callable | None:
+    try:
+        import ray
+        from ray.util.metrics import Gauge
+    except ImportError:
+        return None
+    if not ray.is_initialized():
+        return None
+    return lambda name, description, tag_keys: Gauge(name, description=description, tag_keys=tag_keys)
 
 
 def _ray_counter_factory() -> Callable | None:

@@ -109,3 +109,23 @@ def test_ray_counters_register_inside_a_ray_worker(ray_local):
         assert (module, kind) == ("ray.util.metrics", "Counter")
         assert not discarded, f"{name}: Ray discards metrics with invalid names"
         assert info_name == name
+
+
+
+def test_kv_pool_gauges_follow_the_engine():
+    """The engine's pool figures (peak usage of the last batch, capacity) are set as gauges."""
+    from types import SimpleNamespace
+
+    class Gauge:
+        def __init__(self):
+            self.values = []
+
+        def set(self, value, tags=None):
+            self.values.append((value, tags))
+
+    made = {}
+    actor = metrics.ActorMetrics("a", "vanilla", counter_factory=Recorder(),
+                                 gauge_factory=lambda name, d, t: made.setdefault(name, Gauge()))
+    actor.record([Result(id=0, token_ids=[1])], SimpleNamespace(kv_pool_peak_usage=0.75, pool_tokens=64))
+    assert made["simsd_kv_pool_peak_usage"].values == [(0.75, actor.tags)]
+    assert made["simsd_kv_pool_tokens"].values == [(64, actor.tags)]

@@ -82,3 +82,11 @@ def test_flex_block_mask_over_pages_equals_the_gather_path():
     buffers.update(rows, lens)
     got = attend(qs, ks, vs, cache.k[0], cache.v[0], FlexMeta(buffers.block_mask, new_mask))
     assert (got - want).abs().max() < 1e-5
+
+
+def test_peak_pool_usage_is_measured(ckpts):
+    engine = Engine(str(ckpts["target"]), None, DecodeConfig(batch_size=2, page_size=4, max_total_tokens=64),
+                    "cpu", "float32")
+    engine.generate([Request(i, [5, 9, 13, 7, 8], max_new_tokens=12) for i in range(3)])
+    # two rows of 5 + 12 tokens (plus the block being decoded) hold most of a 64-token pool at once
+    assert 0.5 < engine.kv_pool_peak_usage <= 1.0
