@@ -12,9 +12,11 @@ from .shapes import MASK_TOKEN_ID, make_agree, random_model, weight_bytes
 
 VANILLA = [("vanilla", "sequential", ""), ("vanilla", "static", ""), ("vanilla", "dynamic", "")]
 SIMSD = [("simsd", "sequential", "paper"), ("simsd", "sequential", "exact")]
-# (decoder, remasking, verify, draft kind, adaptive, draft remasking): the lossless SimSD variants
+# (decoder, remasking, verify, draft kind, adaptive, draft remasking, denoising steps): lossless SimSD variants
 ADAPTIVE = [("simsd", "sequential", "exact", "sdar", "on", "static"),
-            ("simsd", "sequential", "exact", "sdar", "off", "dynamic")]
+            ("simsd", "sequential", "exact", "sdar", "off", "dynamic"),
+            ("simsd", "sequential", "exact", "sdar", "off", "static", 2),
+            ("simsd", "sequential", "exact", "sdar", "on", "static", 2)]
 AGREE = "+agree"  # a pair name ending in this: weights made to agree (SimSD accepts every draft)
 
 
@@ -76,9 +78,10 @@ def run_matrix(args, pairs: dict, reference_dir, log, save=lambda records: None)
 
 
 def _case(pair: str, spec: tuple, batch: int, block: int) -> Case:
-    """A Case from a plan's (decoder, remasking, verify[, draft kind[, adaptive[, draft remasking]]])."""
-    kind, adaptive, draft_rule = (tuple(spec[3:]) + ("sdar", "off", "static")[len(spec) - 3:])[:3]
-    return Case(pair, spec[0], spec[1], spec[2], kind, batch, block, adaptive=adaptive, draft_remasking=draft_rule)
+    """A Case from a plan's (decoder, remasking, verify[, draft kind[, adaptive[, draft remasking[, steps]]]])."""
+    kind, adaptive, draft_rule, steps = (tuple(spec[3:]) + ("sdar", "off", "static", None)[len(spec) - 3:])[:4]
+    return Case(pair, spec[0], spec[1], spec[2], kind, batch, block, adaptive=adaptive, draft_remasking=draft_rule,
+                denoising_steps=steps)
 
 
 def _run_case(case: Case, target, draft, tok, prompts, args, device) -> dict:

@@ -27,12 +27,14 @@ class Case:
     commit_folding: str = "auto"
     adaptive: str = "off"     # simsd exact: "on" lets the engine run target-only rounds when drafting does not pay
     draft_remasking: str = "static"
+    denoising_steps: int | None = None  # steps per block (vanilla, SDAR drafts); None: one token a step
 
     @property
     def label(self) -> str:
         if self.decoder == "simsd":
             return (f"simsd-{self.verify}" + ("-ar" if self.draft_kind == "ar" else "")
                     + ("-dyndraft" if self.draft_remasking == "dynamic" else "")
+                    + (f"-steps{self.denoising_steps}" if self.denoising_steps else "")
                     + ("-adaptive" if self.adaptive == "on" else ""))
         return f"{self.decoder}-{self.remasking}" if self.decoder == "vanilla" else self.decoder
 
@@ -55,7 +57,7 @@ def run_engine_case(case: Case, target, draft, tokenizer, prompts: list[list[int
                        verify=case.verify or "paper", batch_size=case.batch_size,
                        attention=case.attention, commit_folding=case.commit_folding,
                        adaptive=case.adaptive if case.decoder == "simsd" else "off",
-                       draft_remasking=case.draft_remasking)
+                       draft_remasking=case.draft_remasking, denoising_steps=case.denoising_steps)
     engine = Engine.from_models(target, draft, tokenizer, cfg, static_shapes=static_shapes)
     requests = [Request(i, p, max_new_tokens=max_new) for i, p in enumerate(prompts)]
     engine.generate(requests)  # warm-up: captures every graph shape this case uses
