@@ -159,6 +159,9 @@ class GenerateConfig:
             raise ConfigError(f"--decoder auto picks a lossless decoder, but --remasking {self.remasking} is lossy; "
                               "use --decoder vanilla for it")
         if self.draft is None:
+            if self.denoising_steps is not None:
+                raise ConfigError("--decoder auto without --draft decodes vanilla sequential, one token per step; "
+                                  "--denoising-steps (several tokens a step) is lossy: use --decoder vanilla for it")
             self.decoder = "vanilla"
             self.decoder_choice = "vanilla sequential: no --draft, so the target decodes one token per step"
             return

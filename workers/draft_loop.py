@@ -29,12 +29,17 @@ class _Loop:
         self.masked = torch.zeros(nb, block, dtype=torch.bool, device=dev)
         self.steps = torch.zeros(nb, block, dtype=torch.long, device=dev)
         self.offset = torch.zeros(1, dtype=torch.long, device=dev)
+        mask = runner.config.mask_token_id  # made before capture: no host->device copy inside the graph
+        self.never = None if mask is None else torch.tensor([mask], device=dev)
         self.graph = self._capture() if runner.cuda_graphs else None
 
     def body(self) -> None:
         model, tokens = self.runner.model, self.fwd.ids
         for i in range(self.k):
-            confidence, chosen = torch.softmax(model.logits(self.fwd.body()), -1).max(-1)
+            logits = model.logits(self.fwd.body())
+            if self.never is not None:  # as the eager draft: the mask token is never proposed
+                logits = logits.index_fill(-1, self.never, float("-inf"))
+            confidence, chosen = torch.softmax(logits, -1).max(-1)
             quota = None if self.num_steps is None else step_quota(self.masked.sum(-1), self.num_steps,
                                                                    self.offset + i)
             reveal = reveal_positions(confidence, self.masked, self.rule, quota=quota)

@@ -45,6 +45,8 @@ def test_decoder_auto_picks_a_lossless_decoder_and_says_why():
     assert "no --draft" in alone.decoder_choice
     with pytest.raises(ConfigError, match="lossy"):
         GenerateConfig(input="x", target="t", decoder="auto", remasking="dynamic")
+    with pytest.raises(ConfigError, match="denoising-steps"):
+        GenerateConfig(input="x", target="t", decoder="auto", denoising_steps=2)
     with pytest.raises(ConfigError, match="adaptive off"):
         GenerateConfig(input="x", target="t", draft="d", decoder="auto", adaptive="off")
     # adaptive changes speed only: an output written with it off resumes with it on

@@ -27,8 +27,9 @@ def test_vanilla_matches_no_cache_reference(ckpts, folding):
 @pytest.mark.parametrize("verify", ["paper", "exact"])
 @pytest.mark.parametrize("static", [False, True])
 def test_simsd_same_tokens_folded_or_not(ckpts, near_draft, verify, static):  # noqa: F811
-    folded = run(ckpts, near_draft, commit_folding="always", verify=verify, static=static)
-    separate = run(ckpts, near_draft, commit_folding="never", verify=verify, static=static)
+    # adaptive off: its timing-driven choice of rounds would make the forward counts differ run to run
+    folded = run(ckpts, near_draft, commit_folding="always", verify=verify, static=static, adaptive="off")
+    separate = run(ckpts, near_draft, commit_folding="never", verify=verify, static=static, adaptive="off")
     assert [(r.token_ids, r.num_accepted_tokens) for r in folded] == \
         [(r.token_ids, r.num_accepted_tokens) for r in separate]
     # folding saves one target and one draft forward per committed block

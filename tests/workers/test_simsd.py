@@ -201,5 +201,6 @@ def test_fixed_shape_path_matches(ckpts, near_draft, verify):
         return [(r.token_ids, r.num_accepted_tokens) for r in run(eng, stops=())]
 
     assert go(None, True) == go(None, False)
-    assert go(near_draft, True, verify=verify) == go(near_draft, False, verify=verify)
+    # adaptive off: its timing-driven choice of rounds would make the accepted counts differ run to run
+    assert go(near_draft, True, verify=verify, adaptive="off") == go(near_draft, False, verify=verify, adaptive="off")
     assert go(ckpts["ar"], True, verify=verify) == go(ckpts["ar"], False, verify=verify)
