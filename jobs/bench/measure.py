@@ -113,6 +113,7 @@ def _summarise(results, wall: float, split: dict, counters: dict) -> dict:
         "ms_host_per_round": 1e3 * host / max(steps, 1),
         "mean_accepted_per_round": tokens / max(rounds, 1),
         "acceptance_rate": accepted / drafted if drafted else None,
+        "undrafted_round_fraction": sum(r.num_undrafted_rounds for r in results) / max(rounds, 1),
         **counters,
     }
 

@@ -21,20 +21,35 @@ def _feed(policy, rounds, draft=(0.010, 3.0), target=(0.004, 1.0)):
     return modes
 
 
+def _probes(modes, usual):
+    return [i for i, m in enumerate(modes) if i >= 6 and m != usual]
+
+
 def test_warm_up_measures_both_modes_then_keeps_the_faster():
     policy = AdaptivePolicy(probe_every=8, warmup=3)
-    modes = _feed(policy, 40)  # drafting: 300 tokens/s per row; target alone: 250
+    modes = _feed(policy, 70)  # drafting: 300 tokens/s per row; target alone: 250
     assert modes[:6] == [DRAFT] * 3 + [TARGET] * 3
-    later = modes[6:]
-    assert later.count(TARGET) == sum(1 for i in range(6, 40) if i % 8 == 7)  # the probes only
+    # probes of the target 8 rounds after the warm-up, then 16 and 32 rounds apart (each confirmed)
+    assert _probes(modes, DRAFT) == [14, 30, 62]
     assert policy.report()["adaptive_mode"] == DRAFT
 
 
 def test_zero_acceptance_falls_back_to_the_target():
     policy = AdaptivePolicy(probe_every=8, warmup=3)
     modes = _feed(policy, 40, draft=(0.010, 1.0))  # a round of 10 ms for one token: 100 vs 250 tokens/s
-    assert modes[6:].count(DRAFT) == sum(1 for i in range(6, 40) if i % 8 == 7)
+    assert _probes(modes, TARGET) == [14, 30]
     assert policy.report()["adaptive_mode"] == TARGET
+
+
+def test_a_change_of_choice_probes_soon_again():
+    policy = AdaptivePolicy(probe_every=8, warmup=3, window=3)
+    modes = _feed(policy, 40)                       # drafting wins; probes back off (14, 30)
+    modes += _feed(policy, 30, draft=(0.010, 1.0))  # acceptance collapses: drafting loses
+    # two bad drafted rounds make the median of 3, then the target; probes 8 and 24 rounds on
+    assert modes[40:42] == [DRAFT, DRAFT] and modes[42:50] == [TARGET] * 8
+    assert [i for i in range(42, 70) if modes[i] == DRAFT] == [50, 66]
+    with pytest.raises(ValueError, match="warmup"):
+        AdaptivePolicy(warmup=4, window=3)
 
 
 def test_one_slow_round_does_not_flip_the_choice():

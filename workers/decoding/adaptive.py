@@ -6,9 +6,11 @@ position revealed with the target's own choice) yields exactly one token per row
 mode it is the token SimSD would have produced there, so switching changes speed only.
 
 The decoder times every round (it ends with a device->host copy, so wall time is device time)
-and feeds ``record``; ``choose`` picks the mode with more tokens per second, and every
-``probe_every`` rounds runs the other mode once to keep its estimate fresh (acceptance drifts as
-the text changes). Estimates are medians of the last ``window`` rounds, so one slow round (a
+and feeds ``record``; ``choose`` picks the mode with more tokens per second, and now and then runs
+the other mode once to keep its estimate fresh (acceptance drifts as the text changes): after
+``probe_every`` rounds, and each probe that confirms the choice doubles the wait, up to
+``max_probe_every`` (a probe is not free: a target-only round also leaves the draft a shorter block);
+a change of choice resets it. Estimates are medians of the last ``window`` rounds, so one slow round (a
 CUDA graph captured, a new batch size) cannot flip the decision.
 """
 from __future__ import annotations
@@ -44,7 +46,8 @@ class ModeStats:
 
 @dataclass
 class AdaptivePolicy:
-    probe_every: int = 16     # rounds between probes of the mode not in use
+    probe_every: int = 16     # rounds between probes of the mode not in use (at first, and after a change)
+    max_probe_every: int = 256
     window: int = 8
     warmup: int = 3           # rounds of each mode measured first (the median drops a capture spike)
     rounds: int = 0
@@ -52,7 +55,11 @@ class AdaptivePolicy:
     stats: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if not 1 <= self.warmup <= self.window:
+            raise ValueError(f"warmup must be in [1, window={self.window}], got {self.warmup}")
         self.stats = {DRAFT: ModeStats(self.window), TARGET: ModeStats(self.window)}
+        self.interval = self.probe_every
+        self.next_probe: int | None = None  # round index of the next probe (set once warmed up)
 
     def choose(self) -> str:
         """The mode of the next round: ``warmup`` rounds of each mode first (drafting first; the
@@ -64,8 +71,13 @@ class AdaptivePolicy:
         if len(t.seconds) < self.warmup:
             return TARGET
         best = DRAFT if d.rate() >= t.rate() else TARGET
+        if self.next_probe is None or best != self.current:
+            self.interval = self.probe_every  # warmed up, or the choice changed: probe soon
+            self.next_probe = self.rounds + self.interval
         self.current = best
-        if self.rounds % self.probe_every == self.probe_every - 1:
+        if self.rounds >= self.next_probe:
+            self.interval = min(2 * self.interval, self.max_probe_every)  # confirmed so far: wait longer
+            self.next_probe = self.rounds + self.interval
             return TARGET if best == DRAFT else DRAFT
         return best
 
