@@ -62,19 +62,20 @@ class _Loop:
 
 
 class DraftLoop:
-    """steps: denoising steps per block (None: one reveal per step)."""
+    """The graphed loops of one draft, per (bucket, steps to run, span, steps per block)."""
 
-    def __init__(self, runner: ModelRunner, block: int, rule: str, steps: int | None = None):
+    def __init__(self, runner: ModelRunner, block: int, rule: str):
         self.runner, self.cache, self.block, self.rule = runner, runner.cache, block, rule
-        self.num_steps = steps
-        self.loops: dict[tuple[int, int, int], _Loop] = {}
+        self.loops: dict[tuple, _Loop] = {}
 
-    def run(self, slots, drafts, masked, positions, steps, offset: int, k: int, max_len: int):
-        """Run k steps for rows ``slots`` (tokens/masks/positions/steps [b, B]); returns drafts, steps."""
+    def run(self, slots, drafts, masked, positions, steps, offset: int, k: int, max_len: int,
+            num_steps: int | None = None):
+        """Run k steps for rows ``slots`` (tokens/masks/positions/steps [b, B]); returns drafts, steps.
+        num_steps: denoising steps per block (None: one reveal per step)."""
         b = slots.shape[0]
-        key = (batch_bucket(b), k, self.runner.static.span(max_len))
+        key = (batch_bucket(b), k, self.runner.static.span(max_len), num_steps)
         if key not in self.loops:
-            self.loops[key] = _Loop(self.runner, key[0], self.block, key[2], k, self.rule, self.num_steps)
+            self.loops[key] = _Loop(self.runner, key[0], self.block, key[2], k, self.rule, num_steps)
         loop = self.loops[key]
         loop.fwd.load(drafts, positions, loop.fwd.visible[:b], slots, None, self.cache.lengths[slots])
         loop.masked.zero_()

@@ -13,7 +13,7 @@ from .decoders.commits import FOLD_MAX_QUERY_TOKENS
 from .decoders.drafters import AutoregressiveDrafter, DiffusionDrafter
 from .decoding.sequence import Sequence
 from .decoders.simsd import SimSDDecoder
-from .decoding.adaptive import AdaptivePolicy
+from .decoding.adaptive import AdaptivePolicy, adaptive_arms
 from .decoders.vanilla import VanillaDecoder
 from .engine_core import BlockManager, Scheduler
 from .engine_core.pool import PoolPlan, activation_reserve, plan_pool
@@ -134,7 +134,7 @@ class Engine:
             if cfg.adaptive == "on":
                 raise ModelLoadError("adaptive 'on' needs an SDAR draft; an autoregressive draft drafts every round")
             return None
-        return AdaptivePolicy()
+        return AdaptivePolicy(adaptive_arms(self.block, cfg.denoising_steps))
 
     @property
     def max_context(self) -> int:

@@ -4,7 +4,7 @@ which are vanilla sequential decoding's."""
 import pytest
 
 from workers.api import DecodeConfig, Request
-from workers.decoding.adaptive import DRAFT, TARGET, AdaptivePolicy
+from workers.decoding.adaptive import DRAFT, TARGET, AdaptivePolicy, adaptive_arms, arm_steps, draft_arm
 from workers.engine import Engine
 
 from .test_simsd import PROMPTS, near_draft  # noqa: F401  (fixture)
@@ -59,29 +59,54 @@ def test_one_slow_round_does_not_flip_the_choice():
     assert policy.choose() == DRAFT
 
 
+def test_arms_fewer_draft_steps_down_to_one():
+    assert adaptive_arms(4, None) == (DRAFT, TARGET, draft_arm(2), draft_arm(1))
+    assert adaptive_arms(8, 4) == (DRAFT, TARGET, draft_arm(2), draft_arm(1))
+    assert adaptive_arms(4, 1) == (DRAFT, TARGET)
+    assert [arm_steps(a) for a in adaptive_arms(4, None)] == [None, None, 2, 1]
+
+
+def test_the_fastest_of_several_arms_wins_and_the_others_are_probed_in_turn():
+    arms = (DRAFT, TARGET, draft_arm(2), draft_arm(1))
+    cost = {DRAFT: (0.010, 3.0), TARGET: (0.004, 1.0), draft_arm(2): (0.006, 2.9), draft_arm(1): (0.003, 1.0)}
+    policy = AdaptivePolicy(arms=arms, probe_every=4, warmup=2)
+    modes = []
+    for _ in range(80):
+        arm = policy.choose()
+        modes.append(arm)
+        policy.record(arm, *cost[arm])
+    assert modes[:8] == [a for a in arms for _ in range(2)]  # warm-up, in order
+    assert policy.current == draft_arm(2)                     # 483 tokens/s beats 300, 250 and 333
+    probes = [m for m in modes[8:] if m != draft_arm(2)]
+    assert probes == [DRAFT, TARGET, draft_arm(1), DRAFT][:len(probes)] and len(probes) >= 3
+
+
 class Scripted(AdaptivePolicy):
     """A fixed schedule of round kinds: long target-only runs (blocks close while the draft runs no
-    forward), single drafted rounds, and back."""
+    forward), drafted rounds with the configured steps and with fewer, and back."""
 
-    PATTERN = [TARGET] * 9 + [DRAFT] + [TARGET] + [DRAFT] * 3
+    PATTERN = [TARGET] * 9 + [DRAFT] + [TARGET] + [DRAFT] * 3 + [draft_arm(2)] * 3 + [TARGET] + [draft_arm(1)] * 2
 
     def choose(self) -> str:
         return self.PATTERN[self.rounds % len(self.PATTERN)]
 
 
-def _tokens(ckpts, draft, policy=None, **kw):
+def _tokens(ckpts, draft, policy=None, static=None, **kw):
     kw.setdefault("decoder", "simsd" if draft else "vanilla")
-    eng = Engine(str(ckpts["target"]), str(draft) if draft else None, DecodeConfig(batch_size=3, **kw), "cpu", "float32")
+    eng = Engine(str(ckpts["target"]), str(draft) if draft else None, DecodeConfig(batch_size=3, **kw), "cpu", "float32",
+                 static_shapes=static)
     if policy is not None:
         eng.decoder.policy = policy
     res = eng.generate([Request(i, p, max_new_tokens=21) for i, p in enumerate(PROMPTS)])
     return [r.token_ids for r in res], res
 
 
-@pytest.mark.parametrize("fold", ["always", "never"])
-def test_any_schedule_gives_sequential_tokens(ckpts, near_draft, fold):  # noqa: F811
+@pytest.mark.parametrize("fold,static", [("always", False), ("never", False), ("always", True)])
+def test_any_schedule_gives_sequential_tokens(ckpts, near_draft, fold, static):  # noqa: F811
+    """static: fixed-shape forwards and the graphed draft loop (eager on CPU), per-round step counts."""
     want, _ = _tokens(ckpts, None, remasking="sequential", commit_folding=fold)
-    got, res = _tokens(ckpts, near_draft, Scripted(), verify="exact", commit_folding=fold)
+    got, res = _tokens(ckpts, near_draft, Scripted(arms=(DRAFT, TARGET, draft_arm(2), draft_arm(1))),
+                       static=static, verify="exact", commit_folding=fold)
     assert got == want
     assert all(r.num_undrafted_rounds > 0 for r in res)
     assert all(r.num_undrafted_rounds < r.num_rounds for r in res)

@@ -69,7 +69,9 @@ def test_exact_mode_equals_vanilla_sequential(ckpts, near_draft, draft_name):
 
 
 def test_self_draft_exact_accepts_everything(ckpts):
-    got = run(engine(ckpts["target"], ckpts["target"], verify="exact", draft_remasking="sequential"), stops=())
+    # adaptive off: its rounds with fewer draft steps reveal several tokens a step, which the target may reject
+    got = run(engine(ckpts["target"], ckpts["target"], verify="exact", draft_remasking="sequential",
+                     adaptive="off"), stops=())
     want = run(engine(ckpts["target"]), stops=())
     assert [r.token_ids for r in got] == [r.token_ids for r in want]
     for r in got:

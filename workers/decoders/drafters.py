@@ -39,8 +39,9 @@ class DiffusionDrafter:
         slots = to_device([s.slot for s in seqs], self.runner.device)
         self.runner.prefill(slots, [s.aligned_prompt(self.block) for s in seqs], self.block)
 
-    def draft(self, seqs, slots, ids, masked, starts, rows, want_probs: bool):
-        """rows: the step's StepRows (temperatures, top-k/top-p, each row's random stream).
+    def draft(self, seqs, slots, ids, masked, starts, rows, want_probs: bool, denoising_steps: int | None = None):
+        """rows: the step's StepRows (temperatures, top-k/top-p, each row's random stream);
+        denoising_steps: this round's steps per block instead of the configured ones (adaptive).
 
         Each round denoises the block's n remaining masks afresh: one reveal per step (n steps),
         or with ``--denoising-steps`` S below the block length at most S steps, step k revealing
@@ -51,7 +52,7 @@ class DiffusionDrafter:
         drafts, masked = ids.clone(), masked.clone()
         steps = torch.zeros_like(ids)
         probs = None
-        S = steps_per_block(cfg.denoising_steps, B)
+        S = steps_per_block(denoising_steps or cfg.denoising_steps, B)
         counted = cfg.draft_remasking != "dynamic"
         # A known reveal count per step: the step count is known up front, no synchronisation per step.
         row_steps = [n if S is None else min(S, n) for n in (s.masked_left for s in seqs)]
@@ -64,7 +65,7 @@ class DiffusionDrafter:
                 # The remaining steps as one graph replay (queued blocks were folded in already).
                 loop = self._loop()
                 drafts, steps = loop.run(slots, drafts, masked, positions, steps, step, steps_needed - step,
-                                         max(s.start for s in seqs))
+                                         max(s.start for s in seqs), S)
                 break
             step += 1
             if not counted:
@@ -90,8 +91,7 @@ class DiffusionDrafter:
 
     def _loop(self) -> DraftLoop:
         if self.loop is None or self.loop.cache is not self.runner.cache:
-            self.loop = DraftLoop(self.runner, self.block, self.settings.draft_remasking,
-                                  steps_per_block(self.settings.denoising_steps, self.block))
+            self.loop = DraftLoop(self.runner, self.block, self.settings.draft_remasking)
         return self.loop
 
     def after_round(self, seqs, slots, committed_lens) -> None:
@@ -112,7 +112,7 @@ class AutoregressiveDrafter:
         slots = to_device([s.slot for s in seqs], self.runner.device)
         self.runner.prefill(slots, [s.tokens[:-1] for s in seqs], block=1)
 
-    def draft(self, seqs, slots, ids, masked, starts, step_rows, want_probs: bool):
+    def draft(self, seqs, slots, ids, masked, starts, step_rows, want_probs: bool, denoising_steps=None):
         dev, B = self.runner.device, self.block
         b = len(seqs)
         drafts, steps = ids.clone(), torch.zeros_like(ids)

@@ -10,7 +10,7 @@ import torch
 from ..runner import ModelRunner
 from ..decoding import layouts
 from ..decoding.acceptance import accept_greedy, accept_mrs
-from ..decoding.adaptive import DRAFT, TARGET, AdaptivePolicy
+from ..decoding.adaptive import TARGET, AdaptivePolicy, arm_steps
 from ..decoding.remasking import reveal_positions
 from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
@@ -32,7 +32,7 @@ class SimSDDecoder:
                  fold: bool, policy: AdaptivePolicy | None = None):
         self.target, self.drafter, self.block, self.timer = target, drafter, block, timer
         self.policy = policy
-        self._logged_mode = DRAFT
+        self._logged_mode = policy.arms[0] if policy is not None else None
         self.settings = settings  # randomness is per row (rng.py); ``generator`` is unused
         self.mask_id = target.config.mask_token_id
         self.state = BlockState(num_slots, block, self.mask_id, target.device)
@@ -58,16 +58,20 @@ class SimSDDecoder:
     def step(self, seqs: list[Sequence], stop_ids) -> list[Sequence]:
         """One round for every sequence (drafted, or target-only when the policy says drafting does
         not pay); returns those that finished."""
-        if self.policy is None:
+        if self.policy is None or any(s.temperature > 0 for s in seqs):
+            # A sampled row's draws must not depend on timing (its text is reproducible across
+            # batches, workers and restarts): rounds with sampled rows always draft as configured.
             return self._draft_round(seqs, stop_ids)[0]
-        mode = self.policy.choose()
+        arm = self.policy.choose()
         t0 = time.perf_counter()
-        round_fn = self._draft_round if mode == DRAFT else self._target_round
-        finished, tokens_per_row = round_fn(seqs, stop_ids)
-        self.policy.record(mode, time.perf_counter() - t0, tokens_per_row)
+        if arm == TARGET:
+            finished, tokens_per_row = self._target_round(seqs, stop_ids)
+        else:
+            finished, tokens_per_row = self._draft_round(seqs, stop_ids, arm_steps(arm))
+        self.policy.record(arm, time.perf_counter() - t0, tokens_per_row)
         if self.policy.current != self._logged_mode:
             self._logged_mode = self.policy.current
-            log.info("adaptive SimSD: %s rounds now (%s)", "drafted" if self._logged_mode == DRAFT else "target-only",
+            log.info("adaptive SimSD: %s rounds now (%s)", self._logged_mode,
                      ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                                for k, v in self.policy.report().items()))
         return finished
@@ -91,7 +95,8 @@ class SimSDDecoder:
                                                   rows.column(rows.top_p), rows.uniforms(STREAM_TARGET, B),
                                                   sample=rows.sample, never=(self.mask_id,))
             reveal = reveal_positions(confidence, masked, "sequential")
-        record_logprobs(rows, logits, tokens, reveal, [s.start for s in seqs], ())
+        # reported under the distribution the token came from: the mask token is never emitted
+        record_logprobs(rows, logits, tokens, reveal, [s.start for s in seqs], (self.mask_id,))
         rows.advance()
         new_tokens = torch.where(reveal, tokens, ids)
         self.state.tokens[slots], self.state.masked[slots] = new_tokens, masked & ~reveal
@@ -100,8 +105,9 @@ class SimSDDecoder:
         blocks = self._count(seqs, torch.cat([new_tokens, zeros], dim=1).tolist(), drafted=False)
         return self._close(seqs, slots, stop_ids, blocks), 1.0
 
-    def _draft_round(self, seqs: list[Sequence], stop_ids):
-        """One speculative round: draft, verify, accept in position order."""
+    def _draft_round(self, seqs: list[Sequence], stop_ids, denoising_steps: int | None = None):
+        """One speculative round: draft (in ``denoising_steps`` steps per block when given, else the
+        configured ones), verify, accept in position order."""
         dev, B = self.target.device, self.block
         slots = to_device([s.slot for s in seqs], dev)
         starts = to_device([s.start for s in seqs], dev)
@@ -109,7 +115,7 @@ class SimSDDecoder:
         use_mrs = any(self.settings.acceptance_rule(s.temperature) == "mrs" for s in seqs)
         rows = StepRows(seqs, dev, use_mrs)  # only sampling (MRS) reads temperatures and uniforms
         with self.timer("draft"):
-            drafts, steps, p = self.drafter.draft(seqs, slots, ids, masked, starts, rows, use_mrs)
+            drafts, steps, p = self.drafter.draft(seqs, slots, ids, masked, starts, rows, use_mrs, denoising_steps)
         with self.timer("verify"):
             logits = self.verify(seqs, slots, starts, drafts, steps)  # [b, B, V] target logits per position
             if rows.process:

@@ -22,6 +22,29 @@ from statistics import median
 DRAFT, TARGET = "draft", "target"
 
 
+def draft_arm(steps: int) -> str:
+    """The arm that drafts the block in at most ``steps`` denoising steps."""
+    return f"draft-{steps}-steps"
+
+
+def adaptive_arms(block: int, denoising_steps: int | None) -> tuple[str, ...]:
+    """The rounds adaptive SimSD chooses from: the configured draft, the target alone, and the
+    draft revealing its block in fewer steps (halving down to one) where that is fewer than the
+    configured steps. Exact verification makes every arm give the same tokens."""
+    configured = min(denoising_steps or block, block)
+    arms = [DRAFT, TARGET]
+    k = configured // 2
+    while k >= 1:
+        arms.append(draft_arm(k))
+        k //= 2
+    return tuple(arms)
+
+
+def arm_steps(arm: str) -> int | None:
+    """Denoising steps an arm overrides (None: the configured ones); TARGET has no draft."""
+    return int(arm.split("-")[1]) if arm.startswith("draft-") else None
+
+
 @dataclass
 class ModeStats:
     """Recent rounds of one mode: seconds per round and tokens per row per round."""
@@ -46,39 +69,46 @@ class ModeStats:
 
 @dataclass
 class AdaptivePolicy:
+    """arms: the kinds of round to choose from, in warm-up order: ``DRAFT`` (the configured draft),
+    ``TARGET`` (no draft), and ``draft_arm(k)`` (the draft revealing its block in at most k steps)."""
+    arms: tuple = (DRAFT, TARGET)
     probe_every: int = 16     # rounds between probes of the mode not in use (at first, and after a change)
     max_probe_every: int = 256
     window: int = 8
     warmup: int = 3           # rounds of each mode measured first (the median drops a capture spike)
     rounds: int = 0
-    current: str = DRAFT
+    current: str = ""
     stats: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not 1 <= self.warmup <= self.window:
             raise ValueError(f"warmup must be in [1, window={self.window}], got {self.warmup}")
-        self.stats = {DRAFT: ModeStats(self.window), TARGET: ModeStats(self.window)}
+        if len(set(self.arms)) != len(self.arms) or not self.arms:
+            raise ValueError(f"arms must be distinct and not empty, got {self.arms}")
+        self.current = self.arms[0]
+        self.stats = {arm: ModeStats(self.window) for arm in self.arms}
         self.interval = self.probe_every
         self.next_probe: int | None = None  # round index of the next probe (set once warmed up)
+        self.probes = 0
 
     def choose(self) -> str:
-        """The mode of the next round: ``warmup`` rounds of each mode first (drafting first; the
-        median ignores a first round slowed by graph capture), then the faster one, with a probe
-        of the other every ``probe_every`` rounds."""
-        d, t = self.stats[DRAFT], self.stats[TARGET]
-        if len(d.seconds) < self.warmup:
-            return DRAFT
-        if len(t.seconds) < self.warmup:
-            return TARGET
-        best = DRAFT if d.rate() >= t.rate() else TARGET
+        """The arm of the next round: ``warmup`` rounds of each arm first, in order (the median
+        ignores a first round slowed by graph capture), then the one with the most tokens per
+        second, with a probe of another arm (in turn) now and then."""
+        for arm in self.arms:
+            if len(self.stats[arm].seconds) < self.warmup:
+                return arm
+        best = max(self.arms, key=lambda a: self.stats[a].rate())  # ties: the earlier arm
         if self.next_probe is None or best != self.current:
             self.interval = self.probe_every  # warmed up, or the choice changed: probe soon
             self.next_probe = self.rounds + self.interval
         self.current = best
-        if self.rounds >= self.next_probe:
+        others = [a for a in self.arms if a != best]
+        if others and self.rounds >= self.next_probe:
             self.interval = min(2 * self.interval, self.max_probe_every)  # confirmed so far: wait longer
             self.next_probe = self.rounds + self.interval
-            return TARGET if best == DRAFT else DRAFT
+            self.probes += 1
+            return others[(self.probes - 1) % len(others)]
         return best
 
     def record(self, mode: str, seconds: float, tokens_per_row: float) -> None:
