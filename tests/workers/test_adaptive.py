@@ -91,13 +91,19 @@ class Scripted(AdaptivePolicy):
         return self.PATTERN[self.rounds % len(self.PATTERN)]
 
 
-def _tokens(ckpts, draft, policy=None, static=None, **kw):
+class LongSitOut(Scripted):
+    """The draft sits out for 30 rounds (7+ blocks close), then drafts: one catch-up forward."""
+
+    PATTERN = [TARGET] * 30 + [DRAFT] * 3
+
+
+def _tokens(ckpts, draft, policy=None, static=None, max_new=21, **kw):
     kw.setdefault("decoder", "simsd" if draft else "vanilla")
     eng = Engine(str(ckpts["target"]), str(draft) if draft else None, DecodeConfig(batch_size=3, **kw), "cpu", "float32",
                  static_shapes=static)
     if policy is not None:
         eng.decoder.policy = policy
-    res = eng.generate([Request(i, p, max_new_tokens=21) for i, p in enumerate(PROMPTS)])
+    res = eng.generate([Request(i, p, max_new_tokens=max_new) for i, p in enumerate(PROMPTS)])
     return [r.token_ids for r in res], res
 
 
@@ -111,6 +117,18 @@ def test_any_schedule_gives_sequential_tokens(ckpts, near_draft, fold, static): 
     assert all(r.num_undrafted_rounds > 0 for r in res)
     assert all(r.num_undrafted_rounds < r.num_rounds for r in res)
     assert sum(r.num_accepted_tokens for r in res) > 0  # the drafted rounds did accept drafts
+
+
+def test_a_long_sit_out_is_caught_up_in_one_draft_forward(ckpts, near_draft, monkeypatch):  # noqa: F811
+    from workers.decoders import commits
+
+    want, _ = _tokens(ckpts, None, remasking="sequential", max_new=40)
+    got, res = _tokens(ckpts, near_draft, LongSitOut(arms=(DRAFT, TARGET)), verify="exact", max_new=40)
+    assert got == want
+    monkeypatch.setattr(commits, "CATCH_UP_BLOCKS", 1)  # one forward per missed block instead
+    _, per_block = _tokens(ckpts, near_draft, LongSitOut(arms=(DRAFT, TARGET)), verify="exact", max_new=40)
+    # the 30-round sit-out closes 6-7 blocks per row: one catch-up forward instead of one each
+    assert all(a.num_draft_forwards <= b.num_draft_forwards - 4 for a, b in zip(res, per_block))
 
 
 def test_adaptive_is_on_for_exact_and_refused_for_paper():

@@ -18,6 +18,7 @@ from ..decoding.sequence import Sequence
 from ..decoding.host import to_device
 
 FOLD_MAX_QUERY_TOKENS = 64  # fold while slots x block length stays at or below this
+CATCH_UP_BLOCKS = 16        # most backlog blocks stored by one forward (padded to a power of two)
 
 
 class CommitQueue:
@@ -25,19 +26,20 @@ class CommitQueue:
         self.runner, self.block, self.fold, self.counter = runner, block, fold, counter
         self.tokens = torch.zeros(num_slots, block, dtype=torch.long, device=runner.device)
         self.pending: set[int] = set()  # slots whose previous block is not in the cache yet
+        # Slot -> older finished blocks, oldest first, queued while this model ran no forward for
+        # the row (a draft during target-only rounds); stored together by ``catch_up``.
+        self.backlog: dict[int, list[torch.Tensor]] = {}
 
     def add(self, seqs: list[Sequence], blocks: torch.Tensor) -> None:
         """Queue each sequence's just-finished block ``blocks[n, B]``; seq.start is already past it."""
         if not seqs:
             return
         if self.fold:
-            # A row whose previous block is still queued (its model ran no forward since, e.g. a
-            # draft during target-only rounds) gets that block stored now: a queue holds one per row.
-            waiting = [s for s in seqs if s.slot in self.pending]
-            if waiting:
-                queued = self.tokens[to_device([s.slot for s in waiting], self.runner.device)]
-                self._store_now(waiting, queued, [s.start - 2 * self.block for s in waiting])
-                self.pending.difference_update(s.slot for s in waiting)
+            # A row whose previous block is still queued (its model ran no forward since) moves
+            # that block to its backlog, stored before the row's next forward.
+            for s in seqs:
+                if s.slot in self.pending:
+                    self.backlog.setdefault(s.slot, []).append(self.tokens[s.slot].clone())
             slots = to_device([s.slot for s in seqs], self.runner.device)
             self.tokens[slots] = blocks
             self.pending.update(s.slot for s in seqs)
@@ -54,9 +56,42 @@ class CommitQueue:
     def drop(self, seq: Sequence) -> None:
         """A finished sequence's last block never needs to enter the cache."""
         self.pending.discard(seq.slot)
+        self.backlog.pop(seq.slot, None)
+
+    def catch_up(self, seqs: list[Sequence]) -> None:
+        """Store the backlog of ``seqs`` in as few forwards as possible: each forward stores up to
+        CATCH_UP_BLOCKS consecutive blocks per row under the block-causal mask (exactly the K/V
+        that one commit forward per block would store)."""
+        rows = [s for s in seqs if self.backlog.get(s.slot)]
+        while rows:
+            self._store_backlog(rows)
+            rows = [s for s in rows if self.backlog.get(s.slot)]
+
+    def _store_backlog(self, rows: list[Sequence]) -> None:
+        dev, B = self.runner.device, self.block
+        counts = [min(len(self.backlog[s.slot]), CATCH_UP_BLOCKS) for s in rows]
+        width = B * (1 << (max(counts) - 1).bit_length())  # few distinct shapes (CUDA graphs)
+        # The oldest backlog block starts where the row's cache ends: before the other backlog
+        # blocks and the pending one, which sits just before the current block.
+        starts = [s.start - B * (len(self.backlog[s.slot]) + 1) for s in rows]
+        ids = torch.zeros(len(rows), width, dtype=torch.long, device=dev)
+        for i, (s, k) in enumerate(zip(rows, counts)):
+            ids[i, :k * B] = torch.cat(self.backlog[s.slot][:k])
+            del self.backlog[s.slot][:k]
+        lengths = to_device([k * B for k in counts], dev)
+        first = to_device(starts, dev)
+        positions = first[:, None] + torch.arange(width, device=dev)
+        write = torch.arange(width, device=dev)[None] < lengths[:, None]
+        slots = to_device([s.slot for s in rows], dev)
+        self.runner.hidden(ids, positions, layouts.block_causal(lengths, width, B), slots, write,
+                           cache_lens=first, max_cache_len=max(starts))
+        self.runner.cache.lengths[slots] = first + lengths
+        for s in rows:
+            setattr(s.result, self.counter, getattr(s.result, self.counter) + 1)
 
     def hidden(self, seqs, ids, positions, visible, slots, write=None) -> torch.Tensor:
         """``runner.hidden`` for these rows, with any queued blocks folded in front."""
+        self.catch_up(seqs)
         flags = [s.slot in self.pending for s in seqs]
         bound = max(s.start for s in seqs)  # a block's cache never holds more than its start
         if not any(flags):

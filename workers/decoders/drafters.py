@@ -48,6 +48,7 @@ class DiffusionDrafter:
         ``step_quota`` positions; positions revealed in one step share their reveal step t_i.
         """
         dev, B, cfg = self.runner.device, self.block, self.settings
+        self.commits.catch_up(seqs)  # blocks finished while this draft sat out (adaptive rounds)
         positions = starts[:, None] + torch.arange(B, device=dev)
         drafts, masked = ids.clone(), masked.clone()
         steps = torch.zeros_like(ids)
