@@ -53,6 +53,9 @@ def run_case(target, draft, tokenizer, cfg: DecodeConfig, requests) -> tuple[dic
     record = {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
               "tokens_per_round": tokens / max(rounds, 1),
               "undrafted_round_fraction": sum(r.num_undrafted_rounds for r in results) / max(rounds, 1)}
+    policy = getattr(engine.decoder, "policy", None)
+    if policy is not None:
+        record["adaptive"] = policy.report()  # the arm it settled on and the medians behind it
     engine.close()
     return record, [r.token_ids for r in results]
 
@@ -85,7 +88,8 @@ def main(argv=None) -> int:
             rows.append(rec)
             print(f"{draft_name:<16} {label:<24} {rec['tokens_per_s']:8.1f} tok/s  "
                   f"{rec['tokens_per_round']:.2f} tok/round  undrafted {rec['undrafted_round_fraction']:.3f}  "
-                  f"same tokens: {rec['identical_to_sequential']}", flush=True)
+                  f"same tokens: {rec['identical_to_sequential']}"
+                  + (f"  chose {rec['adaptive']['adaptive_mode']}" if "adaptive" in rec else ""), flush=True)
     for r in rows:
         base = next(x for x in rows if x["draft"] == r["draft"] and x["case"] == CASES[0][0])
         r["x_sequential"] = r["tokens_per_s"] / base["tokens_per_s"]
@@ -95,11 +99,13 @@ def main(argv=None) -> int:
     meta = {"device": args.device if args.device == "cpu" else torch.cuda.get_device_name(), "commit": commit,
             "command": " ".join(["python -m jobs.bench.adaptive_check", *(argv or sys.argv[1:])])}
     (out / "adaptive_check.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
-    print(f"\n{meta['device']} @ {commit}\n| draft | decoder | tok/s | x sequential | undrafted rounds | same tokens |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n{meta['device']} @ {commit}\n| draft | decoder | tok/s | x sequential | undrafted rounds | "
+          "adaptive's choice | same tokens |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
+        choice = r["adaptive"]["adaptive_mode"] if "adaptive" in r else "-"
         print(f"| {r['draft']} | {r['case']} | {r['tokens_per_s']:.1f} | {r['x_sequential']:.2f} | "
-              f"{r['undrafted_round_fraction']:.3f} | {r['identical_to_sequential']} |")
+              f"{r['undrafted_round_fraction']:.3f} | {choice} | {r['identical_to_sequential']} |")
     return 0 if ok else 1
 
 
