@@ -83,22 +83,21 @@ class ActorMetrics:
 
 
 def _ray_gauge_factory() -> Callable | None:
-    try:
-        import ray
-        from ray.util.metrics import Gauge
-    except ImportError:
-        return None
-    if not ray.is_initialized():
-        return None
-    return lambda name, description, tag_keys: Gauge(name, description=description, tag_keys=tag_keys)
+    return _ray_metric_factory("Gauge")
 
 
 def _ray_counter_factory() -> Callable | None:
+    return _ray_metric_factory("Counter")
+
+
+def _ray_metric_factory(kind: str) -> Callable | None:
+    """A builder of ``ray.util.metrics.<kind>`` when Ray is running, else None (nothing recorded)."""
     try:
         import ray
-        from ray.util.metrics import Counter
+        from ray.util import metrics as ray_metrics
     except ImportError:
         return None
     if not ray.is_initialized():
         return None
-    return lambda name, description, tag_keys: Counter(name, description=description, tag_keys=tag_keys)
+    cls = getattr(ray_metrics, kind)
+    return lambda name, description, tag_keys: cls(name, description=description, tag_keys=tag_keys)

@@ -12,14 +12,15 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.config import ConfigError, parse_args
 from workers.api import DecodeConfig, Request
-from workers.decoding.acceptance import accept_mrs, mrs_refusal
+from workers.decoding.acceptance import mrs_refusal
 from workers.decoding.remasking import confidence_rank, reveal_positions, step_quota, steps_per_block
 from workers.engine import Engine
 from workers.models import load_model
 
 from . import reference
-from .test_sampling_exact import SETTINGS, V, Table, acceptance_cells, dist, confidence, tv
+from .test_sampling_exact import SETTINGS, V, Table, dist, confidence, tv
 from .test_sampling_exact import reference as target_alone
+from .test_sampling_exact import simsd_mrs as simsd_mrs_rounds
 
 PROMPTS = [[5, 9, 13], [7, 8, 9, 10, 11, 12, 13], [20, 21, 22, 23, 24, 25, 26, 27], [30], [40, 41, 42, 43, 44]]
 
@@ -247,26 +248,10 @@ def draft_outcomes(draft: Table, n: int, leftover: tuple, rule: str, steps: int,
 
 
 def simsd_mrs(target: Table, draft: Table, n: int, leftover: tuple, rule: str, steps: int, s) -> dict:
-    """Output distribution of SimSD rounds (exact verification, MRS) until the block is full; every
-    round drafts the rest of the block afresh in ``steps`` steps."""
-    out: dict = {}
-    for prob, D, p in draft_outcomes(draft, n, leftover, rule, steps, s):
-        start = len(leftover)
-        q = {k: dist(target, k, tuple(D[:k]) + (None,) * (n - k), s) for k in range(start, n)}
-        P = torch.stack([p.get(i, torch.ones(V, dtype=torch.float64) / V) for i in range(n)])[None]
-        Q = torch.stack([q.get(i, torch.ones(V, dtype=torch.float64) / V) for i in range(n)])[None]
-        verify = torch.tensor([[i >= start for i in range(n)]])
-        for w, u, ub in acceptance_cells(D, q, p, start, n):
-            acc, bonus, has_bonus = accept_mrs(torch.tensor([D]), Q, P, verify,
-                                               torch.tensor([u], dtype=torch.float64),
-                                               torch.tensor([ub], dtype=torch.float64))
-            new = D[:start + int(acc)] + ((int(bonus),) if bool(has_bonus) else ())
-            if len(new) == n:
-                out[new] = out.get(new, 0.0) + prob * w
-            else:
-                for block, pr in simsd_mrs(target, draft, n, new, rule, steps, s).items():
-                    out[block] = out.get(block, 0.0) + prob * w * pr
-    return out
+    """SimSD rounds whose draft reveals the rest of the block afresh in ``steps`` steps each round."""
+    def outcomes(draft_, n_, leftover_, rule_, s_):
+        return draft_outcomes(draft_, n_, leftover_, rule_, steps, s_)
+    return simsd_mrs_rounds(target, draft, n, leftover, rule, s, outcomes)
 
 
 @pytest.mark.parametrize("s", SETTINGS[:2], ids=lambda s: f"T{s['T']}-k{s['k']}")

@@ -128,10 +128,12 @@ def acceptance_cells(D, q, p, start: int, n: int):
     return cells
 
 
-def simsd_mrs(target: Table, draft: Table, n: int, leftover: tuple, mode: str, s) -> dict:
-    """Output distribution of SimSD rounds (exact verification, MRS) until the block is full."""
+def simsd_mrs(target: Table, draft: Table, n: int, leftover: tuple, mode: str, s, outcomes=None) -> dict:
+    """Output distribution of SimSD rounds (exact verification, MRS) until the block is full.
+    outcomes(draft, n, leftover, mode, s): the draft's trajectories (default: ``draft_outcomes``)."""
+    outcomes = outcomes or draft_outcomes
     out: dict = {}
-    for prob, D, p in draft_outcomes(draft, n, leftover, mode, s):
+    for prob, D, p in outcomes(draft, n, leftover, mode, s):
         start = len(leftover)
         q = {k: dist(target, k, tuple(D[:k]) + (None,) * (n - k), s) for k in range(start, n)}
         P = torch.stack([p.get(i, torch.ones(V, dtype=torch.float64) / V) for i in range(n)])[None]
@@ -145,7 +147,7 @@ def simsd_mrs(target: Table, draft: Table, n: int, leftover: tuple, mode: str, s
             if len(new) == n:
                 out[new] = out.get(new, 0.0) + prob * w
             else:
-                for block, pr in simsd_mrs(target, draft, n, new, mode, s).items():
+                for block, pr in simsd_mrs(target, draft, n, new, mode, s, outcomes).items():
                     out[block] = out.get(block, 0.0) + prob * w * pr
     return out
 

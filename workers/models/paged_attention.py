@@ -23,6 +23,28 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _attend_tile(q, k, v, visible, m_i, l_i, acc, qk_scale, IEEE: tl.constexpr):
+    """One online-softmax step over a key tile: scores in base 2, running max ``m_i``, running
+    sum ``l_i`` and output ``acc`` rescaled; ``visible`` masks scores (rows that see nothing yet
+    keep a -inf max and add nothing)."""
+    if IEEE:
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    s = tl.where(visible, s * qk_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s - m_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if IEEE:
+        acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _paged_attention_kernel(
         q_ptr, kp_ptr, vp_ptr, table_ptr, lens_ptr, kn_ptr, vn_ptr, mask_ptr, out_ptr, lse_ptr,
         sm_scale, num_q, page_size, table_w, num_splits,
@@ -60,21 +82,7 @@ def _paged_attention_kernel(
         flat = (phys.to(tl.int64) * page_size + tok % page_size) * s_pt
         k = tl.load(kp_base + flat[:, None] + d[None, :], mask=t_ok[:, None], other=0.0)
         v = tl.load(vp_base + flat[:, None] + d[None, :], mask=t_ok[:, None], other=0.0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        s = tl.where(t_ok[None, :], s * qk_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(s - m_safe[:, None])
-        alpha = tl.math.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = _attend_tile(q, k, v, t_ok[None, :], m_i, l_i, acc, qk_scale, IEEE)
     if split == 0:
         # The new tokens, under the layout's mask (only the first split sees them).
         j = tl.arange(0, BLOCK_Q)
@@ -83,21 +91,7 @@ def _paged_attention_kernel(
         vn = tl.load(vn_ptr + row * s_vb + kvh * s_vh + j[:, None] * s_vt + d[None, :], mask=j_ok[:, None], other=0.0)
         vis = tl.load(mask_ptr + row * s_mb + qi[:, None] * s_mq + j[None, :],
                       mask=r_ok[:, None] & j_ok[None, :], other=0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(kn), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(kn))
-        s = tl.where(vis != 0, s * qk_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(s - m_safe[:, None])
-        alpha = tl.math.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p, vn.to(tl.float32), input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(vn.dtype), vn)
-        m_i = m_new
+        m_i, l_i, acc = _attend_tile(q, kn, vn, vis != 0, m_i, l_i, acc, qk_scale, IEEE)
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     o_ptrs = out_ptr + row * s_ob + split * s_os + qi[:, None] * s_ot + head[:, None] * s_oh + d[None, :]
     tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=r_ok[:, None])
