@@ -119,14 +119,16 @@ def test_any_schedule_gives_sequential_tokens(ckpts, near_draft, fold, static): 
     assert sum(r.num_accepted_tokens for r in res) > 0  # the drafted rounds did accept drafts
 
 
-def test_a_long_sit_out_is_caught_up_in_one_draft_forward(ckpts, near_draft, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("fold", ["always", "never"])
+def test_a_long_sit_out_is_caught_up_in_one_draft_forward(ckpts, near_draft, monkeypatch, fold):  # noqa: F811
     from workers.decoders import commits
 
+    kw = dict(verify="exact", max_new=40, commit_folding=fold)
     want, _ = _tokens(ckpts, None, remasking="sequential", max_new=40)
-    got, res = _tokens(ckpts, near_draft, LongSitOut(arms=(DRAFT, TARGET)), verify="exact", max_new=40)
+    got, res = _tokens(ckpts, near_draft, LongSitOut(arms=(DRAFT, TARGET)), **kw)
     assert got == want
     monkeypatch.setattr(commits, "CATCH_UP_BLOCKS", 1)  # one forward per missed block instead
-    _, per_block = _tokens(ckpts, near_draft, LongSitOut(arms=(DRAFT, TARGET)), verify="exact", max_new=40)
+    _, per_block = _tokens(ckpts, near_draft, LongSitOut(arms=(DRAFT, TARGET)), **kw)
     # the 30-round sit-out closes 6-7 blocks per row: one catch-up forward instead of one each
     assert all(a.num_draft_forwards <= b.num_draft_forwards - 4 for a, b in zip(res, per_block))
 

@@ -22,8 +22,12 @@ CATCH_UP_BLOCKS = 16        # most backlog blocks stored by one forward (padded 
 
 
 class CommitQueue:
-    def __init__(self, runner: ModelRunner, num_slots: int, block: int, fold: bool, counter: str):
-        self.runner, self.block, self.fold, self.counter = runner, block, fold, counter
+    """lazy: without folding, finished blocks wait in the backlog until the model's next forward of
+    the row instead of being stored at once (a draft may sit out several rounds: adaptive SimSD)."""
+
+    def __init__(self, runner: ModelRunner, num_slots: int, block: int, fold: bool, counter: str,
+                 lazy: bool = False):
+        self.runner, self.block, self.fold, self.counter, self.lazy = runner, block, fold, counter, lazy
         self.tokens = torch.zeros(num_slots, block, dtype=torch.long, device=runner.device)
         self.pending: set[int] = set()  # slots whose previous block is not in the cache yet
         # Slot -> older finished blocks, oldest first, queued while this model ran no forward for
@@ -34,17 +38,20 @@ class CommitQueue:
         """Queue each sequence's just-finished block ``blocks[n, B]``; seq.start is already past it."""
         if not seqs:
             return
+        if not self.fold and not self.lazy:
+            self._store_now(seqs, blocks, [s.start - self.block for s in seqs])
+            return
+        # A row whose previous block is still queued (its model ran no forward since) moves that
+        # block to its backlog, stored before the row's next forward.
+        for s in seqs:
+            if s.slot in self.pending:
+                self.backlog.setdefault(s.slot, []).append(self.tokens[s.slot].clone())
         if self.fold:
-            # A row whose previous block is still queued (its model ran no forward since) moves
-            # that block to its backlog, stored before the row's next forward.
-            for s in seqs:
-                if s.slot in self.pending:
-                    self.backlog.setdefault(s.slot, []).append(self.tokens[s.slot].clone())
-            slots = to_device([s.slot for s in seqs], self.runner.device)
-            self.tokens[slots] = blocks
+            self.tokens[to_device([s.slot for s in seqs], self.runner.device)] = blocks
             self.pending.update(s.slot for s in seqs)
             return
-        self._store_now(seqs, blocks, [s.start - self.block for s in seqs])
+        for s, block in zip(seqs, blocks):
+            self.backlog.setdefault(s.slot, []).append(block.clone())
 
     def _store_now(self, seqs: list[Sequence], blocks: torch.Tensor, starts: list[int]) -> None:
         """A forward of its own storing ``blocks[n, B]`` at ``starts``."""
@@ -72,8 +79,8 @@ class CommitQueue:
         counts = [min(len(self.backlog[s.slot]), CATCH_UP_BLOCKS) for s in rows]
         width = B * (1 << (max(counts) - 1).bit_length())  # few distinct shapes (CUDA graphs)
         # The oldest backlog block starts where the row's cache ends: before the other backlog
-        # blocks and the pending one, which sits just before the current block.
-        starts = [s.start - B * (len(self.backlog[s.slot]) + 1) for s in rows]
+        # blocks and the pending one (if any), which sits just before the current block.
+        starts = [s.start - B * (len(self.backlog[s.slot]) + (s.slot in self.pending)) for s in rows]
         ids = torch.zeros(len(rows), width, dtype=torch.long, device=dev)
         for i, (s, k) in enumerate(zip(rows, counts)):
             ids[i, :k * B] = torch.cat(self.backlog[s.slot][:k])

@@ -32,7 +32,7 @@ class DiffusionDrafter:
 
     def make_queues(self, num_slots: int, fold: bool) -> list[CommitQueue]:
         """Full blocks enter this cache as they enter the target's (folded into the first step)."""
-        self.commits = CommitQueue(self.runner, num_slots, self.block, fold, "num_draft_forwards")
+        self.commits = CommitQueue(self.runner, num_slots, self.block, fold, "num_draft_forwards", lazy=True)
         return [self.commits]
 
     def admit(self, seqs: list[Sequence]) -> None:
