@@ -47,9 +47,8 @@ class StaticForward:
             from .models.paged_attention import num_splits
 
             heads, kv = model.config.num_attention_heads, model.config.num_key_value_heads
-            tiles = -(-(heads // kv) * q // 64)
             sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 132
-            self.splits = num_splits(nb, kv, tiles, cache.max_len, sms)
+            self.splits = num_splits(nb, kv, heads // kv, q, cache.max_len, sms)
         self.triton = attention == "triton"
         self.kernel_options = ({"FORCE_USE_FLEX_ATTENTION": True} if attention == "flex-main" else None)
         self.out = None

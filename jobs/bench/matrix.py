@@ -79,8 +79,9 @@ def run_matrix(args, pairs: dict, reference_dir, log, save=lambda records: None)
 
 def _case(pair: str, spec: tuple, batch: int, block: int) -> Case:
     """A Case from a plan's (decoder, remasking, verify[, draft kind[, adaptive[, draft remasking[, steps]]]])."""
-    kind, adaptive, draft_rule, steps = (tuple(spec[3:]) + ("sdar", "off", "static", None)[len(spec) - 3:])[:4]
-    return Case(pair, spec[0], spec[1], spec[2], kind, batch, block, adaptive=adaptive, draft_remasking=draft_rule,
+    decoder, remasking, verify, *given = spec
+    kind, adaptive, draft_rule, steps = (*given, *("sdar", "off", "static", None)[len(given):])
+    return Case(pair, decoder, remasking, verify, kind, batch, block, adaptive=adaptive, draft_remasking=draft_rule,
                 denoising_steps=steps)
 
 
@@ -130,11 +131,10 @@ def run_reference(args, reference_dir, device, log, save=lambda records: None) -
             problems = heldout_problems(n)
             prompts = [tok.encode_prompt(q) for q, _ in problems]
             for spec in decoders:
-                kind = spec[3] if len(spec) > 3 else "sdar"
-                if kind not in drafts:
-                    continue
                 case = _case("reference", spec, batch, block)
-                draft = drafts[kind] if case.decoder == "simsd" else None
+                if case.draft_kind not in drafts:
+                    continue
+                draft = drafts[case.draft_kind] if case.decoder == "simsd" else None
                 rec = {**case.__dict__, "label": case.label, "num_prompts": n}
                 rec.update(run_engine_case(case, target, draft, tok, prompts, 256, keep_results=True))
                 texts = [tok.decode(r.token_ids) for r in rec.pop("results")]

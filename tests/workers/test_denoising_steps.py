@@ -3,7 +3,6 @@ reference, SimSD drafts revealing several tokens per step (exact stays lossless,
 layout oracle), and MRS with a left-to-right multi-token draft (exact enumeration)."""
 from __future__ import annotations
 
-import itertools
 import shutil
 
 import pytest
@@ -18,7 +17,7 @@ from workers.engine import Engine
 from workers.models import load_model
 
 from . import reference
-from .test_sampling_exact import SETTINGS, V, Table, dist, confidence, tv
+from .test_sampling_exact import SETTINGS, Table, confidence_reveals, dist, tv
 from .test_sampling_exact import reference as target_alone
 from .test_sampling_exact import simsd_mrs as simsd_mrs_rounds
 
@@ -226,21 +225,7 @@ def draft_outcomes(draft: Table, n: int, leftover: tuple, rule: str, steps: int,
             return
         dists = {i: dist(draft, i, tuple(block), s) for i in masked}
         quota = torch.tensor([step_quota(len(masked), steps, k)])
-        for ys in itertools.product(range(V), repeat=len(masked)):
-            w = prob
-            for i, y in zip(masked, ys):
-                w *= float(dists[i][y])
-            if w == 0:
-                continue
-            conf = torch.zeros(1, n, dtype=torch.float64)
-            is_masked = torch.zeros(1, n, dtype=torch.bool)
-            for i, y in zip(masked, ys):
-                conf[0, i], is_masked[0, i] = confidence(draft, i, tuple(block), y, s), True
-            reveal = reveal_positions(conf, is_masked, rule, 0.5, quota)[0]
-            new, new_p = list(block), dict(p)
-            for i, y in zip(masked, ys):
-                if reveal[i]:
-                    new[i], new_p[i] = y, dists[i]
+        for new, new_p, w in confidence_reveals(draft, block, p, prob, dists, rule, s, quota):
             go(new, new_p, w, k + 1)
 
     go(list(leftover) + [None] * (n - len(leftover)), {}, 1.0, 0)

@@ -81,25 +81,33 @@ def draft_outcomes(draft: Table, n: int, leftover: tuple, mode: str, s):
                     go(block[:i] + [y] + block[i + 1:], {**p, i: dists[i]}, prob * float(dists[i][y]))
             return
         # static / dynamic: every masked position draws a token, the most confident is revealed
-        for ys in itertools.product(range(V), repeat=len(masked)):
-            w = prob
-            for i, y in zip(masked, ys):
-                w *= float(dists[i][y])
-            if w == 0:
-                continue
-            conf = torch.zeros(1, n, dtype=torch.float64)
-            is_masked = torch.zeros(1, n, dtype=torch.bool)
-            for i, y in zip(masked, ys):
-                conf[0, i], is_masked[0, i] = confidence(draft, i, tuple(block), y, s), True
-            reveal = reveal_positions(conf, is_masked, mode, threshold=0.5)[0]
-            new, new_p = list(block), dict(p)
-            for i, y in zip(masked, ys):
-                if reveal[i]:
-                    new[i], new_p[i] = y, dists[i]
+        for new, new_p, w in confidence_reveals(draft, block, p, prob, dists, mode, s):
             go(new, new_p, w)
 
     go(list(leftover) + [None] * (n - len(leftover)), {}, 1.0)
     return results
+
+
+def confidence_reveals(draft: Table, block: list, p: dict, prob: float, dists: dict, rule: str, s, quota=None):
+    """One draft step where every masked position draws a token from ``dists`` independently and
+    ``reveal_positions`` (rule, optional quota [1]) keeps some: yields (new block, new p, probability)."""
+    n, masked = len(block), list(dists)
+    for ys in itertools.product(range(V), repeat=len(masked)):
+        w = prob
+        for i, y in zip(masked, ys):
+            w *= float(dists[i][y])
+        if w == 0:
+            continue
+        conf = torch.zeros(1, n, dtype=torch.float64)
+        is_masked = torch.zeros(1, n, dtype=torch.bool)
+        for i, y in zip(masked, ys):
+            conf[0, i], is_masked[0, i] = confidence(draft, i, tuple(block), y, s), True
+        reveal = reveal_positions(conf, is_masked, rule, 0.5, quota)[0]
+        new, new_p = list(block), dict(p)
+        for i, y in zip(masked, ys):
+            if reveal[i]:
+                new[i], new_p[i] = y, dists[i]
+        yield new, new_p, w
 
 
 def acceptance_cells(D, q, p, start: int, n: int):

@@ -11,12 +11,12 @@ from ..runner import ModelRunner
 from ..decoding import layouts
 from ..decoding.acceptance import accept_greedy, accept_mrs
 from ..decoding.adaptive import TARGET, AdaptivePolicy, arm_steps
-from ..decoding.remasking import reveal_positions
 from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
-from ..decoding.rng import STREAM_ACCEPT, STREAM_BONUS, STREAM_TARGET
+from .vanilla import denoise_step
+from ..decoding.rng import STREAM_ACCEPT, STREAM_BONUS
 from ..decoding.row_settings import StepRows, process_logits, record_logprobs
-from ..decoding.sampling import choose_tokens, suppress, target_distribution
+from ..decoding.sampling import suppress, target_distribution
 from ..decoding.sequence import Sequence
 from ..decoding.host import to_device
 
@@ -80,30 +80,12 @@ class SimSDDecoder:
         """One target forward over the current blocks; the leftmost masked position of each row is
         revealed with the target's choice. In exact mode this is the token a SimSD round yields
         there whatever the draft proposes (verify copy k at the first masked position k)."""
-        dev, B = self.target.device, self.block
-        slots = to_device([s.slot for s in seqs], dev)
-        starts = to_device([s.start for s in seqs], dev)
-        ids, masked = self.state.tokens[slots], self.state.masked[slots]
-        rows = StepRows(seqs, dev, sample=any(s.temperature > 0 for s in seqs))
+        slots = to_device([s.slot for s in seqs], self.target.device)
         with self.timer("verify"):
-            positions = starts[:, None] + torch.arange(B, device=dev)
-            h = self.commits.hidden(seqs, ids, positions, layouts.full_block(len(seqs), B, dev), slots)
-            logits = self.target.logits(h)
-            if rows.process:
-                logits = process_logits(logits, seqs, [s.start - s.prompt_len for s in seqs], stop_ids)
-            tokens, confidence, _ = choose_tokens(logits, rows.column(rows.temps), rows.column(rows.top_k),
-                                                  rows.column(rows.top_p), rows.uniforms(STREAM_TARGET, B),
-                                                  sample=rows.sample, never=(self.mask_id,))
-            reveal = reveal_positions(confidence, masked, "sequential")
-        # reported under the distribution the token came from: the mask token is never emitted
-        record_logprobs(rows, logits, tokens, reveal, [s.start for s in seqs], (self.mask_id,))
-        rows.advance()
-        new_tokens = torch.where(reveal, tokens, ids)
-        self.state.tokens[slots], self.state.masked[slots] = new_tokens, masked & ~reveal
-        zeros = torch.zeros(len(seqs), 2, dtype=torch.long, device=dev)
-        zeros[:, 1] = 1  # no draft accepted; one token (the "bonus") per row
-        blocks = self._count(seqs, torch.cat([new_tokens, zeros], dim=1).tolist(), drafted=False)
-        return self._close(seqs, slots, stop_ids, blocks), 1.0
+            new_tokens = denoise_step(self.target, self.commits, self.state, seqs, slots, stop_ids, "sequential")
+        # The round's one device->host copy; per row: no draft accepted, one target token.
+        rows = [block + [0, 1] for block in new_tokens.tolist()]
+        return self._close(seqs, slots, stop_ids, self._count(seqs, rows, drafted=False)), 1.0
 
     def _draft_round(self, seqs: list[Sequence], stop_ids, denoising_steps: int | None = None):
         """One speculative round: draft (in ``denoising_steps`` steps per block when given, else the

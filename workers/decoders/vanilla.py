@@ -24,7 +24,7 @@ class VanillaDecoder:
 
     def __init__(self, target: ModelRunner, block: int, settings, num_slots: int, generator, timer, fold: bool):
         self.target, self.block, self.settings = target, block, settings
-        self.timer, self.never = timer, (target.config.mask_token_id,)  # randomness is per row (rng.py)
+        self.timer = timer  # randomness is per row (rng.py)
         self.state = BlockState(num_slots, block, target.config.mask_token_id, target.device)
         self.steps = steps_per_block(settings.denoising_steps, block)  # None: one reveal per step
         self.commits = CommitQueue(target, num_slots, block, fold, "num_target_forwards")
@@ -42,25 +42,11 @@ class VanillaDecoder:
         self.state.open(seqs)
 
     def step(self, seqs: list[Sequence], stop_ids) -> list[Sequence]:
-        cfg, dev, B = self.settings, self.target.device, self.block
-        slots = _slots(seqs, dev)
+        cfg = self.settings
+        slots = _slots(seqs, self.target.device)
         with self.timer("denoise"):
-            ids, masked = self.state.tokens[slots], self.state.masked[slots]
-            positions = _starts(seqs, dev)[:, None] + torch.arange(B, device=dev)
-            h = self.commits.hidden(seqs, ids, positions, full_block(len(seqs), B, dev), slots)
-            logits = self.target.logits(h)
-            rows = StepRows(seqs, dev, sample=any(s.temperature > 0 for s in seqs))
-            if rows.process:
-                logits = process_logits(logits, seqs, [s.start - s.prompt_len for s in seqs], stop_ids)
-            tokens, confidence, _ = choose_tokens(logits, rows.column(rows.temps), rows.column(rows.top_k),
-                                                  rows.column(rows.top_p), rows.uniforms(STREAM_TARGET, B),
-                                                  sample=rows.sample, never=self.never)
-            quota = None if self.steps is None else self.state.quota(seqs, masked, self.steps)
-            reveal = reveal_positions(confidence, masked, cfg.remasking, cfg.threshold, quota)
-            record_logprobs(rows, logits, tokens, reveal, [s.start for s in seqs], self.never)
-            rows.advance()
-            self.state.tokens[slots] = torch.where(reveal, tokens, ids)
-            self.state.masked[slots] = masked & ~reveal
+            denoise_step(self.target, self.commits, self.state, seqs, slots, stop_ids, cfg.remasking,
+                         cfg.threshold, self.steps)
         for s in seqs:
             s.result.num_rounds += 1
             s.result.num_target_forwards += 1
@@ -78,6 +64,35 @@ class VanillaDecoder:
         with self.timer("commit"):
             _, finished = close_full_blocks(self.state, [self.commits], seqs, stop_ids)
         return finished
+
+
+def denoise_step(runner: ModelRunner, commits: CommitQueue, state: BlockState, seqs: list[Sequence],
+                 slots: torch.Tensor, stop_ids, rule: str, threshold: float = 0.9,
+                 steps: int | None = None) -> torch.Tensor:
+    """One denoising step of the rows' current blocks: one forward of ``runner``'s model over each
+    block (queued finished blocks folded in), each masked position's choice (greedy, or sampled
+    from the row's stream; never the mask token), ``rule`` reveals (``steps`` per block: the
+    ``--denoising-steps`` quota, else one a step), logprobs recorded, ``state`` updated.
+    Returns the rows' new block tokens [b, B] (on the device)."""
+    dev, B = runner.device, state.block
+    never = (state.mask_id,)
+    ids, masked = state.tokens[slots], state.masked[slots]
+    positions = _starts(seqs, dev)[:, None] + torch.arange(B, device=dev)
+    h = commits.hidden(seqs, ids, positions, full_block(len(seqs), B, dev), slots)
+    logits = runner.logits(h)
+    rows = StepRows(seqs, dev, sample=any(s.temperature > 0 for s in seqs))
+    if rows.process:
+        logits = process_logits(logits, seqs, [s.start - s.prompt_len for s in seqs], stop_ids)
+    tokens, confidence, _ = choose_tokens(logits, rows.column(rows.temps), rows.column(rows.top_k),
+                                          rows.column(rows.top_p), rows.uniforms(STREAM_TARGET, B),
+                                          sample=rows.sample, never=never)
+    quota = None if steps is None else state.quota(seqs, masked, steps)
+    reveal = reveal_positions(confidence, masked, rule, threshold, quota)
+    record_logprobs(rows, logits, tokens, reveal, [s.start for s in seqs], never)
+    rows.advance()
+    new_tokens = torch.where(reveal, tokens, ids)
+    state.tokens[slots], state.masked[slots] = new_tokens, masked & ~reveal
+    return new_tokens
 
 
 def _slots(seqs: list[Sequence], device) -> torch.Tensor:

@@ -45,18 +45,16 @@ def arm_steps(arm: str) -> int | None:
     return int(arm.split("-")[1]) if arm.startswith("draft-") else None
 
 
-@dataclass
 class ModeStats:
-    """Recent rounds of one mode: seconds per round and tokens per row per round."""
-    window: int = 8
-    seconds: deque = field(default_factory=deque)
-    tokens: deque = field(default_factory=deque)
+    """The last ``window`` rounds of one arm: seconds per round and tokens per row per round."""
+
+    def __init__(self, window: int = 8):
+        self.seconds: deque = deque(maxlen=window)
+        self.tokens: deque = deque(maxlen=window)
 
     def add(self, seconds: float, tokens_per_row: float) -> None:
-        for q, v in ((self.seconds, seconds), (self.tokens, tokens_per_row)):
-            q.append(v)
-            while len(q) > self.window:
-                q.popleft()
+        self.seconds.append(seconds)
+        self.tokens.append(tokens_per_row)
 
     @property
     def known(self) -> bool:
@@ -76,9 +74,10 @@ class AdaptivePolicy:
     max_probe_every: int = 256
     window: int = 8
     warmup: int = 3           # rounds of each mode measured first (the median drops a capture spike)
-    rounds: int = 0
-    current: str = ""
-    stats: dict = field(default_factory=dict)
+    # State (not arguments): rounds recorded, the arm chosen, per-arm stats, the probe schedule.
+    rounds: int = field(default=0, init=False)
+    current: str = field(default="", init=False)
+    stats: dict = field(default_factory=dict, init=False)
 
     def __post_init__(self):
         if not 1 <= self.warmup <= self.window:

@@ -93,7 +93,7 @@ def attend(qs, ks, vs, k_pool, v_pool, meta):
         return meta.fn(q, k, v, meta.block_mask)[:, :, :meta.length]
     if isinstance(meta, PagedMeta):
         out = _PAGED_OP[0](qs, ks, vs, k_pool, v_pool, meta.page_rows, meta.lens, meta.new_mask,
-                                 meta.page_size, meta.splits)
+                           meta.page_size, meta.splits)
         return out.transpose(1, 2)
     if isinstance(meta, GatherMeta):
         ck = k_pool[:, meta.token_idx].transpose(0, 1)  # [b, Hkv, span, D]

@@ -127,6 +127,12 @@ def _pow2(n: int, least: int) -> int:
     return max(least, 1 << max(0, (n - 1).bit_length()))
 
 
+def query_tiles(group: int, q: int) -> tuple[int, int]:
+    """(BLOCK_M, number of tiles) of the ``group * q`` query rows one KV head's programs hold."""
+    block_m = min(_pow2(group * q, 16), 64)
+    return block_m, -(-group * q // block_m)
+
+
 def paged_attention(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor,
                     page_rows: torch.Tensor, lens: torch.Tensor, new_mask: torch.Tensor, page_size: int,
                     splits: int = 1) -> torch.Tensor:
@@ -138,8 +144,7 @@ def paged_attention(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, k_pool
     g = H // Hkv
     if k_pool.stride(2) != 1 or qs.stride(3) != 1 or ks.stride(3) != 1 or vs.stride(3) != 1:
         raise ValueError("paged_attention needs the head dimension contiguous")
-    block_m = min(_pow2(g * q, 16), 64)
-    num_m = -(-g * q // block_m)
+    block_m, num_m = query_tiles(g, q)
     ieee = qs.dtype == torch.float32
     block_n = 32 if ieee else 64
     out = torch.empty(b, splits, q, H, D, device=qs.device, dtype=qs.dtype if splits == 1 else torch.float32)
@@ -179,9 +184,9 @@ def _(qs, ks, vs, k_pool, v_pool, page_rows, lens, new_mask, page_size, splits):
     return qs.new_empty(b, q, H, D)
 
 
-def num_splits(rows: int, kv_heads: int, query_tiles: int, max_len: int, sms: int = 132) -> int:
-    """Prefix splits so that a forward launches about two programs per SM, and no split holds
-    less than 256 cached tokens."""
-    programs = rows * kv_heads * query_tiles
+def num_splits(rows: int, kv_heads: int, group: int, q: int, max_len: int, sms: int = 132) -> int:
+    """Prefix splits so that a forward of ``rows`` x ``q`` new tokens (``group`` query heads per
+    KV head) launches about two programs per SM, and no split holds less than 256 cached tokens."""
+    programs = rows * kv_heads * query_tiles(group, q)[1]
     want = -(-2 * sms // programs)
     return max(1, min(want, max_len // 256, 64))
