@@ -11,6 +11,8 @@ from ..runner import ModelRunner
 from ..decoding import layouts
 from ..decoding.acceptance import accept_greedy, accept_mrs
 from ..decoding.adaptive import TARGET, AdaptivePolicy, arm_steps
+from ..decoding.remasking import steps_per_block
+from ..round_graph import RoundGraphs
 from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
 from .vanilla import denoise_step
@@ -38,6 +40,7 @@ class SimSDDecoder:
         self.state = BlockState(num_slots, block, self.mask_id, target.device)
         self.commits = CommitQueue(target, num_slots, block, fold, "num_target_forwards")
         self.queues = [self.commits] + drafter.make_queues(num_slots, fold)
+        self.graphs: RoundGraphs | None = None  # whole greedy rounds as one replay (see can_graph)
 
     def evict(self, seq: Sequence) -> None:
         """Forget a preempted row (its slot and pages are given to others)."""
@@ -96,6 +99,8 @@ class SimSDDecoder:
         ids, masked = self.state.tokens[slots], self.state.masked[slots]
         use_mrs = any(self.settings.acceptance_rule(s.temperature) == "mrs" for s in seqs)
         rows = StepRows(seqs, dev, use_mrs)  # only sampling (MRS) reads temperatures and uniforms
+        if self._can_graph(rows):
+            return self._graph_round(seqs, stop_ids, rows, denoising_steps)
         with self.timer("draft"):
             drafts, steps, p = self.drafter.draft(seqs, slots, ids, masked, starts, rows, use_mrs, denoising_steps)
         with self.timer("verify"):
@@ -112,6 +117,45 @@ class SimSDDecoder:
         rows = torch.cat([new_tokens, num_acc[:, None], has_bonus[:, None].long()], dim=1).tolist()
         blocks = self._count(seqs, rows)
         self.drafter.after_round(seqs, slots, to_device([s.start + B - s.masked_left for s in seqs], dev))
+        tokens_per_row = sum(r[B] + r[B + 1] for r in rows) / len(rows)
+        return self._close(seqs, slots, stop_ids, blocks), tokens_per_row
+
+    def _can_graph(self, rows: StepRows) -> bool:
+        """A whole round fits one replay: fixed shapes, an SDAR draft revealing a known count per
+        step, greedy rows without logit processing or logprobs, and both models folding commits."""
+        drafter = self.drafter
+        return (self.target.static_shapes and getattr(drafter, "commits", None) is not None
+                and drafter.runner.static_shapes and self.commits.fold and drafter.commits.fold
+                and self.settings.draft_remasking != "dynamic" and not rows.sample and not rows.process
+                and rows.num_top is None)
+
+    def _graph_round(self, seqs: list[Sequence], stop_ids, step_rows: StepRows, denoising_steps: int | None):
+        """``_draft_round`` as one replay of a RoundGraph (same tokens, same counters)."""
+        B, dq = self.block, self.drafter.commits
+        for queue in (self.commits, dq):
+            queue.catch_up(seqs)  # older blocks a model missed (adaptive rounds): stored first
+        S = steps_per_block(denoising_steps or self.settings.denoising_steps, B)
+        row_steps = [n if S is None else min(S, n) for n in (s.masked_left for s in seqs)]
+        for s, n in zip(seqs, row_steps):
+            s.result.num_draft_forwards += n
+        if self.graphs is None or self.graphs.is_stale():
+            self.graphs = RoundGraphs(self.target, self.drafter.runner, B, self.settings.draft_remasking,
+                                      self.settings.verify)
+        packed = [[s.slot, s.start, s.slot in self.commits.pending, s.slot in dq.pending] for s in seqs]
+        with self.timer("round"):
+            out = self.graphs.run(packed, max(row_steps), S, max(s.start for s in seqs),
+                                  (self.state.tokens, self.state.masked, self.commits, dq))
+            slots = to_device([s.slot for s in seqs], self.target.device)
+            self.state.tokens[slots], self.state.masked[slots] = out[:, :B], out[:, B:2 * B].bool()
+            for queue, col in ((self.commits, 2), (dq, 3)):  # the folded blocks are in the caches now
+                stored = [row[0] for row in packed if row[col]]
+                if stored:
+                    queue.runner.cache.lengths[to_device(stored, self.target.device)] += B
+                    queue.pending.difference_update(stored)
+            # The round's one device->host copy: the blocks and the accepted counts.
+            rows = torch.cat([out[:, :B], out[:, 2 * B:]], dim=1).tolist()
+        step_rows.advance()
+        blocks = self._count(seqs, rows)
         tokens_per_row = sum(r[B] + r[B + 1] for r in rows) / len(rows)
         return self._close(seqs, slots, stop_ids, blocks), tokens_per_row
 

@@ -11,6 +11,8 @@ from typing import Sequence as Seq
 
 import torch
 
+from .host import to_device
+
 Number = int | float | torch.Tensor
 
 
@@ -18,7 +20,7 @@ def suppress(logits: torch.Tensor, ids: Seq[int] | None) -> torch.Tensor:
     """``logits`` with the never-emitted token ids (the mask token, ...) at -inf. Out of place."""
     if not ids:
         return logits
-    index = torch.tensor(list(ids), device=logits.device)
+    index = to_device(list(ids), logits.device)  # a plain torch.tensor(..., device=cuda) waits for the GPU
     return logits.index_fill(-1, index, float("-inf"))
 
 
