@@ -36,6 +36,7 @@ def validate_models(config: GenerateConfig) -> list[str]:
     warnings: list[str] = []
     target_cfg, tokenizer = check_model("--target", config.target, config)
     warnings += check_block_length(target_cfg, config)
+    check_stop_token_ids(config, target_cfg)
     draft_cfg = None
     if config.draft is not None:
         draft_cfg, draft_tokenizer = check_model("--draft", config.draft, config)
@@ -74,6 +75,14 @@ def check_fits_gpu(config: GenerateConfig, target_cfg, draft_cfg, device_bytes: 
         message = fit_error(draft_cfg, left, MIN_KV_TOKENS, dtype_bytes, name="--target with --draft")
     if message:
         raise ConfigError(message)
+
+
+def check_stop_token_ids(config: GenerateConfig, target_cfg) -> None:
+    """--stop-token-ids must be ids of the target's vocabulary (an id past it fails every row)."""
+    bad = [i for i in config.stop_token_ids or () if not 0 <= int(i) < target_cfg.vocab_size]
+    if bad:
+        raise ConfigError(f"--stop-token-ids {','.join(map(str, bad))}: outside the target's vocabulary "
+                          f"(token ids 0..{target_cfg.vocab_size - 1}, config.json vocab_size {target_cfg.vocab_size})")
 
 
 def check_lossless_sampling(config: GenerateConfig, draft_cfg) -> None:
