@@ -43,7 +43,30 @@ def validate_models(config: GenerateConfig) -> list[str]:
         check_same_vocab(tokenizer, draft_tokenizer, config, target_cfg, draft_cfg)
         check_lossless_sampling(config, draft_cfg)
     check_fits_gpu(config, target_cfg, draft_cfg, _local_gpu_bytes())
+    check_batch_fits(config, target_cfg, draft_cfg, _local_gpu_bytes())
     return warnings
+
+
+def check_batch_fits(config: GenerateConfig, target_cfg, draft_cfg, gpu_bytes: int | None) -> None:
+    """--batch-size against memory (pipeline.memory_check): the local GPU's, or on CPU this
+    host's available RAM shared by its workers. Nothing to check against on a remote cluster."""
+    import os
+
+    from .memory_check import check_batch_memory, host_available_bytes
+
+    if gpu_bytes is not None and config.device != "cpu":
+        budget = int(gpu_bytes * config.gpu_memory_utilization)
+        check_batch_memory(config, target_cfg, draft_cfg, "cuda", budget,
+                           f"the GPU ({gpu_bytes / 2**30:.1f} GiB x --gpu-memory-utilization "
+                           f"{config.gpu_memory_utilization:g})")
+        return
+    if config.device == "cuda" or config.address or os.environ.get("RAY_ADDRESS"):
+        return  # the engines run elsewhere: their memory is not known here
+    available = host_available_bytes()
+    workers = config.workers or 1
+    if available is not None:
+        check_batch_memory(config, target_cfg, draft_cfg, "cpu", available // workers,
+                           f"this host's available memory{f' per worker ({workers} workers)' if workers > 1 else ''}")
 
 
 def _local_gpu_bytes() -> int | None:

@@ -7,6 +7,7 @@ so one bad prompt never fails a batch (and never makes Ray retry the whole batch
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import math
@@ -60,7 +61,13 @@ def is_out_of_memory(err: BaseException) -> bool:
             return True
     except Exception:  # noqa: BLE001 - torch missing or without cuda
         pass
-    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+    if isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno == errno.ENOMEM):
+        return True
+    # torch's CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."
+    return isinstance(err, RuntimeError) and any(text in str(err).lower() for text in _OOM_TEXTS)
+
+
+_OOM_TEXTS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
 
 def _free_device_memory() -> None:
