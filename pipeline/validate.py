@@ -279,6 +279,9 @@ def check_same_vocab(target_tok, draft_tok, config: GenerateConfig, target_cfg=N
 
 
 def check_output(config: GenerateConfig) -> None:
+    from .output_check import check_writable
+
+    check_writable(config)  # a read-only path is exit 2 here, not a failure after Ray started
     if config.overwrite:
         return
     fs, path = open_fs(config.output, config.storage_options)
