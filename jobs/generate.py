@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generate(config) -> int:
-    from pipeline import columns, demo, driver, quiet, resume, summary
+    from pipeline import columns, demo, driver, quiet, report, resume, summary
     from pipeline.config import ConfigError
-    from pipeline.storage import for_terminal
+    from pipeline.storage import for_terminal, open_fs
     from pipeline.validate import validate
 
     quiet.install(config.verbose)
@@ -57,6 +57,9 @@ def _generate(config) -> int:
         if rows is not None:
             print(f"{PROG}: nothing to do: all {rows} input rows are already in {config.output} "
                   "(--overwrite generates them again)")
+            if summary.ensure_written(*open_fs(config.output, config.storage_options), config):
+                print(f"{PROG}: {summary.SUMMARY_FILE} (or {report.REPORT_FILE}) was missing or unreadable: "
+                      "written again from the rows in data/")
             return 0
     for warning in validate(config):
         print(for_terminal(f"{PROG}: warning: {warning}", config.storage_options, sys.stderr), file=sys.stderr)

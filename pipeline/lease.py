@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 
 from .config import ConfigError
 from .fence import read_fence
-from .storage import is_local, join, retry
+from .storage import is_local, join, retry, write_atomic
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"_lease\.(\d+)\.json$")
@@ -224,13 +224,7 @@ def create_exclusive(fs, path: str, data: bytes) -> bool:
 
 def write_record(fs, path: str, data: bytes) -> None:
     """Overwrite ``path`` whole: atomic rename locally, one PUT on object stores."""
-    if is_local(fs):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-        return
-    retry(fs.pipe_file, path, data)
+    write_atomic(fs, path, data)
 
 
 def _create_local(path: str, data: bytes) -> bool:
