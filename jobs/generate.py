@@ -43,7 +43,6 @@ def _generate(config) -> int:
     from pipeline import columns, demo, driver, quiet, report, resume, summary
     from pipeline.config import ConfigError
     from pipeline.storage import for_terminal, open_fs
-    from pipeline.validate import validate
 
     quiet.install(config.verbose)
     is_demo = config.input is None and config.target is None
@@ -61,6 +60,8 @@ def _generate(config) -> int:
                 print(f"{PROG}: {summary.SUMMARY_FILE} (or {report.REPORT_FILE}) was missing or unreadable: "
                       "written again from the rows in data/")
             return 0
+    from pipeline.validate import validate  # imports torch: not on the nothing-to-do path
+
     for warning in validate(config):
         print(for_terminal(f"{PROG}: warning: {warning}", config.storage_options, sys.stderr), file=sys.stderr)
     columns.passthrough(config, columns.input_schema(config))  # a column clash is exit 2 before Ray starts
@@ -72,5 +73,7 @@ def _generate(config) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m jobs.generate` (what `ray job submit` runs)
+    from jobs.cli import exit_now, run_main
+
+    exit_now(run_main(main))

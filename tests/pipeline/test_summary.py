@@ -10,10 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline import report, resume, summary
-from pipeline.config import parse_args
-from tests.pipeline.fakes import make_model_dir
-from tests.pipeline.helpers import write_prompts
+from pipeline import report, summary
+from tests.pipeline.helpers import finished_output, job_argv
 
 
 class _Full(io.RawIOBase):
@@ -67,7 +65,7 @@ def test_full_disk_keeps_the_previous_summary_and_leaves_no_partial_file(tmp_pat
 
 def test_full_disk_never_leaves_a_truncated_report(tmp_path):
     fs = fsspec.filesystem("file")
-    _finished_output(tmp_path)
+    finished_output(tmp_path)
     out = str(tmp_path / "out")
     assert report.write_quietly(FullDiskFS(), out) is None  # a warning, not a failed job
     assert not os.path.exists(f"{out}/report.html") and not report.is_complete(fs, out)
@@ -78,41 +76,20 @@ def test_unreadable_summary_counts_as_missing(tmp_path):
     assert summary.read(fsspec.filesystem("file"), str(tmp_path)) is None
 
 
-def _argv(tmp_path, model):
-    return ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--target", str(model),
-            "--device", "cpu"]
-
-
-def _finished_output(tmp_path):
-    """An output whose every row is in data/ and has no summary: killed after the final commit."""
-    model = make_model_dir(tmp_path / "model")
-    write_prompts(tmp_path / "in", 4)
-    fs, out = fsspec.filesystem("file"), str(tmp_path / "out")
-    resume.write_job_file(fs, out, parse_args(_argv(tmp_path, model)))
-    rows = {"id": list(range(4)), "finish_reason": ["length"] * 4, "error": [None] * 4,
-            "actor_id": ["h:1"] * 4, "time_taken_s": [0.5] * 4, "finished_at": [1e9] * 4,
-            **{name: [3] * 4 for name in ("num_input_tokens", "num_generated_tokens", "num_rounds",
-                                          "num_drafted_tokens", "num_accepted_tokens", "num_target_forwards",
-                                          "num_draft_forwards")}}
-    (tmp_path / "out" / "data").mkdir(parents=True)
-    pq.write_table(pa.table(rows), tmp_path / "out" / "data" / "run-0.parquet")
-    return model
-
-
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
 def test_rerun_with_nothing_left_writes_the_summary_again(tmp_path, capsys, damage):
     from jobs.generate import main
 
-    model = _finished_output(tmp_path)
+    model = finished_output(tmp_path)
     if damage == "truncated":
         (tmp_path / "out" / "summary.parquet").write_bytes(b"PAR1" + b"\0" * 8000)
         (tmp_path / "out" / "report.html").write_text("<html><body>cut short")
-    assert main(_argv(tmp_path, model)) == 0
+    assert main(job_argv(tmp_path, model)) == 0
     text = capsys.readouterr().out
     assert "nothing to do" in text and "written again" in text
     stats = summary.read(fsspec.filesystem("file"), str(tmp_path / "out"))
     assert stats["rows"] == 4 and stats["generated_tokens"] == 12
     assert report.is_complete(fsspec.filesystem("file"), str(tmp_path / "out"))
     assert not [p for p in os.listdir(tmp_path / "out") if p.startswith("_lease")]
-    assert main(_argv(tmp_path, model)) == 0  # now complete: left alone
+    assert main(job_argv(tmp_path, model)) == 0  # now complete: left alone
     assert "written again" not in capsys.readouterr().out
