@@ -49,6 +49,9 @@ OUTPUT_SCHEMA_TAIL = [  # every output column after `id`, with its type
 ]
 _OVERRIDES = ("max_new_tokens", "temperature")
 MAX_TEMPERATURE = 100.0
+# No tokenizer's token covers more characters than this (the longest BPE tokens are runs of
+# spaces or symbols of a few dozen characters): the bound for refusing text before tokenizing.
+MAX_CHARS_PER_TOKEN = 64
 log = logging.getLogger(__name__)
 
 
@@ -216,6 +219,9 @@ class GenerateUDF:
 
     def _request(self, index: int, row: dict) -> Request | str:
         """A Request keyed by the row's index in the batch, or an error message for this row."""
+        too_long = self._too_many_chars(row)
+        if too_long:
+            return too_long
         try:
             prompt_ids = self._encode(row)
         except BaseException as err:  # malformed messages, template or tokenizer failure, limits
@@ -243,6 +249,21 @@ class GenerateUDF:
                     f"context of {context} tokens")
         return Request(id=index, prompt_ids=prompt_ids, **overrides, params=params, sample_index=_sample_index(row),
                        row_id=row.get(self.config.id_column))
+
+    def _too_many_chars(self, row: dict) -> str | None:
+        """Text far longer than any prompt the model takes is refused by its character count,
+        before tokenizing it (a 45 MB prompt costs minutes and gigabytes to tokenize). Every
+        token is at most MAX_CHARS_PER_TOKEN characters of text, so more characters than that
+        times the model's limit can never fit."""
+        limit = getattr(self.engine, "max_prompt_tokens", None) or getattr(self.engine, "max_context", None)
+        if limit is None:
+            return None
+        chars = _text_length(row.get(self.config.messages_column or self.config.prompt_column))
+        if chars > limit * MAX_CHARS_PER_TOKEN:
+            return (f"prompt has {chars} characters, more than the {limit * MAX_CHARS_PER_TOKEN} that the "
+                    f"model's limit of {limit} tokens can hold (at most {MAX_CHARS_PER_TOKEN} characters a "
+                    "token); not tokenized")
+        return None
 
     def prompt_ids(self, row: dict) -> list[int]:
         """The token ids this actor decodes for one input row (raises on a malformed row)."""
@@ -298,6 +319,15 @@ class GenerateUDF:
         close = getattr(getattr(self, "engine", None), "close", None)
         if close is not None:
             close()
+
+
+def _text_length(value) -> int:
+    """Characters of a prompt string or of a messages list's contents (0 for anything else)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(_text_length(m.get("content")) if isinstance(m, dict) else 0 for m in value)
+    return 0
 
 
 def _sample_index(row: dict) -> int:
