@@ -33,10 +33,35 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as err:  # noqa: BLE001 - report, redacted, and exit nonzero
         print(for_terminal(traceback.format_exc(), options, sys.stderr), file=sys.stderr)
-        print(for_terminal(f"{PROG}: failed: {type(err).__name__}: {err} "
+        print(for_terminal(f"{PROG}: failed: {type(err).__name__}: {err}{_cause(err)} "
                            "(rows already written are kept; rerun the same command to resume)", options, sys.stderr),
               file=sys.stderr)
         return 1
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost error behind ``err``: Ray's task errors wrap the worker's (``cause``),
+    Python chains the rest (``__cause__``, ``__context__``)."""
+    seen = {id(err)}
+    while True:
+        inner = getattr(err, "cause", None)
+        if not isinstance(inner, BaseException):
+            inner = err.__cause__ or err.__context__
+        if inner is None or id(inner) in seen:
+            return err
+        seen.add(id(inner))
+        err = inner
+
+
+def _cause(err: BaseException) -> str:
+    """`` (cause: No space left on device: /out/...)`` when a wrapped error says more."""
+    from pipeline.output_check import describe
+
+    inner = root_cause(err)
+    text = describe(inner)
+    if inner is err or text in str(err):
+        return ""
+    return f" (cause: {text})"
 
 
 def _generate(config) -> int:
