@@ -49,8 +49,7 @@ OUTPUT_SCHEMA_TAIL = [  # every output column after `id`, with its type
 ]
 _OVERRIDES = ("max_new_tokens", "temperature")
 MAX_TEMPERATURE = 100.0
-# No tokenizer's token covers more characters than this (the longest BPE tokens are runs of
-# spaces or symbols of a few dozen characters): the bound for refusing text before tokenizing.
+# No token covers more characters than this (the longest BPE tokens: runs of a few dozen spaces).
 MAX_CHARS_PER_TOKEN = 64
 log = logging.getLogger(__name__)
 
@@ -251,10 +250,8 @@ class GenerateUDF:
                        row_id=row.get(self.config.id_column))
 
     def _too_many_chars(self, row: dict) -> str | None:
-        """Text far longer than any prompt the model takes is refused by its character count,
-        before tokenizing it (a 45 MB prompt costs minutes and gigabytes to tokenize). Every
-        token is at most MAX_CHARS_PER_TOKEN characters of text, so more characters than that
-        times the model's limit can never fit."""
+        """Text that cannot fit the model's limit (MAX_CHARS_PER_TOKEN a token), refused by its
+        character count before tokenizing it: a 45 MB prompt costs minutes and gigabytes to tokenize."""
         limit = getattr(self.engine, "max_prompt_tokens", None) or getattr(self.engine, "max_context", None)
         if limit is None:
             return None
