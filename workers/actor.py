@@ -65,11 +65,10 @@ def is_out_of_memory(err: BaseException) -> bool:
         pass
     if isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno == errno.ENOMEM):
         return True
-    # torch's CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."
     return isinstance(err, RuntimeError) and any(text in str(err).lower() for text in _OOM_TEXTS)
 
 
-_OOM_TEXTS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+_OOM_TEXTS = ("out of memory", "can't allocate memory", "cannot allocate memory")  # the last two: torch's CPU allocator
 
 
 def _free_device_memory() -> None:
