@@ -1,8 +1,11 @@
 """The `simsd` console script: one subcommand per module in jobs/, imported only when used."""
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import sys
+import traceback
 
 # Subcommand -> module exposing main(argv). Add a command by adding a line here and a module.
 COMMANDS = {
@@ -37,9 +40,54 @@ def main(argv: list[str] | None = None) -> int:
     return status if isinstance(status, int) else 0  # some jobs return their report
 
 
+def entry() -> None:
+    """The console script: ``main``, then :func:`exit_now` with its status."""
+    exit_now(run_main(main))
+
+
+def run_main(fn, *args) -> int:
+    """``fn(*args)``'s exit status: its return value, a SystemExit's code (argparse), or 1 after
+    printing the traceback of any other exception."""
+    try:
+        status = fn(*args)
+    except SystemExit as err:
+        status = err.code
+    except BaseException:  # noqa: BLE001 - reported, then a deterministic exit
+        traceback.print_exc()
+        return 1
+    if status is None or isinstance(status, bool):
+        return int(bool(status))
+    if isinstance(status, int):
+        return status
+    if isinstance(status, str):  # sys.exit("message")
+        print(status, file=sys.stderr)
+        return 1
+    return 0  # some jobs return their report
+
+
+def exit_now(status: int) -> None:
+    """End the process with ``status``, deterministically.
+
+    A normal interpreter exit first finalizes Python, which kills daemon threads (the lease
+    heartbeat, progress, fsspec's event loop) wherever they are, even inside C++ code, then runs
+    the C++ static destructors of the native libraries (Arrow's thread pool, jemalloc, torch).
+    Either can end in ``terminate called without an active exception`` and SIGABRT (exit 134
+    or -6) after a job already finished. So: run the atexit handlers (Ray's shutdown of a
+    private local Ray, logging), flush the output, and leave with ``os._exit``."""
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed stream must not change the status
+                pass
+        os._exit(status)
+
+
 def _usage() -> str:
     return "usage: simsd {" + ",".join(COMMANDS) + "} [options]   (simsd <command> --help)"
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -33,17 +33,41 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as err:  # noqa: BLE001 - report, redacted, and exit nonzero
         print(for_terminal(traceback.format_exc(), options, sys.stderr), file=sys.stderr)
-        print(for_terminal(f"{PROG}: failed: {type(err).__name__}: {err} "
+        print(for_terminal(f"{PROG}: failed: {type(err).__name__}: {err}{_cause(err)} "
                            "(rows already written are kept; rerun the same command to resume)", options, sys.stderr),
               file=sys.stderr)
         return 1
 
 
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost error behind ``err``: Ray's task errors wrap the worker's (``cause``),
+    Python chains the rest (``__cause__``, ``__context__``)."""
+    seen = {id(err)}
+    while True:
+        inner = getattr(err, "cause", None)
+        if not isinstance(inner, BaseException):
+            inner = err.__cause__ or err.__context__
+        if inner is None or id(inner) in seen:
+            return err
+        seen.add(id(inner))
+        err = inner
+
+
+def _cause(err: BaseException) -> str:
+    """`` (cause: No space left on device: /out/...)`` when a wrapped error says more."""
+    from pipeline.output_check import describe
+
+    inner = root_cause(err)
+    text = describe(inner)
+    if inner is err or text in str(err):
+        return ""
+    return f" (cause: {text})"
+
+
 def _generate(config) -> int:
-    from pipeline import columns, demo, driver, quiet, resume, summary
+    from pipeline import columns, demo, driver, quiet, report, resume, summary
     from pipeline.config import ConfigError
-    from pipeline.storage import for_terminal
-    from pipeline.validate import validate
+    from pipeline.storage import for_terminal, open_fs
 
     quiet.install(config.verbose)
     is_demo = config.input is None and config.target is None
@@ -57,7 +81,12 @@ def _generate(config) -> int:
         if rows is not None:
             print(f"{PROG}: nothing to do: all {rows} input rows are already in {config.output} "
                   "(--overwrite generates them again)")
+            if summary.ensure_written(*open_fs(config.output, config.storage_options), config):
+                print(f"{PROG}: {summary.SUMMARY_FILE} (or {report.REPORT_FILE}) was missing or unreadable: "
+                      "written again from the rows in data/")
             return 0
+    from pipeline.validate import validate  # imports torch: not on the nothing-to-do path
+
     for warning in validate(config):
         print(for_terminal(f"{PROG}: warning: {warning}", config.storage_options, sys.stderr), file=sys.stderr)
     columns.passthrough(config, columns.input_schema(config))  # a column clash is exit 2 before Ray starts
@@ -69,5 +98,7 @@ def _generate(config) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m jobs.generate` (what `ray job submit` runs)
+    from jobs.cli import exit_now, run_main
+
+    exit_now(run_main(main))

@@ -7,7 +7,8 @@ Only headers are read (8 bytes of length, then the JSON header; never the tensor
   size is refused here, not after minutes of loading or as garbage text);
 - every weight file resolves inside the checkpoint directory (symlinks included);
 - every header is well formed: size within the file, known dtypes, offsets inside the file and
-  matching each tensor's shape and dtype (a truncated or corrupt file is refused);
+  matching each tensor's shape and dtype, tensors tiling the data section without overlap or gap
+  (a truncated or corrupt file is refused);
 - every tensor the config implies is present with the implied shape; the weights hold exactly
   ``num_hidden_layers`` layers; an untied model has an ``lm_head``;
 - weights are floating point.
@@ -80,12 +81,31 @@ def read_header(file: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     if not isinstance(header, dict):
         raise ModelLoadError(f"{file}: corrupt safetensors header (not a JSON object)")
     data_bytes = size - 8 - length
-    out = {}
+    out, spans = {}, []
     for name, info in header.items():
         if name == "__metadata__":
             continue
         out[name] = _tensor_entry(file, name, info, data_bytes)
+        spans.append((*info["data_offsets"], name))
+    check_layout(file, spans, data_bytes)
     return out
+
+
+def check_layout(file: Path, spans: list[tuple[int, int, str]], data_bytes: int) -> None:
+    """Tensors tile the data section exactly, as the safetensors loader requires: no two
+    overlap (one tensor's bytes read as another's), no gap, nothing left over at the end."""
+    position, previous = 0, None
+    for start, end, name in sorted(spans):
+        if start < position:
+            raise ModelLoadError(f"{file}: corrupt safetensors file: {name} has data offsets [{start}, {end}] "
+                                 f"overlapping {previous} (which ends at {position})")
+        if start > position:
+            raise ModelLoadError(f"{file}: corrupt safetensors file: {start - position} bytes at data offset "
+                                 f"{position} belong to no tensor (a gap before {name})")
+        position, previous = end, name
+    if position != data_bytes:
+        raise ModelLoadError(f"{file}: corrupt safetensors file: the tensors end at data offset {position} of "
+                             f"{data_bytes} data bytes (trailing bytes)")
 
 
 def _tensor_entry(file: Path, name: str, info, data_bytes: int) -> tuple[str, tuple[int, ...]]:

@@ -25,20 +25,22 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
     started = time.time()
     out_fs, out = open_fs(config.output, config.storage_options)
     run_id = new_run_id()
-    with Lease(out_fs, out, run_id, timeout_s=config.lease_timeout_s) as lease:
+    lost: list[BaseException] = []  # set by the heartbeat thread: stop at once, commit nothing
+    with Lease(out_fs, out, run_id, timeout_s=config.lease_timeout_s, on_lost=lost.append) as lease:
         _init_ray(config)
-        _prepare_output(out_fs, out, config)
+        _prepare_output(out_fs, out, config, lease.record.generation)
         done = resume.done_keys(out_fs, out)  # (id, sample_index) keys already written
         _configure_data_context(config)
         job_monitor = monitor.start()
         dataset = _plan(config, done, engine_factory, job_monitor)
-        staging = resume.staging_path(out, run_id)
+        staging = resume.staging_path(out, run_id, lease.record.generation)
         with progress.Reporter(out_fs, staging, _pending_rows(config, done), config.progress_interval_s):
             _fail_clearly_if_unplaced(config, lambda: watchdog.run_watched(
                 lambda: dataset.write_parquet(staging, filesystem=to_pyarrow(out_fs)),
-                job_monitor, config, on_stall=lambda: _keep_written(out_fs, out, lease)))
+                job_monitor, config, on_stall=lambda: _keep_written(out_fs, out, lease),
+                interrupt=lambda: lost[0] if lost else None))
         lease.check()  # never commit after another run took the output over
-        committed = resume.commit_staged(out_fs, out)
+        committed = resume.commit_staged(out_fs, out, lease.record.generation)
         stats = summary.build(out_fs, out, committed, config, wall_time_s=time.time() - started,
                               num_workers=num_workers(config), started_at=started)
         stats.update(watchdog.run_stats(job_monitor))
@@ -50,7 +52,7 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
 def _keep_written(out_fs, out: str, lease: Lease) -> None:
     """After a stall: commit the complete files already staged (the writer has been stopped)."""
     lease.check()
-    resume.commit_staged(out_fs, out)
+    resume.commit_staged(out_fs, out, lease.record.generation)
 
 
 def _init_ray(config: GenerateConfig) -> None:
@@ -98,12 +100,13 @@ def _configure_data_context(config: GenerateConfig) -> None:
                                                 *(re.escape(p) for p in TRANSIENT_ERROR_PATTERNS)]))
 
 
-def _prepare_output(fs, out: str, config: GenerateConfig) -> None:
+def _prepare_output(fs, out: str, config: GenerateConfig, generation: int) -> None:
     if config.overwrite and resume.read_job_file(fs, out) is not None:
         resume.clear_output(fs, out)
     resume.write_job_file(fs, out, config)
-    # Recover a killed run: its complete files count as done, its partial ones are dropped.
-    resume.commit_staged(fs, out)
+    # Recover a killed run: its complete files count as done, its partial ones are dropped, and
+    # every older holder is fenced (its late files are never committed: pipeline.fence).
+    resume.commit_staged(fs, out, generation, recover=True)
 
 
 def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory, job_monitor=None):

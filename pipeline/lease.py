@@ -16,7 +16,8 @@ finds a live lease stops with :class:`LeaseHeld` (a ConfigError: exit 2) naming 
 lease whose heartbeat is older than the timeout, or whose holder process is gone (same host), is
 taken over by creating the next generation; only one contender can create it. The previous
 holder, if it was only paused, sees the higher generation at its next heartbeat or before it
-commits, and stops without committing (:class:`LeaseLost`).
+commits, and stops without committing (:class:`LeaseLost`; ``on_lost`` lets the driver stop its
+execution at once). Its workers' late staged files are fenced by generation (pipeline.fence).
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from .config import ConfigError
-from .storage import is_local, join, retry
+from .fence import read_fence
+from .storage import is_local, join, retry, write_atomic
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"_lease\.(\d+)\.json$")
@@ -64,8 +66,10 @@ class Lease:
     """The writer lease on output ``out`` of filesystem ``fs``. Use as a context manager or call
     :meth:`acquire` / :meth:`release`; :meth:`check` before committing."""
 
-    def __init__(self, fs, out: str, run_id: str, timeout_s: float = 120.0, heartbeat_s: float | None = None):
+    def __init__(self, fs, out: str, run_id: str, timeout_s: float = 120.0, heartbeat_s: float | None = None,
+                 on_lost=None):
         self.fs, self.out, self.timeout_s = fs, out, timeout_s
+        self.on_lost = on_lost  # called once, from the heartbeat thread, when the lease is found lost
         self.heartbeat_s = heartbeat_s if heartbeat_s is not None else max(timeout_s / 4, 0.05)
         now = time.time()
         self.record = LeaseRecord(socket.gethostname(), os.getpid(), run_id, now, now)
@@ -79,6 +83,9 @@ class Lease:
         for _ in range(_ATTEMPTS):
             generations = self._generations()
             top = max(generations, default=0)
+            # Generations only grow, also after a release deleted the record: the fence holds the
+            # last generation that touched the staging area (pipeline.fence).
+            floor = read_fence(self.fs, self.out)
             if top:
                 holder = self._read(top)
                 if self._why_stale(holder) is None:
@@ -86,9 +93,9 @@ class Lease:
                                     f"{holder.describe()}; wait for it to finish (or stop it), then rerun")
                 log.warning("taking over the lease on %s from %s: %s", self.out, holder.describe(),
                             self._why_stale(holder))
-            self.record.generation = top + 1
+            self.record.generation = max(top, floor) + 1
             self.record.heartbeat = time.time()
-            if create_exclusive(self.fs, self._path(top + 1), self._payload()):
+            if create_exclusive(self.fs, self._path(self.record.generation), self._payload()):
                 self._drop_older(generations)
                 self._start_heartbeat()
                 return self
@@ -138,6 +145,8 @@ class Lease:
                 self.heartbeat()
             except LeaseLost as err:
                 log.error("%s", err)
+                if self.on_lost is not None:
+                    self.on_lost(err)  # stop this holder's execution at once (pipeline.driver)
                 return
             except Exception as err:  # noqa: BLE001 - a missed beat is retried at the next one
                 log.warning("lease heartbeat on %s failed: %s", self.out, err)
@@ -215,13 +224,7 @@ def create_exclusive(fs, path: str, data: bytes) -> bool:
 
 def write_record(fs, path: str, data: bytes) -> None:
     """Overwrite ``path`` whole: atomic rename locally, one PUT on object stores."""
-    if is_local(fs):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-        return
-    retry(fs.pipe_file, path, data)
+    write_atomic(fs, path, data)
 
 
 def _create_local(path: str, data: bytes) -> bool:

@@ -15,10 +15,9 @@ import sys
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import resume
-from .storage import join, retry
+from .storage import join, write_atomic
 
 REPORT_FILE = "report.html"
 ROW_COLUMNS = ["finish_reason", "error", "num_generated_tokens", "num_rounds", "num_drafted_tokens",
@@ -42,7 +41,7 @@ def write(fs, out: str) -> str:
     stats = read_summary(fs, out)
     page = render(rows, stats, title=out)
     path = join(out, REPORT_FILE)
-    retry(_write_text, fs, path, page)
+    write_atomic(fs, path, page.encode("utf-8"))  # never a half-written page
     return path
 
 
@@ -57,20 +56,23 @@ def write_quietly(fs, out: str) -> str | None:
         return None
 
 
+def is_complete(fs, out: str) -> bool:
+    """Whether ``report.html`` exists and ends its page (not cut short)."""
+    path = join(out, REPORT_FILE)
+    try:
+        size = fs.size(path)
+        with fs.open(path, "rb") as f:
+            f.seek(max(size - 64, 0))
+            return b"</html>" in f.read()
+    except (FileNotFoundError, OSError):
+        return False
+
+
 def read_summary(fs, out: str) -> dict | None:
-    from .summary import SUMMARY_FILE
+    """The summary, or None when it is missing or unreadable (the page then has plots only)."""
+    from .summary import read
 
-    path = join(out, SUMMARY_FILE)
-    if not retry(fs.exists, path):
-        return None
-    with fs.open(path, "rb") as f:
-        table = pq.read_table(f)
-    return table.to_pylist()[0] if table.num_rows else None
-
-
-def _write_text(fs, path: str, text: str) -> None:
-    with fs.open(path, "wb") as f:
-        f.write(text.encode("utf-8"))
+    return read(fs, out)
 
 
 def render(rows: pa.Table | None, stats: dict | None, title: str = "") -> str:

@@ -62,31 +62,54 @@ def clear_output(fs, out: str) -> None:
             retry(fs.rm, path, recursive=True)
 
 
-def staging_path(out: str, run_id: str) -> str:
-    return join(out, STAGING_DIR, run_id)
+def staging_path(out: str, run_id: str, generation: int | None = None) -> str:
+    """Where a run stages its files; with its lease generation in the name (pipeline.fence)."""
+    from .fence import staged_dir_name
+
+    return join(out, STAGING_DIR, run_id if generation is None else staged_dir_name(generation, run_id))
 
 
-def commit_staged(fs, out: str) -> list[str]:
-    """Move complete staged files into data/, drop partial ones. Returns the committed paths."""
+def commit_staged(fs, out: str, generation: int | None = None, recover: bool = False) -> list[str]:
+    """Move complete staged files into data/, drop partial ones. Returns the committed paths.
+
+    ``generation``: the lease generation of the caller (pipeline.fence). Without ``recover`` (the
+    end of a run) only the caller's own generation's files are committed; with ``recover`` (the
+    start of a run) the previous holder's are, after fencing every older generation. Staged files
+    of any other generation are late writes of a holder that lost its lease: deleted. ``None``
+    commits every complete file (no lease: tools and tests)."""
+    from . import fence
+
     staging = join(out, STAGING_DIR)
     fs.invalidate_cache()  # object stores: the listing may predate the files Ray just wrote
+    keep = generation
+    if generation is not None and recover:
+        keep = fence.take_over(fs, out, generation)  # before listing: later late files stay fenced
+        fs.invalidate_cache()
     if not retry(fs.exists, staging):
         return []
     retry(fs.makedirs, join(out, DATA_DIR), exist_ok=True)
     committed = []
     for path in sorted(p for p in retry(fs.find, staging) if p.endswith(".parquet")):
         run_id = path[len(staging):].strip("/").split("/")[0]
-        if retry(_is_complete, fs, path):
+        fenced = keep is not None and fence.dir_generation(run_id) != keep
+        if not fenced and retry(_is_complete, fs, path):
             dest = join(out, DATA_DIR, f"{run_id}-{path.rsplit('/', 1)[-1]}")
             retry(_move, fs, path, dest)
             committed.append(dest)
         else:
-            retry(fs.rm, path)
+            _remove(fs, path)
     try:
         retry(fs.rm, staging, recursive=True)
     except FileNotFoundError:  # object stores: the prefix vanished with its last file
         pass
     return committed
+
+
+def _remove(fs, path: str) -> None:
+    try:
+        retry(fs.rm, path)
+    except FileNotFoundError:
+        pass
 
 
 def _move(fs, src: str, dest: str) -> None:

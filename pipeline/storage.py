@@ -66,6 +66,29 @@ def _delete_dir_if_present(self, path):
 RetryingFSSpecHandler.delete_dir = _delete_dir_if_present
 
 
+def write_atomic(fs, path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` whole or not at all: locally a temporary file in the same
+    directory, flushed, then renamed over it (a full disk or a kill leaves the old file, or
+    none, never a truncated one; the temporary file is removed on failure); on object stores
+    one PUT, which a reader sees whole or not at all. Transient errors are retried."""
+    if not is_local(fs):
+        retry(fs.pipe_file, path, data)
+        return
+    tmp = f"{path}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    try:
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def list_parquet(fs, path: str) -> list[str]:
     """Parquet files under ``path`` (a file or a directory), skipping hidden/underscore names."""
     if retry(fs.isfile, path):

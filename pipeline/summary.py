@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import resume
-from .storage import join, retry
+from .storage import is_transient, join, retry, write_atomic
 
 SUMMARY_FILE = "summary.parquet"
 _SUMMED = ("num_input_tokens", "num_generated_tokens", "num_rounds", "num_drafted_tokens",
@@ -22,11 +22,11 @@ _SUMMED = ("num_input_tokens", "num_generated_tokens", "num_rounds", "num_drafte
 
 
 def build(fs, out: str, this_run_files: list[str], config, wall_time_s: float, num_workers: int,
-          started_at: float | None = None) -> dict:
+          started_at: float | None = None, device: str | None = None) -> dict:
     columns = ["finish_reason", *_SUMMED]
     table = resume.read_columns(fs, resume.data_files(fs, out), columns)
     this_run = resume.read_columns(fs, this_run_files, ["num_generated_tokens", "finished_at", "time_taken_s"])
-    summary = compute(table, this_run, config, wall_time_s, num_workers, started_at)
+    summary = compute(table, this_run, config, wall_time_s, num_workers, started_at, device)
     # Outputs written before the paged KV pool have no preemption column.
     preempted = resume.read_columns(fs, this_run_files, ["num_preemptions"]) if this_run_files else None
     summary["preemptions_this_run"] = _sum(preempted, "num_preemptions")
@@ -38,7 +38,7 @@ def build(fs, out: str, this_run_files: list[str], config, wall_time_s: float, n
 
 
 def compute(table: pa.Table | None, this_run: pa.Table | None, config, wall_time_s: float,
-            num_workers: int, started_at: float | None = None) -> dict:
+            num_workers: int, started_at: float | None = None, device: str | None = None) -> dict:
     totals = {name: _sum(table, name) for name in _SUMMED}
     run_tokens = _sum(this_run, "num_generated_tokens")
     timing = run_timing(this_run, wall_time_s, started_at)
@@ -58,7 +58,7 @@ def compute(table: pa.Table | None, this_run: pa.Table | None, config, wall_time
         "tokens_per_round": _ratio(totals["num_generated_tokens"], totals["num_rounds"]),
         "acceptance_rate": _ratio(totals["num_accepted_tokens"], totals["num_drafted_tokens"]),
         **{k: totals[k] for k in _SUMMED if k not in ("num_input_tokens", "num_generated_tokens")},
-        "device": _device(config),
+        "device": device or _device(config),
         "decoder": getattr(config, "decoder_choice", None) or config.decoder,
         "decode_config": json.dumps(config.decode.to_dict(), sort_keys=True),
         "target": config.target,
@@ -125,13 +125,45 @@ def _versions() -> dict:
 
 
 def write(fs, out: str, stats: dict) -> None:
-    table = pa.Table.from_pylist([stats])
-    retry(_write_table, fs, join(out, SUMMARY_FILE), table)
+    """Write ``summary.parquet`` atomically: a full disk or a kill never leaves a truncated one."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist([stats]), buffer)
+    write_atomic(fs, join(out, SUMMARY_FILE), buffer.getvalue().to_pybytes())
 
 
-def _write_table(fs, path: str, table: pa.Table) -> None:
-    with fs.open(path, "wb") as f:
-        pq.write_table(table, f)
+def read(fs, out: str) -> dict | None:
+    """The written summary, or None when it is missing or unreadable (truncated, not Parquet):
+    an unreadable summary counts as missing and is written again from data/."""
+    path = join(out, SUMMARY_FILE)
+    try:
+        if not retry(fs.exists, path):
+            return None
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+    except FileNotFoundError:
+        return None
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
+        if is_transient(err):
+            raise
+        return None
+    return table.to_pylist()[0] if table.num_rows else None
+
+
+def ensure_written(fs, out: str, config) -> bool:
+    """A finished output whose summary (or report) is missing or unreadable, e.g. after a kill
+    between the final commit and the summary, or a full disk: write them again from data/
+    (under the writer lease, without Ray). True when something was written."""
+    from . import report
+    from .lease import Lease, new_run_id
+
+    if read(fs, out) is not None and report.is_complete(fs, out):
+        return False
+    device = config.device if config.device != "auto" else "unknown (summary rewritten from data/)"
+    with Lease(fs, out, new_run_id(), timeout_s=config.lease_timeout_s):
+        stats = build(fs, out, [], config, wall_time_s=0.0, num_workers=0, device=device)
+        write(fs, out, stats)
+        report.write_quietly(fs, out)
+    return True
 
 
 def format_table(stats: dict) -> str:

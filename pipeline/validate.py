@@ -36,13 +36,37 @@ def validate_models(config: GenerateConfig) -> list[str]:
     warnings: list[str] = []
     target_cfg, tokenizer = check_model("--target", config.target, config)
     warnings += check_block_length(target_cfg, config)
+    check_stop_token_ids(config, target_cfg)
     draft_cfg = None
     if config.draft is not None:
         draft_cfg, draft_tokenizer = check_model("--draft", config.draft, config)
         check_same_vocab(tokenizer, draft_tokenizer, config, target_cfg, draft_cfg)
         check_lossless_sampling(config, draft_cfg)
     check_fits_gpu(config, target_cfg, draft_cfg, _local_gpu_bytes())
+    check_batch_fits(config, target_cfg, draft_cfg, _local_gpu_bytes())
     return warnings
+
+
+def check_batch_fits(config: GenerateConfig, target_cfg, draft_cfg, gpu_bytes: int | None) -> None:
+    """--batch-size against memory (pipeline.memory_check): the local GPU's, or on CPU this
+    host's available RAM shared by its workers. Nothing to check against on a remote cluster."""
+    import os
+
+    from .memory_check import check_batch_memory, host_available_bytes
+
+    if gpu_bytes is not None and config.device != "cpu":
+        budget = int(gpu_bytes * config.gpu_memory_utilization)
+        check_batch_memory(config, target_cfg, draft_cfg, "cuda", budget,
+                           f"the GPU ({gpu_bytes / 2**30:.1f} GiB x --gpu-memory-utilization "
+                           f"{config.gpu_memory_utilization:g})")
+        return
+    if config.device == "cuda" or config.address or os.environ.get("RAY_ADDRESS"):
+        return  # the engines run elsewhere: their memory is not known here
+    available = host_available_bytes()
+    workers = config.workers or 1
+    if available is not None:
+        check_batch_memory(config, target_cfg, draft_cfg, "cpu", available // workers,
+                           f"this host's available memory{f' per worker ({workers} workers)' if workers > 1 else ''}")
 
 
 def _local_gpu_bytes() -> int | None:
@@ -74,6 +98,14 @@ def check_fits_gpu(config: GenerateConfig, target_cfg, draft_cfg, device_bytes: 
         message = fit_error(draft_cfg, left, MIN_KV_TOKENS, dtype_bytes, name="--target with --draft")
     if message:
         raise ConfigError(message)
+
+
+def check_stop_token_ids(config: GenerateConfig, target_cfg) -> None:
+    """--stop-token-ids must be ids of the target's vocabulary (an id past it fails every row)."""
+    bad = [i for i in config.stop_token_ids or () if not 0 <= int(i) < target_cfg.vocab_size]
+    if bad:
+        raise ConfigError(f"--stop-token-ids {','.join(map(str, bad))}: outside the target's vocabulary "
+                          f"(token ids 0..{target_cfg.vocab_size - 1}, config.json vocab_size {target_cfg.vocab_size})")
 
 
 def check_lossless_sampling(config: GenerateConfig, draft_cfg) -> None:
@@ -247,6 +279,9 @@ def check_same_vocab(target_tok, draft_tok, config: GenerateConfig, target_cfg=N
 
 
 def check_output(config: GenerateConfig) -> None:
+    from .output_check import check_writable
+
+    check_writable(config)  # a read-only path is exit 2 here, not a failure after Ray started
     if config.overwrite:
         return
     fs, path = open_fs(config.output, config.storage_options)

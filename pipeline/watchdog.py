@@ -24,8 +24,12 @@ class JobStalled(RuntimeError):
     """No row finished for longer than --stall-timeout-s."""
 
 
-def run_watched(fn, job_monitor, config, on_stall) -> None:
-    """Run ``fn()`` (the blocking write) in a thread, watching progress; re-raise its error."""
+def run_watched(fn, job_monitor, config, on_stall, interrupt=None) -> None:
+    """Run ``fn()`` (the blocking write) in a thread, watching progress; re-raise its error.
+
+    ``interrupt()``, polled every second (and as soon as it is set, through ``wake``), returns an
+    exception when the job must stop at once (its lease was taken over): the execution is
+    stopped like a stalled one and that exception raised, with nothing committed."""
     box: dict = {}
 
     def target():
@@ -51,6 +55,10 @@ def run_watched(fn, job_monitor, config, on_stall) -> None:
                 marks, last_change = now, time.monotonic()
         if not thread.is_alive():
             break
+        stop = interrupt() if interrupt is not None else None
+        if stop is not None:
+            _stop_job(thread, others, stop)
+            raise stop
         idle = time.monotonic() - last_change
         if idle > config.stall_timeout_s:
             message = stall_message(config, idle, marks[0], state)
@@ -77,7 +85,7 @@ def _executors() -> set:
     return {t for t in threading.enumerate() if isinstance(t, StreamingExecutor)}
 
 
-def _stop_job(thread: threading.Thread, others: set) -> None:
+def _stop_job(thread: threading.Thread, others: set, reason: BaseException | None = None) -> None:
     """Stop this job's Ray Data execution (the executors not in ``others``, which ran before
     it): cancel its tasks and kill its actors, a hung engine call included, then wait for the
     write thread to give up. Ray itself stays up: ``ray.shutdown()`` under a thread still inside
@@ -87,7 +95,7 @@ def _stop_job(thread: threading.Thread, others: set) -> None:
     An execution that has not started yet is still waiting for its engine actors to be placed
     (nothing generates or writes): its write thread is left to Ray Data's own
     --placement-timeout-s and not waited for."""
-    stalled = JobStalled("stopped by the no-progress watchdog")
+    stalled = reason or JobStalled("stopped by the no-progress watchdog")
     stopped = 0
     for executor in _executors() - others:
         try:

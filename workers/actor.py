@@ -7,6 +7,7 @@ so one bad prompt never fails a batch (and never makes Ray retry the whole batch
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import math
@@ -48,6 +49,8 @@ OUTPUT_SCHEMA_TAIL = [  # every output column after `id`, with its type
 ]
 _OVERRIDES = ("max_new_tokens", "temperature")
 MAX_TEMPERATURE = 100.0
+# No token covers more characters than this (the longest BPE tokens: runs of a few dozen spaces).
+MAX_CHARS_PER_TOKEN = 64
 log = logging.getLogger(__name__)
 
 
@@ -60,7 +63,12 @@ def is_out_of_memory(err: BaseException) -> bool:
             return True
     except Exception:  # noqa: BLE001 - torch missing or without cuda
         pass
-    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+    if isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno == errno.ENOMEM):
+        return True
+    return isinstance(err, RuntimeError) and any(text in str(err).lower() for text in _OOM_TEXTS)
+
+
+_OOM_TEXTS = ("out of memory", "can't allocate memory", "cannot allocate memory")  # the last two: torch's CPU allocator
 
 
 def _free_device_memory() -> None:
@@ -209,6 +217,9 @@ class GenerateUDF:
 
     def _request(self, index: int, row: dict) -> Request | str:
         """A Request keyed by the row's index in the batch, or an error message for this row."""
+        too_long = self._too_many_chars(row)
+        if too_long:
+            return too_long
         try:
             prompt_ids = self._encode(row)
         except BaseException as err:  # malformed messages, template or tokenizer failure, limits
@@ -236,6 +247,19 @@ class GenerateUDF:
                     f"context of {context} tokens")
         return Request(id=index, prompt_ids=prompt_ids, **overrides, params=params, sample_index=_sample_index(row),
                        row_id=row.get(self.config.id_column))
+
+    def _too_many_chars(self, row: dict) -> str | None:
+        """Text that cannot fit the model's limit (MAX_CHARS_PER_TOKEN a token), refused by its
+        character count before tokenizing it: a 45 MB prompt costs minutes and gigabytes to tokenize."""
+        limit = getattr(self.engine, "max_prompt_tokens", None) or getattr(self.engine, "max_context", None)
+        if limit is None:
+            return None
+        chars = _text_length(row.get(self.config.messages_column or self.config.prompt_column))
+        if chars > limit * MAX_CHARS_PER_TOKEN:
+            return (f"prompt has {chars} characters, more than the {limit * MAX_CHARS_PER_TOKEN} that the "
+                    f"model's limit of {limit} tokens can hold (at most {MAX_CHARS_PER_TOKEN} characters a "
+                    "token); not tokenized")
+        return None
 
     def prompt_ids(self, row: dict) -> list[int]:
         """The token ids this actor decodes for one input row (raises on a malformed row)."""
@@ -291,6 +315,15 @@ class GenerateUDF:
         close = getattr(getattr(self, "engine", None), "close", None)
         if close is not None:
             close()
+
+
+def _text_length(value) -> int:
+    """Characters of a prompt string or of a messages list's contents (0 for anything else)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(_text_length(m.get("content")) if isinstance(m, dict) else 0 for m in value)
+    return 0
 
 
 def _sample_index(row: dict) -> int:

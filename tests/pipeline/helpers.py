@@ -21,3 +21,31 @@ def write_prompts(path: Path, n: int, shards: int = 2, id_column: str = "id") ->
 def read_output(out: Path) -> pa.Table:
     files = sorted((out / "data").glob("*.parquet"))
     return pa.concat_tables([pq.read_table(f) for f in files])
+
+
+def job_argv(tmp_path, model):
+    return ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--target", str(model),
+            "--device", "cpu"]
+
+
+def finished_output(tmp_path):
+    """An output whose every row is in data/ and has no summary (killed after the final commit);
+    returns the model directory (the arguments: job_argv)."""
+    import fsspec
+
+    from pipeline import resume
+    from pipeline.config import parse_args
+    from tests.pipeline.fakes import make_model_dir
+
+    model = make_model_dir(tmp_path / "model")
+    write_prompts(tmp_path / "in", 4)
+    fs, out = fsspec.filesystem("file"), str(tmp_path / "out")
+    resume.write_job_file(fs, out, parse_args(job_argv(tmp_path, model)))
+    rows = {"id": list(range(4)), "finish_reason": ["length"] * 4, "error": [None] * 4,
+            "actor_id": ["h:1"] * 4, "time_taken_s": [0.5] * 4, "finished_at": [1e9] * 4,
+            **{name: [3] * 4 for name in ("num_input_tokens", "num_generated_tokens", "num_rounds",
+                                          "num_drafted_tokens", "num_accepted_tokens", "num_target_forwards",
+                                          "num_draft_forwards")}}
+    (tmp_path / "out" / "data").mkdir(parents=True)
+    pq.write_table(pa.table(rows), tmp_path / "out" / "data" / "run-0.parquet")
+    return model

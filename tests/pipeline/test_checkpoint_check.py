@@ -73,6 +73,8 @@ def test_untied_config_without_lm_head(tmp_path):
     ("header_length", "corrupt safetensors file"),
     ("garbage_header", "corrupt safetensors header"),
     ("empty", "shorter than its 8-byte header length"),
+    ("overlap", "overlapping"),
+    ("gap", "belong to no tensor"),
 ])
 def test_corrupt_weights(tmp_path, tiny_models, damage, fragment):
     ckpt = _copy(tiny_models["target"], tmp_path / "ckpt")
@@ -82,10 +84,30 @@ def test_corrupt_weights(tmp_path, tiny_models, damage, fragment):
     damaged = {"truncate": data[: len(data) - 100],
                "header_length": struct.pack("<Q", 10**15) + data[8:],
                "garbage_header": data[:8] + b"\xff" * length + data[8 + length:],
-               "empty": b""}[damage]
+               "empty": b"",
+               "overlap": _relaid(data, length, overlap=True),
+               "gap": _relaid(data, length, overlap=False)}.get(damage)
     weights.write_bytes(damaged)
     with pytest.raises(ConfigError, match=_re(fragment)):
         _validate(tmp_path, ckpt)
+
+
+def _relaid(data: bytes, length: int, overlap: bool) -> bytes:
+    """The file with its tensors re-laid: a tensor reading the bytes of another of the same size
+    (overlap), or 16 bytes of nothing before the last tensor (gap)."""
+    header = json.loads(data[8:8 + length])
+    tensors = sorted((v["data_offsets"], k) for k, v in header.items() if k != "__metadata__")
+    body = data[8 + length:]
+    if overlap:
+        first, second = next((x, y) for x, y in zip(tensors, tensors[1:])
+                             if x[0][1] - x[0][0] == y[0][1] - y[0][0] > 0)
+        header[second[1]]["data_offsets"] = list(first[0])
+    else:
+        (start, end), last = tensors[-1]
+        header[last]["data_offsets"] = [start + 16, end + 16]
+        body = body[:start] + bytes(16) + body[start:]
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + body
 
 
 def test_symlinked_weight_file_outside_the_checkpoint(tmp_path, tiny_models):

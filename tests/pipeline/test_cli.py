@@ -54,3 +54,30 @@ def test_draft_with_another_tokenizer_is_refused(tmp_path, tiny_models, capsys):
     write_prompts(tmp_path / "in", 2, shards=1)
     err = _error(capsys, _args(tmp_path, tiny_models, "--decoder", "simsd", "--draft", str(other)))
     assert "different tokenizers" in err
+
+
+def test_a_failure_names_its_root_cause(tmp_path, tiny_models, capsys, monkeypatch):
+    """Ray's task errors hid 'No space left on device' behind `RayTaskError(OSError): ray::Write()`."""
+    import errno
+
+    from jobs import generate
+    from pipeline import driver
+
+    class WrappedTaskError(RuntimeError):  # a RayTaskError: the worker's error in .cause
+        def __init__(self):
+            super().__init__("ray::Write() failed")
+            self.cause = OSError(errno.ENOSPC, "No space left on device", "/out/_staging/x.parquet")
+
+    def failing_run(config):
+        try:
+            raise WrappedTaskError()
+        except WrappedTaskError as err:
+            raise RuntimeError("the write failed") from err
+    monkeypatch.setattr(driver, "run", failing_run)
+    monkeypatch.setattr("pipeline.validate.validate", lambda config: [])
+    monkeypatch.setattr("pipeline.columns.passthrough", lambda *a: None)
+    monkeypatch.setattr("pipeline.columns.input_schema", lambda config: None)
+    assert generate.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                          "--target", str(tiny_models["target"]), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "(cause: No space left on device: /out/_staging/x.parquet)" in err

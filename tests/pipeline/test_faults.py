@@ -116,7 +116,19 @@ class HostOOMEngine(OOMEngine):
     error = MemoryError
 
 
-@pytest.mark.parametrize("engine", [OOMEngine, HostOOMEngine])
+class CPUAllocatorError(RuntimeError):
+    def __init__(self, n):
+        super().__init__(f"[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: can't allocate memory: "
+                         f"you tried to allocate {n * 384000000} bytes. Error code 12 (Cannot allocate memory)")
+
+
+class CPUAllocatorEngine(OOMEngine):
+    """torch's host allocator failing (issue 25: a 38.4 GB allocation was not treated as OOM)."""
+
+    error = CPUAllocatorError
+
+
+@pytest.mark.parametrize("engine", [OOMEngine, HostOOMEngine, CPUAllocatorEngine])
 def test_out_of_memory_splits_the_batch(tiny_models, engine):
     words = ["hello world"] * 9 + ["about the sea"] + ["write a haiku"] * 6
     batch = pa.table({"id": list(range(100, 116)), "prompt": words})

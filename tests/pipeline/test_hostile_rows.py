@@ -58,3 +58,28 @@ def test_one_row_failing_in_the_engine_is_an_error_row(config):
     assert out.column("finish_reason").to_pylist() == ["length", "length", "error", "length"]
     assert "IndexError" in out.column("error")[2].as_py()
     assert released  # the failed call's caches were released before the retry
+
+
+def test_overlong_text_is_refused_by_its_length_before_tokenizing(config):
+    """A 45 MB prompt cost 111 s and 9.5 GB before it became an error row (issue 25)."""
+    class Counting(FakeEngine):
+        def __init__(self, config):
+            super().__init__(config)
+            real, self.seen = self.tokenizer.encode_prompt, []
+
+            def encode_prompt(**kw):
+                self.seen.append(kw)
+                return real(**kw)
+            self.tokenizer.encode_prompt = encode_prompt
+    limit = FakeEngine.max_prompt_tokens * 64
+    huge = "hello " * (limit // 6 + 1)
+    udf = GenerateUDF(config, Counting)
+    out = udf(pa.table({"id": [1, 2], "prompt": [huge, "hello"]}))
+    assert out.column("finish_reason").to_pylist() == ["error", "length"]
+    assert f"more than the {limit}" in out.column("error")[0].as_py()
+    assert len(udf.engine.seen) == 1  # the long one was never tokenized
+    messages = [[{"role": "user", "content": huge}]]
+    chat = GenerateUDF(GenerateConfig(input="x", target=config.target, messages_column="messages",
+                                      max_new_tokens=2), Counting)
+    out = chat(pa.table({"id": [3], "messages": messages}))
+    assert "not tokenized" in out.column("error")[0].as_py() and chat.engine.seen == []

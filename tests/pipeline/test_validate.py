@@ -202,3 +202,12 @@ def test_a_model_that_cannot_fit_the_gpu_is_refused_with_the_numbers():
     dense = shape_config("sdar-8b")
     with pytest.raises(ConfigError, match="--target with --draft"):
         check_fits_gpu(config, dense, moe, 80 * 10**9)  # each alone would fit; the pair does not
+
+
+def test_stop_token_ids_outside_the_vocabulary_are_refused(tmp_path, model_dir):
+    write_prompts(tmp_path / "in", 2)
+    vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+    _refused(_config(tmp_path, model_dir, stop_token_ids=[1, 99999999999]),
+             rf"--stop-token-ids 99999999999: outside the target's vocabulary \(token ids 0\.\.{vocab - 1}")
+    _refused(_config(tmp_path, model_dir, stop_token_ids=[vocab]), f"--stop-token-ids {vocab}:")
+    validate(_config(tmp_path, model_dir, stop_token_ids=[vocab - 1]))
