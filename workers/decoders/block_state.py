@@ -91,5 +91,5 @@ def close_full_blocks(state: BlockState, queues: list, seqs: list[Sequence], sto
     done = {id(s) for s in finished}
     going = [i for i, s in enumerate(closed) if id(s) not in done]
     for queue in queues:
-        queue.add([closed[i] for i in going], blocks[going])
+        queue.add([closed[i] for i in going], blocks[going], [full[i][1] for i in going])
     return closed, finished

@@ -30,28 +30,32 @@ class CommitQueue:
         self.runner, self.block, self.fold, self.counter, self.lazy = runner, block, fold, counter, lazy
         self.tokens = torch.zeros(num_slots, block, dtype=torch.long, device=runner.device)
         self.pending: set[int] = set()  # slots whose previous block is not in the cache yet
-        # Slot -> older finished blocks, oldest first, queued while this model ran no forward for
-        # the row (a draft during target-only rounds); stored together by ``catch_up``.
-        self.backlog: dict[int, list[torch.Tensor]] = {}
+        self.queued: dict[int, list[int]] = {}  # slot -> the pending block's tokens (host copy)
+        # Slot -> older finished blocks (host lists), oldest first, queued while this model ran no
+        # forward for the row (a draft during target-only rounds); stored together by ``catch_up``.
+        self.backlog: dict[int, list[list[int]]] = {}
 
-    def add(self, seqs: list[Sequence], blocks: torch.Tensor) -> None:
-        """Queue each sequence's just-finished block ``blocks[n, B]``; seq.start is already past it."""
+    def add(self, seqs: list[Sequence], blocks: torch.Tensor, host_blocks: list[list[int]]) -> None:
+        """Queue each sequence's just-finished block (``blocks[n, B]`` on the device, the same
+        tokens as host lists in ``host_blocks``); seq.start is already past it."""
         if not seqs:
             return
         if not self.fold and not self.lazy:
             self._store_now(seqs, blocks, [s.start - self.block for s in seqs])
             return
         # A row whose previous block is still queued (its model ran no forward since) moves that
-        # block to its backlog, stored before the row's next forward.
-        for s in seqs:
+        # block to its backlog, stored before the row's next forward. The backlog is kept on the
+        # host: queuing costs no device work, and a catch-up copies it over in one transfer.
+        for s, block in zip(seqs, host_blocks):
             if s.slot in self.pending:
-                self.backlog.setdefault(s.slot, []).append(self.tokens[s.slot].clone())
+                self.backlog.setdefault(s.slot, []).append(self.queued[s.slot])
+            if self.fold:
+                self.queued[s.slot] = block
+            else:
+                self.backlog.setdefault(s.slot, []).append(block)
         if self.fold:
             self.tokens[to_device([s.slot for s in seqs], self.runner.device)] = blocks
             self.pending.update(s.slot for s in seqs)
-            return
-        for s, block in zip(seqs, blocks):
-            self.backlog.setdefault(s.slot, []).append(block.clone())
 
     def _store_now(self, seqs: list[Sequence], blocks: torch.Tensor, starts: list[int]) -> None:
         """A forward of its own storing ``blocks[n, B]`` at ``starts``."""
@@ -63,6 +67,7 @@ class CommitQueue:
     def drop(self, seq: Sequence) -> None:
         """A finished sequence's last block never needs to enter the cache."""
         self.pending.discard(seq.slot)
+        self.queued.pop(seq.slot, None)
         self.backlog.pop(seq.slot, None)
 
     def catch_up(self, seqs: list[Sequence]) -> None:
@@ -81,10 +86,12 @@ class CommitQueue:
         # The oldest backlog block starts where the row's cache ends: before the other backlog
         # blocks and the pending one (if any), which sits just before the current block.
         starts = [s.start - B * (len(self.backlog[s.slot]) + (s.slot in self.pending)) for s in rows]
-        ids = torch.zeros(len(rows), width, dtype=torch.long, device=dev)
-        for i, (s, k) in enumerate(zip(rows, counts)):
-            ids[i, :k * B] = torch.cat(self.backlog[s.slot][:k])
+        host = []
+        for s, k in zip(rows, counts):
+            tokens = [t for block in self.backlog[s.slot][:k] for t in block]
+            host.append(tokens + [0] * (width - len(tokens)))
             del self.backlog[s.slot][:k]
+        ids = to_device(host, dev)
         lengths = to_device([k * B for k in counts], dev)
         first = to_device(starts, dev)
         positions = first[:, None] + torch.arange(width, device=dev)

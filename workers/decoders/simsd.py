@@ -66,6 +66,10 @@ class SimSDDecoder:
             # batches, workers and restarts): rounds with sampled rows always draft as configured.
             return self._draft_round(seqs, stop_ids)[0]
         arm = self.policy.choose()
+        if arm != TARGET and getattr(self.drafter, "commits", None) is not None:
+            # Blocks the draft missed while the target ran alone are stored before the clock
+            # starts: that cost follows from the target-only rounds, not from this drafted one.
+            self.drafter.commits.catch_up(seqs)
         t0 = time.perf_counter()
         if arm == TARGET:
             finished, tokens_per_row = self._target_round(seqs, stop_ids)
