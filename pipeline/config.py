@@ -67,7 +67,7 @@ class GenerateConfig:
     logprobs: int | None = _f(None, "add a logprobs column: each token's log-probability plus the top N alternatives (default: off)", flag_type=int)
     repetition_penalty: float = _f(1.0, "vLLM repetition penalty over prompt and generated tokens, 1 = off", flag_type=float)
     presence_penalty: float = _f(0.0, "vLLM presence penalty over generated tokens, 0 = off", flag_type=float)
-    verify: str = _f("paper", "simsd: the paper's single-forward verification layout or exact per-step copies", VERIFY)
+    verify: str | None = _f(None, "simsd: exact per-step copies (lossless: the target's own sequential tokens; the default) or the paper's single-forward layout (approximate, named only)", VERIFY)
     acceptance: str = _f("auto", "simsd: greedy at temperature 0, mrs (rejection sampling) above", ACCEPTANCE)
     draft_remasking: str = _f("static", "simsd with an SDAR draft: how the draft reveals its block", REMASKING)
     id_column: str = _f("id", "input column with a stable unique row id")
@@ -144,14 +144,22 @@ class GenerateConfig:
             raise ConfigError(f"--lease-timeout-s must be > 0, got {self.lease_timeout_s}")
 
     def _resolve_decoder(self) -> None:
-        """--draft alone means simsd; --decoder vanilla with a --draft would silently ignore it."""
+        """--draft alone means auto (lossless, the fastest choice); --verify paper names the
+        approximate layout; --decoder vanilla with a --draft would silently ignore it."""
         if self.decoder is None:
-            self.decoder = "simsd" if self.draft is not None else "vanilla"
+            if self.draft is None:
+                self.decoder = "vanilla"
+            elif self.verify == "paper" or self.adaptive == "off":
+                self.decoder = "simsd"  # a SimSD variant the user named: run it as asked
+            else:
+                self._resolve_auto()
         elif self.decoder == "auto":
             self._resolve_auto()
         elif self.decoder == "vanilla" and self.draft is not None:
             raise ConfigError(f"--draft {self.draft} is only used by --decoder simsd, but --decoder vanilla was given; "
-                              "drop --draft, or drop --decoder (--draft alone means simsd)")
+                              "drop --draft, or drop --decoder (--draft alone picks the fastest lossless decoder)")
+        if self.verify is None:
+            self.verify = "exact"  # lossless unless the paper's layout is named
 
     def _resolve_auto(self) -> None:
         """--decoder auto: the lossless decoder expected fastest, and why (reported in the summary)."""
@@ -167,6 +175,9 @@ class GenerateConfig:
             return
         if self.adaptive == "off":
             raise ConfigError("--decoder auto decides per round whether drafting pays; drop --adaptive off")
+        if self.verify == "paper":
+            raise ConfigError("--decoder auto is lossless, but --verify paper is approximate; use --decoder simsd "
+                              "--verify paper for it")
         self.decoder, self.verify = "simsd", "exact"
         self.decoder_choice = ("simsd exact with adaptive rounds: drafts while the measured tokens per second beat "
                                "the target alone, target-only steps otherwise (same tokens either way)")

@@ -30,8 +30,8 @@ class LLM:
 
     ``options`` are the job config's engine and decoding keys (device, dtype, batch_size,
     max_new_tokens, temperature, top_k, top_p, seed, remasking, block_length, verify, ...;
-    see ``simsd generate --help``). ``decoder`` defaults to simsd when a draft is given, vanilla
-    otherwise. Raises ConfigError (a ValueError) for a bad setting or an unloadable model.
+    see ``simsd generate --help``). ``decoder`` defaults to auto when a draft is given (SimSD
+    with exact verification and adaptive rounds: lossless, the fastest choice), vanilla otherwise. Raises ConfigError (a ValueError) for a bad setting or an unloadable model.
     """
 
     def __init__(self, target: str, draft: str | None = None, decoder: str | None = None, *,
@@ -41,7 +41,7 @@ class LLM:
                 raise TypeError(f"LLM() got the job setting {name!r}: it applies to `simsd generate` and "
                                 "build_processor, not to in-process generation")
         self.config = as_config({"target": target, "draft": draft,
-                                 "decoder": decoder or ("simsd" if draft else "vanilla"), **options})
+                                 "decoder": decoder, **options})
         quiet.install(self.config.verbose)  # before any model loads, as the actors do
         self.warnings = validate_models(self.config)
         factory = engine_factory or _engine_factory()

@@ -52,3 +52,17 @@ def test_decoder_auto_picks_a_lossless_decoder_and_says_why():
     # adaptive changes speed only: an output written with it off resumes with it on
     exact = dict(input="x", target="t", draft="d", verify="exact")
     assert GenerateConfig(**exact, adaptive="off").fingerprint() == GenerateConfig(**exact).fingerprint()
+
+
+def test_draft_alone_means_the_fastest_lossless_decoder():
+    implicit = GenerateConfig(input="x", target="t", draft="d")
+    assert (implicit.decoder, implicit.verify) == ("simsd", "exact")
+    assert implicit.decode.adaptive_on and "adaptive" in implicit.decoder_choice
+    # the paper's layout only when named; a named fixed draft stays fixed
+    paper = GenerateConfig(input="x", target="t", draft="d", verify="paper")
+    assert (paper.decoder, paper.verify, paper.decode.adaptive_on) == ("simsd", "paper", False)
+    fixed = GenerateConfig(input="x", target="t", draft="d", adaptive="off")
+    assert (fixed.decoder, fixed.verify, fixed.decode.adaptive_on) == ("simsd", "exact", False)
+    assert GenerateConfig(input="x", target="t", draft="d", decoder="simsd").verify == "exact"
+    with pytest.raises(ConfigError, match="approximate"):
+        GenerateConfig(input="x", target="t", draft="d", decoder="auto", verify="paper")
