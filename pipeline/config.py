@@ -80,7 +80,7 @@ class GenerateConfig:
     batch_size: int = _f(32, "sequences decoded together per worker (continuous batching slots)", flag_type=int)
     denoising_steps: int | None = _f(None, "denoising steps per block for vanilla decoding and SDAR drafts (default: the block length, one token per step); fewer steps reveal ceil(masked / steps left) tokens per step", flag_type=int)
     adaptive: str = _f("auto", "simsd exact: run target-only steps (same tokens) while drafting does not pay, re-probing now and then (auto: on with --verify exact, off with paper)", ADAPTIVE)
-    commit_folding: str = _f("auto", "store a finished block's K/V in the next forward instead of an extra forward (auto: when batch x block <= 64 tokens)", COMMIT_FOLDING)
+    commit_folding: str = _f("auto", "store a finished block's K/V in the next forward instead of an extra forward (auto: on a GPU, per forward, where computing the block for every row costs less than a forward of its own; on CPU when batch x block <= 64 tokens)", COMMIT_FOLDING)
     max_total_tokens: int | None = _f(None, "cap of the KV pool in tokens (default: what --gpu-memory-utilization leaves on the GPU; on CPU, sized to each batch); rows wait or are preempted when it is full", flag_type=int)
     gpu_memory_utilization: float = _f(0.9, "fraction of GPU memory the engine may use for weights, KV pool and activations", flag_type=float)
     page_size: int | None = _f(None, "KV pool page size in tokens (default: 128 on cuda, 16 on cpu)", flag_type=int)

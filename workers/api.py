@@ -30,7 +30,7 @@ class DecodeConfig:
     draft_remasking: str = "static"   # simsd with an SDAR draft: how the draft reveals its block
     batch_size: int = 32              # sequences decoded together (continuous batching slots)
     commit_folding: str = "auto"      # store a finished block's K/V in the next forward instead of
-                                      # a forward of its own (auto: when batch x block <= 64 tokens)
+                                      # a forward of its own (auto: with fixed shapes, per forward where it pays: commits.fold_pays; else when batch x block <= 64 tokens)
     denoising_steps: int | None = None  # steps per block (vanilla and SDAR drafts); None: one token per step
     adaptive: str = "auto"            # simsd exact: run target-only steps while drafting does not pay
                                       # (auto: on with verify exact, off with paper)

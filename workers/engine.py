@@ -114,10 +114,12 @@ class Engine:
 
     def _make_decoder(self):
         cfg, slots = self.decode, self.decode.batch_size
-        fold = {"always": True, "never": False}.get(cfg.commit_folding, slots * self.block <= FOLD_MAX_QUERY_TOKENS)
-        if cfg.commit_folding == "auto" and self.draft is not None and self.draft.config.is_diffusion \
-                and self.target.static_shapes:
-            fold = True  # whole SimSD rounds replay as one graph, commits folded in (round_graph.py)
+        if cfg.commit_folding in ("always", "never"):
+            fold: bool | str = cfg.commit_folding == "always"
+        elif self.target.static_shapes:
+            fold = "auto"  # per forward, where it pays (commits.fold_pays)
+        else:
+            fold = slots * self.block <= FOLD_MAX_QUERY_TOKENS
         if not self.target.config.is_diffusion:
             return AutoregressiveDecoder(self.target, cfg, slots, self.generator, self.timer)
         if self.draft is None:

@@ -23,13 +23,52 @@ from __future__ import annotations
 import torch
 
 from .decoding import layouts
-from .decoding.acceptance import accept_greedy
+from .decoding.acceptance import accept_greedy, apply_acceptance
 from .decoding.remasking import reveal_positions, step_quota
 from .graphs import StaticForward, batch_bucket
 from .runner import ModelRunner
 
 # Columns of the packed host input, one row per batch row.
 SLOT, START, TARGET_PENDING, DRAFT_PENDING, VALID = range(5)
+
+
+def folded_forward(fwd: StaticForward, cache, queued: torch.Tensor, ids, pos, visible, prev, slots, valid,
+                   pending) -> torch.Tensor:
+    """One forward of ``ids[nb, q]`` (at ``pos``, under ``visible``) with each row's queued block
+    (``queued[slot]``, at ``prev``) folded in front and stored where ``pending``; invalid rows
+    read no cache. Fills ``fwd``'s buffers, so it is recordable. Returns the hidden states of
+    ``ids`` only."""
+    B = queued.shape[1]
+    fwd.ids.copy_(torch.cat([queued[slots], ids], 1))
+    fwd.positions.copy_(torch.cat([prev, pos], 1))
+    fwd.visible.copy_(layouts.fold_prefix(visible, pending, B))
+    fwd.write.copy_(torch.cat([pending[:, None].expand(-1, B), torch.zeros_like(ids, dtype=torch.bool)], 1))
+    fwd.lens.copy_(cache.lengths[slots] * valid)
+    fwd.page_rows.copy_(cache.page_table[slots])
+    return fwd.body()[:, B:]
+
+
+def capture(body, args, pool):
+    """Record ``body(*args)`` as a CUDA graph (after two warm-up runs on a side stream)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            body(*args)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        body(*args)
+    return graph
+
+
+def pack_rows(rows: list[list[int]], nb: int, width: int, device) -> torch.Tensor:
+    """Host rows [b][width - 1] -> [width, nb] long (pinned on CUDA): the columns, then VALID."""
+    packed = torch.zeros(width, nb, dtype=torch.long)
+    if rows:
+        packed[:width - 1, :len(rows)] = torch.tensor(rows, dtype=torch.long).T
+    packed[width - 1, :len(rows)] = 1
+    return packed.pin_memory() if torch.device(device).type == "cuda" else packed
 
 
 class _Round:
@@ -73,20 +112,18 @@ class _Round:
         else:
             ids_v, vis, pos_v = torch.cat([drafts, torch.full_like(drafts, self.target.config.mask_token_id)], 1), \
                 layouts.paper_verify(steps), pos.repeat(1, 2)
-        h = self._forward(self.tf, self.target, t_queue, ids_v, pos_v, vis, prev, slots, valid, t_pend)
+        h = folded_forward(self.tf, self.target.cache, t_queue.tokens, ids_v, pos_v, vis, prev, slots, valid, t_pend)
         h = h.view(nb, B, B, -1)[:, self.arange, self.arange] if self.verify == "exact" else h[:, B:]
         logits = self.target.logits(h).index_fill(-1, self.never_t, float("-inf"))
         num_acc, bonus, has_bonus = accept_greedy(drafts, logits.argmax(-1), masked)
-        from .decoders.simsd import apply_acceptance
-
         tokens, new_masked = apply_acceptance(ids, masked, drafts, num_acc, bonus, has_bonus)
         self.out.copy_(torch.cat([tokens, new_masked.long(), num_acc[:, None], has_bonus[:, None].long()], 1))
 
     def _draft(self, ids, masked, pos, prev, slots, valid, d_pend, d_queue):
         """k denoising steps of the draft; the first folds the draft's queued block in."""
         steps = torch.zeros_like(ids)
-        h = self._forward(self.df1, self.draft, d_queue, ids, pos, layouts.full_block(self.nb, self.B, ids.device),
-                          prev, slots, valid, d_pend)
+        h = folded_forward(self.df1, self.draft.cache, d_queue.tokens, ids, pos,
+                           layouts.full_block(self.nb, self.B, ids.device), prev, slots, valid, d_pend)
         drafts, steps, left = self._reveal(h, ids, steps, masked, 0)
         if self.df is not None:
             fwd = self.df
@@ -97,20 +134,6 @@ class _Round:
                 fwd.ids.copy_(drafts)
                 drafts, steps, left = self._reveal(fwd.body(), drafts, steps, left, i)
         return drafts, steps, left
-
-    def _forward(self, fwd: StaticForward, runner: ModelRunner, queue, ids, pos, visible, prev, slots, valid,
-                 pending) -> torch.Tensor:
-        """One forward of ``ids`` with the row's queued block (``queue.tokens``) folded in front
-        where ``pending``; returns the hidden states of ``ids`` only."""
-        B = self.B
-        cache = runner.cache
-        fwd.ids.copy_(torch.cat([queue.tokens[slots], ids], 1))
-        fwd.positions.copy_(torch.cat([prev, pos], 1))
-        fwd.visible.copy_(layouts.fold_prefix(visible, pending, B))
-        fwd.write.copy_(torch.cat([pending[:, None].expand(-1, B), torch.zeros_like(ids, dtype=torch.bool)], 1))
-        fwd.lens.copy_(cache.lengths[slots] * valid)
-        fwd.page_rows.copy_(cache.page_table[slots])
-        return fwd.body()[:, B:]
 
     def _reveal(self, h, tokens, steps, masked, i: int):
         logits = self.draft.logits(h)
@@ -126,15 +149,7 @@ class _Round:
     def capture(self, args) -> None:
         # Nothing valid, nothing masked, nothing written: the warm-up changes no state that matters.
         self.packed.zero_()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self.body(*args)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=self.target.static.pool):
-            self.body(*args)
+        self.graph = capture(self.body, args, self.target.static.pool)
 
     def run(self, packed: torch.Tensor, args) -> torch.Tensor:
         self.packed.copy_(packed, non_blocking=True)
@@ -169,9 +184,4 @@ class RoundGraphs:
             if self.target.cuda_graphs:
                 rnd.capture(args)
             self.rounds[key] = rnd
-        packed = torch.zeros(5, nb, dtype=torch.long)
-        packed[:4, :b] = torch.tensor(rows, dtype=torch.long).T
-        packed[VALID, :b] = 1
-        if self.target.device.type == "cuda":
-            packed = packed.pin_memory()
-        return self.rounds[key].run(packed, args)[:b]
+        return self.rounds[key].run(pack_rows(rows, nb, 5, self.target.device), args)[:b]

@@ -6,7 +6,7 @@ import types
 import torch
 
 from .decoding import layouts
-from .graphs import StaticForwards
+from .graphs import StaticForwards, batch_bucket
 from .models import ForwardBatch, KVCache, Qwen3Model
 from .models.attention import FlexNewMeta, NewOnlyMeta, PagedMeta, gather_meta, load_triton_backend
 from .models.qwen3 import decoder_layer
@@ -89,6 +89,10 @@ class ModelRunner:
         self.cache = KVCache(self.config, num_slots, num_pages, page_size, pages_per_slot, self.device, self.dtype)
         if self.static_shapes:
             self.static = StaticForwards(self.model, self.cache, self.cuda_graphs, self.attention, self.layer_fn)
+
+    def batch_rows(self, b: int) -> int:
+        """Rows a forward of ``b`` rows computes (fixed shapes run at the batch bucket)."""
+        return batch_bucket(b) if self.static_shapes else b
 
     def set_pages(self, slots: list[int], tables: list[list[int]]) -> None:
         if slots:

@@ -6,7 +6,10 @@ sequence: its K/V are written by the forward that also runs the next block's fir
 prepended tokens see only the cache and themselves, so the stored K/V are exactly what a
 separate commit forward would store. Folding adds B query tokens per row to that forward, which
 is free while a forward is memory bound (small batches); at large batch a separate commit forward
-is cheaper, so folding is chosen by the batch's query-token count.
+is cheaper. A fixed-shape forward computes the prepended block for every row of its bucket, not
+only the rows with a block queued, so ``fold="auto"`` decides per forward (``fold_pays``): fold
+while computing B more tokens for every row costs less than a separate forward (reading the
+weights once more, plus a launch); else the queued blocks are stored by a forward of their own.
 """
 from __future__ import annotations
 
@@ -17,7 +20,21 @@ from ..decoding import layouts
 from ..decoding.sequence import Sequence
 from ..decoding.host import to_device
 
-FOLD_MAX_QUERY_TOKENS = 64  # fold while slots x block length stays at or below this
+FOLD_MAX_QUERY_TOKENS = 64  # without fixed shapes: fold while slots x block length stays at or below this
+PEAK_FLOPS = 790e12         # H100/H200 dense bf16: what B more query tokens per row cost to compute
+HBM_BYTES_PER_S = 3.0e12    # H100 copy bandwidth: what a separate forward costs to read the weights
+LAUNCH_S = 50e-6            # a separate forward's launch and host work, at least
+
+
+def fold_pays(config, rows: int, block: int, bytes_per_param: int = 2) -> bool:
+    """Folding a block into a forward of ``rows`` rows costs less than a separate commit forward.
+
+    Folded: 2 x params FLOPs for each of block x rows extra query tokens. Separate: the weights
+    read once more and one more launch. A 4B model folds up to about 64 rows, an 8B one up to
+    about 128; a model of a few million parameters always folds (its forwards are launch-bound).
+    """
+    n = config.num_active_params
+    return 2 * n * block * rows / PEAK_FLOPS <= n * bytes_per_param / HBM_BYTES_PER_S + LAUNCH_S
 CATCH_UP_BLOCKS = 16        # most backlog blocks stored by one forward (padded to a power of two)
 
 
@@ -25,9 +42,11 @@ class CommitQueue:
     """lazy: without folding, finished blocks wait in the backlog until the model's next forward of
     the row instead of being stored at once (a draft may sit out several rounds: adaptive SimSD)."""
 
-    def __init__(self, runner: ModelRunner, num_slots: int, block: int, fold: bool, counter: str,
+    def __init__(self, runner: ModelRunner, num_slots: int, block: int, fold: bool | str, counter: str,
                  lazy: bool = False):
-        self.runner, self.block, self.fold, self.counter, self.lazy = runner, block, fold, counter, lazy
+        """fold: True (always fold), False (never), or "auto" (fold where ``fold_pays``)."""
+        self.auto = fold == "auto"
+        self.runner, self.block, self.fold, self.counter, self.lazy = runner, block, bool(fold), counter, lazy
         self.tokens = torch.zeros(num_slots, block, dtype=torch.long, device=runner.device)
         self.pending: set[int] = set()  # slots whose previous block is not in the cache yet
         self.queued: dict[int, list[int]] = {}  # slot -> the pending block's tokens (host copy)
@@ -63,6 +82,23 @@ class CommitQueue:
         self.runner.commit(slots, blocks, to_device(starts, self.runner.device), max(starts))
         for s in seqs:
             setattr(s.result, self.counter, getattr(s.result, self.counter) + 1)
+
+    def folds(self, rows: int) -> bool:
+        """Whether a forward of ``rows`` rows takes the queued blocks in."""
+        return self.fold and (not self.auto or fold_pays(self.runner.config, self.runner.batch_rows(rows),
+                                                         self.block, self.runner.dtype.itemsize))
+
+    def flush(self, seqs: list[Sequence]) -> None:
+        """Store the queued blocks of ``seqs`` by a forward of their own."""
+        slots = to_device([s.slot for s in seqs], self.runner.device)
+        self._store_now(seqs, self.tokens[slots], [s.start - self.block for s in seqs])
+        self.pending.difference_update(s.slot for s in seqs)
+
+    def stored(self, slots: list[int]) -> None:
+        """The queued blocks of ``slots`` were stored by a graphed forward that folded them in."""
+        if slots:
+            self.runner.cache.lengths[to_device(slots, self.runner.device)] += self.block
+            self.pending.difference_update(slots)
 
     def drop(self, seq: Sequence) -> None:
         """A finished sequence's last block never needs to enter the cache."""
@@ -108,6 +144,9 @@ class CommitQueue:
         self.catch_up(seqs)
         flags = [s.slot in self.pending for s in seqs]
         bound = max(s.start for s in seqs)  # a block's cache never holds more than its start
+        if any(flags) and not self.folds(len(seqs)):
+            self.flush([s for s, f in zip(seqs, flags) if f])
+            flags = [False] * len(seqs)
         if not any(flags):
             return self.runner.hidden(ids, positions, visible, slots, write, max_cache_len=bound)
         dev, B = self.runner.device, self.block

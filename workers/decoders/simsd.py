@@ -9,10 +9,11 @@ import torch
 
 from ..runner import ModelRunner
 from ..decoding import layouts
-from ..decoding.acceptance import accept_greedy, accept_mrs
+from ..decoding.acceptance import accept_greedy, accept_mrs, apply_acceptance
 from ..decoding.adaptive import TARGET, AdaptivePolicy, arm_steps
 from ..decoding.remasking import steps_per_block
 from ..round_graph import RoundGraphs
+from ..step_graph import StepGraphs
 from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
 from .vanilla import denoise_step
@@ -40,7 +41,8 @@ class SimSDDecoder:
         self.state = BlockState(num_slots, block, self.mask_id, target.device)
         self.commits = CommitQueue(target, num_slots, block, fold, "num_target_forwards")
         self.queues = [self.commits] + drafter.make_queues(num_slots, fold)
-        self.graphs: RoundGraphs | None = None  # whole greedy rounds as one replay (see can_graph)
+        self.graphs: RoundGraphs | None = None  # whole greedy rounds as one replay (see _can_graph)
+        self.step_graphs: StepGraphs | None = None
 
     def evict(self, seq: Sequence) -> None:
         """Forget a preempted row (its slot and pages are given to others)."""
@@ -89,7 +91,8 @@ class SimSDDecoder:
         there whatever the draft proposes (verify copy k at the first masked position k)."""
         slots = to_device([s.slot for s in seqs], self.target.device)
         with self.timer("verify"):
-            new_tokens = denoise_step(self.target, self.commits, self.state, seqs, slots, stop_ids, "sequential")
+            new_tokens = denoise_step(self.target, self.commits, self.state, seqs, slots, stop_ids, "sequential",
+                                      graphs=self._step_graphs())
         # The round's one device->host copy; per row: no draft accepted, one target token.
         rows = [block + [0, 1] for block in new_tokens.tolist()]
         return self._close(seqs, slots, stop_ids, self._count(seqs, rows, drafted=False)), 1.0
@@ -124,12 +127,21 @@ class SimSDDecoder:
         tokens_per_row = sum(r[B] + r[B + 1] for r in rows) / len(rows)
         return self._close(seqs, slots, stop_ids, blocks), tokens_per_row
 
+    def _step_graphs(self) -> StepGraphs | None:
+        """Target-only rounds as one replay (the graph a vanilla sequential step uses)."""
+        if not self.target.static_shapes:
+            return None
+        if self.step_graphs is None or self.step_graphs.is_stale():
+            self.step_graphs = StepGraphs(self.target, self.block, "sequential", 0.9, None)
+        return self.step_graphs
+
     def _can_graph(self, rows: StepRows) -> bool:
         """A whole round fits one replay: fixed shapes, an SDAR draft revealing a known count per
         step, greedy rows without logit processing or logprobs, and both models folding commits."""
         drafter = self.drafter
         return (self.target.static_shapes and getattr(drafter, "commits", None) is not None
-                and drafter.runner.static_shapes and self.commits.fold and drafter.commits.fold
+                and drafter.runner.static_shapes and self.commits.folds(len(rows.seqs))
+                and drafter.commits.folds(len(rows.seqs))
                 and self.settings.draft_remasking != "dynamic" and not rows.sample and not rows.process
                 and rows.num_top is None)
 
@@ -152,10 +164,7 @@ class SimSDDecoder:
             slots = to_device([s.slot for s in seqs], self.target.device)
             self.state.tokens[slots], self.state.masked[slots] = out[:, :B], out[:, B:2 * B].bool()
             for queue, col in ((self.commits, 2), (dq, 3)):  # the folded blocks are in the caches now
-                stored = [row[0] for row in packed if row[col]]
-                if stored:
-                    queue.runner.cache.lengths[to_device(stored, self.target.device)] += B
-                    queue.pending.difference_update(stored)
+                queue.stored([row[0] for row in packed if row[col]])
             # The round's one device->host copy: the blocks and the accepted counts.
             rows = torch.cat([out[:, :B], out[:, 2 * B:]], dim=1).tolist()
         step_rows.advance()
@@ -218,15 +227,3 @@ class SimSDDecoder:
             s.masked_left -= accepted + bonus
         return [row[:B] for row in rows]
 
-
-def apply_acceptance(ids, masked, drafts, num_acc, bonus, has_bonus):
-    """Reveal the accepted drafts and the bonus token; the remaining drafts are dropped. Pure."""
-    B = ids.shape[-1]
-    pos = torch.arange(B, device=ids.device)[None]
-    first_draft = torch.where(masked.any(-1), masked.int().argmax(-1), B)
-    cut = (first_draft + num_acc)[:, None]  # position of the bonus token (B if none)
-    accepted = masked & (pos < cut)
-    at_bonus = masked & (pos == cut) & has_bonus[:, None]
-    tokens = torch.where(accepted, drafts, ids)
-    tokens = torch.where(at_bonus, bonus[:, None], tokens)
-    return tokens, masked & ~accepted & ~at_bonus

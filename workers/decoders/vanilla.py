@@ -6,6 +6,7 @@ import torch
 from ..runner import ModelRunner
 from .block_state import BlockState, close_full_blocks
 from .commits import CommitQueue
+from ..step_graph import StepGraphs
 from ..decoding.layouts import full_block
 from ..decoding.remasking import reveal_positions, step_quota, steps_per_block
 from ..decoding.rng import STREAM_TARGET
@@ -28,6 +29,16 @@ class VanillaDecoder:
         self.state = BlockState(num_slots, block, target.config.mask_token_id, target.device)
         self.steps = steps_per_block(settings.denoising_steps, block)  # None: one reveal per step
         self.commits = CommitQueue(target, num_slots, block, fold, "num_target_forwards")
+        self.graphs: StepGraphs | None = None
+
+    def _graphs(self) -> StepGraphs | None:
+        """Greedy steps as one replay on fixed shapes (see step_graph.py)."""
+        if not self.target.static_shapes:
+            return None
+        if self.graphs is None or self.graphs.is_stale():
+            cfg = self.settings
+            self.graphs = StepGraphs(self.target, self.block, cfg.remasking, cfg.threshold, self.steps)
+        return self.graphs
 
     def evict(self, seq: Sequence) -> None:
         """Forget a preempted row (its slot and pages are given to others)."""
@@ -46,7 +57,7 @@ class VanillaDecoder:
         slots = _slots(seqs, self.target.device)
         with self.timer("denoise"):
             denoise_step(self.target, self.commits, self.state, seqs, slots, stop_ids, cfg.remasking,
-                         cfg.threshold, self.steps)
+                         cfg.threshold, self.steps, self._graphs())
         for s in seqs:
             s.result.num_rounds += 1
             s.result.num_target_forwards += 1
@@ -68,19 +79,23 @@ class VanillaDecoder:
 
 def denoise_step(runner: ModelRunner, commits: CommitQueue, state: BlockState, seqs: list[Sequence],
                  slots: torch.Tensor, stop_ids, rule: str, threshold: float = 0.9,
-                 steps: int | None = None) -> torch.Tensor:
+                 steps: int | None = None, graphs: StepGraphs | None = None) -> torch.Tensor:
     """One denoising step of the rows' current blocks: one forward of ``runner``'s model over each
     block (queued finished blocks folded in), each masked position's choice (greedy, or sampled
     from the row's stream; never the mask token), ``rule`` reveals (``steps`` per block: the
     ``--denoising-steps`` quota, else one a step), logprobs recorded, ``state`` updated.
+    ``graphs``: greedy steps without logit processing or logprobs replay as one graph.
     Returns the rows' new block tokens [b, B] (on the device)."""
     dev, B = runner.device, state.block
+    rows = StepRows(seqs, dev, sample=any(s.temperature > 0 for s in seqs))
+    if graphs is not None and not rows.sample and not rows.process and rows.num_top is None:
+        rows.advance()
+        return _graph_step(graphs, commits, state, seqs, slots)
     never = (state.mask_id,)
     ids, masked = state.tokens[slots], state.masked[slots]
     positions = _starts(seqs, dev)[:, None] + torch.arange(B, device=dev)
     h = commits.hidden(seqs, ids, positions, full_block(len(seqs), B, dev), slots)
     logits = runner.logits(h)
-    rows = StepRows(seqs, dev, sample=any(s.temperature > 0 for s in seqs))
     if rows.process:
         logits = process_logits(logits, seqs, [s.start - s.prompt_len for s in seqs], stop_ids)
     tokens, confidence, _ = choose_tokens(logits, rows.column(rows.temps), rows.column(rows.top_k),
@@ -93,6 +108,23 @@ def denoise_step(runner: ModelRunner, commits: CommitQueue, state: BlockState, s
     new_tokens = torch.where(reveal, tokens, ids)
     state.tokens[slots], state.masked[slots] = new_tokens, masked & ~reveal
     return new_tokens
+
+
+def _graph_step(graphs: StepGraphs, commits: CommitQueue, state: BlockState, seqs: list[Sequence],
+                slots: torch.Tensor) -> torch.Tensor:
+    """``denoise_step`` as one replay of a StepGraph (same tokens)."""
+    B = state.block
+    commits.catch_up(seqs)
+    pending = [s.slot in commits.pending for s in seqs]
+    fold = any(pending) and commits.folds(len(seqs))
+    if any(pending) and not fold:
+        commits.flush([s for s, f in zip(seqs, pending) if f])
+        pending = [False] * len(seqs)
+    rows = [[s.slot, s.start, int(f), state.steps_taken[s.slot]] for s, f in zip(seqs, pending)]
+    out = graphs.run(rows, fold, max(s.start for s in seqs), (state.tokens, state.masked, commits.tokens))
+    state.tokens[slots], state.masked[slots] = out[:, :B], out[:, B:].bool()
+    commits.stored([s.slot for s, f in zip(seqs, pending) if f])
+    return out[:, :B]
 
 
 def _slots(seqs: list[Sequence], device) -> torch.Tensor:

@@ -62,3 +62,16 @@ def mrs_refusal(draft_is_diffusion: bool, draft_remasking: str) -> str | None:
                 f"sequential: a draft revealing in confidence order ({draft_remasking!r}) proposes tokens "
                 "that are not drawn from the distribution acceptance divides by, which biases the output")
     return None
+
+
+def apply_acceptance(ids, masked, drafts, num_acc, bonus, has_bonus):
+    """Reveal the accepted drafts and the bonus token; the remaining drafts are dropped. Pure."""
+    B = ids.shape[-1]
+    pos = torch.arange(B, device=ids.device)[None]
+    first_draft = torch.where(masked.any(-1), masked.int().argmax(-1), B)
+    cut = (first_draft + num_acc)[:, None]  # position of the bonus token (B if none)
+    accepted = masked & (pos < cut)
+    at_bonus = masked & (pos == cut) & has_bonus[:, None]
+    tokens = torch.where(accepted, drafts, ids)
+    tokens = torch.where(at_bonus, bonus[:, None], tokens)
+    return tokens, masked & ~accepted & ~at_bonus
