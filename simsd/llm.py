@@ -43,7 +43,7 @@ class LLM:
         self.config = as_config({"target": target, "draft": draft,
                                  "decoder": decoder or ("simsd" if draft else "vanilla"), **options})
         quiet.install(self.config.verbose)  # before any model loads, as the actors do
-        self.warnings = validate_models(self.config)
+        self.warnings = validate_models(self.config, in_process=True)
         factory = engine_factory or _engine_factory()
         self._engine = factory(self.config)
         chat_config = dataclasses.replace(self.config, messages_column="messages")
