@@ -53,9 +53,11 @@ def _generate(config) -> int:
         if config.output is None:  # a real job never writes into the demo's directory
             raise ConfigError("--output is required with --input (only the demo, run with neither --input nor "
                               "--target, has a default output)")
-        rows = resume.all_done(config)  # a finished job rerun: seconds, no Ray, no models
-        if rows is not None:
-            print(f"{PROG}: nothing to do: all {rows} input rows are already in {config.output} "
+        done = resume.all_done(config)  # a finished job rerun: seconds, no Ray, no models
+        if done is not None:
+            rows, samples = done
+            each = "" if samples == rows else f" ({samples} samples: every (id, sample_index))"
+            print(f"{PROG}: nothing to do: all {rows} input rows{each} are already in {config.output} "
                   "(--overwrite generates them again)")
             return 0
     for warning in validate(config):
