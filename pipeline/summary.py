@@ -135,10 +135,13 @@ def _write_table(fs, path: str, table: pa.Table) -> None:
 
 
 def format_table(stats: dict) -> str:
-    """A two-column text table for the terminal."""
+    """A two-column text table for the terminal, then the run history (pipeline.runs)."""
+    from .runs import format_history
+
+    history, stats = stats.get("runs"), {k: v for k, v in stats.items() if k != "runs"}
     width = max(len(k) for k in stats)
     lines = [f"{k.ljust(width)}  {_fmt(v)}" for k, v in stats.items()]
-    return "\n".join(["simsd run summary", "-" * (width + 20), *lines])
+    return "\n".join(filter(None, ["simsd run summary", "-" * (width + 20), *lines, format_history(history)]))
 
 
 def _fmt(value) -> str:
