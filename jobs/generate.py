@@ -62,6 +62,8 @@ def _generate(config) -> int:
             return 0
     for warning in validate(config):
         print(for_terminal(f"{PROG}: warning: {warning}", config.storage_options, sys.stderr), file=sys.stderr)
+    if getattr(config, "sampling_choice", None):
+        print(f"{PROG}: {config.sampling_choice}", file=sys.stderr)
     columns.passthrough(config, columns.input_schema(config))  # a column clash is exit 2 before Ray starts
     stats = driver.run(config)
     if is_demo:

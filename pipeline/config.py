@@ -69,7 +69,9 @@ class GenerateConfig:
     presence_penalty: float = _f(0.0, "vLLM presence penalty over generated tokens, 0 = off", flag_type=float)
     verify: str = _f("paper", "simsd: the paper's single-forward verification layout or exact per-step copies", VERIFY)
     acceptance: str = _f("auto", "simsd: greedy at temperature 0, mrs (rejection sampling) above", ACCEPTANCE)
-    draft_remasking: str = _f("static", "simsd with an SDAR draft: how the draft reveals its block", REMASKING)
+    draft_remasking: str | None = _f(None, "simsd with an SDAR draft: how the draft reveals its block (default: "
+                                           "sequential when sampling - temperature > 0 or --acceptance mrs - the "
+                                           "lossless combination with MRS; static at temperature 0)", REMASKING)
     id_column: str = _f("id", "input column with a stable unique row id")
     prompt_column: str = _f("prompt", "input column with the text prompt")
     messages_column: str | None = _f(None, "input column with chat messages (list of {role, content}); used instead of the prompt column")
@@ -112,6 +114,7 @@ class GenerateConfig:
             self.keep_columns = ",".join(str(c) for c in self.keep_columns)
         self._check_types()
         self._resolve_decoder()
+        self._resolve_draft_remasking()
         self.decode = self._build_decode()
         self.sampling = job_sampling_params(self)
         if self.workers is not None and self.workers < 1:
@@ -152,6 +155,19 @@ class GenerateConfig:
         elif self.decoder == "vanilla" and self.draft is not None:
             raise ConfigError(f"--draft {self.draft} is only used by --decoder simsd, but --decoder vanilla was given; "
                               "drop --draft, or drop --decoder (--draft alone means simsd)")
+
+    def _resolve_draft_remasking(self) -> None:
+        """No --draft-remasking given: left to right when sampling (with MRS acceptance, the
+        combination that keeps the target's distribution; docs/sampling.md), static when greedy."""
+        if self.draft_remasking is not None:
+            return
+        sampling = self.temperature > 0 or self.acceptance == "mrs"
+        self.draft_remasking = "sequential" if sampling else "static"
+        if sampling and self.draft is not None:
+            self.sampling_choice = ("sampling with a draft: the draft reveals its block left to right "
+                                    "(--draft-remasking sequential) and acceptance is MRS, the lossless combination"
+                                    + (" with --verify exact" if self.verify != "exact" else "")
+                                    + "; pass --draft-remasking to choose another order")
 
     def _resolve_auto(self) -> None:
         """--decoder auto: the lossless decoder expected fastest, and why (reported in the summary)."""

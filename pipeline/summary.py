@@ -60,6 +60,7 @@ def compute(table: pa.Table | None, this_run: pa.Table | None, config, wall_time
         **{k: totals[k] for k in _SUMMED if k not in ("num_input_tokens", "num_generated_tokens")},
         "device": _device(config),
         "decoder": getattr(config, "decoder_choice", None) or config.decoder,
+        "sampling_choice": getattr(config, "sampling_choice", None),  # the draft order picked for sampling
         "decode_config": json.dumps(config.decode.to_dict(), sort_keys=True),
         "target": config.target,
         "draft": config.draft,

@@ -86,7 +86,8 @@ def check_lossless_sampling(config: GenerateConfig, draft_cfg) -> None:
 
     problem = mrs_refusal(draft_cfg.is_diffusion, config.draft_remasking) if config.temperature > 0 else None
     if problem:
-        raise ConfigError(problem)
+        raise ConfigError(f"{problem}; drop --draft-remasking (simsd then picks sequential when sampling) or pass "
+                          "--draft-remasking sequential")
 
 
 def check_input(config: GenerateConfig) -> None:
