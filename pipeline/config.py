@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .cli_parser import Parser
 from .locations import is_inside, normalize
 from workers.api import ACCEPTANCE, ADAPTIVE, COMMIT_FOLDING, DECODERS, REMASKING, VERIFY, DecodeConfig
 from .sampling_params import SAMPLING_FLAGS, int_list, job_sampling_params
@@ -252,13 +253,6 @@ def _name_flags(message: str, names: list[str]) -> str:
     return re.sub(pattern, lambda m: _flag(m.group(1)), message)
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad flags raise ConfigError (one error path, one exit code) instead of exiting here."""
-
-    def error(self, message):
-        raise ConfigError(f"{message} (see {self.prog} --help)")
-
-
 _DESCRIPTION = """Batch generation with SDAR / SimSD on Ray: Parquet prompts in, Parquet generations out.
 
 Demo mode: with neither --input nor --target, runs built-in prompts through the reference models in
@@ -266,7 +260,7 @@ models/reference/ (or tiny random models when absent) and writes ./simsd-demo-ou
 
 
 def build_parser(prog: str = "simsd generate") -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog=prog, description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     for f in fields(GenerateConfig):
         meta = f.metadata

@@ -80,3 +80,12 @@ def test_the_summary_names_the_sampling_choice():
     config = GenerateConfig(input="x", target="t", draft="d", temperature=0.8, device="cpu")
     assert "left to right" in summary.compute(None, None, config, 1.0, 1)["sampling_choice"]
     assert summary.compute(None, None, GenerateConfig(input="x", target="t", device="cpu"), 1.0, 1)["sampling_choice"] is None
+
+
+def test_no_abbreviations_and_did_you_mean():
+    with pytest.raises(ConfigError, match=r"--max-new-token \(did you mean --max-new-tokens"):
+        parse_args(["--max-new-token", "5"])  # a unique prefix is no longer silently accepted
+    with pytest.raises(ConfigError, match=r"--tempreature \(did you mean --temperature\?\)"):
+        parse_args(["--tempreature=0.5"])
+    with pytest.raises(ConfigError, match=r"unrecognized arguments: --zzz \(see"):
+        parse_args(["--zzz"])
