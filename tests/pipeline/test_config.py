@@ -85,7 +85,7 @@ def test_the_summary_names_the_sampling_choice():
 def test_no_abbreviations_and_did_you_mean():
     with pytest.raises(ConfigError, match=r"--max-new-token \(did you mean --max-new-tokens"):
         parse_args(["--max-new-token", "5"])  # a unique prefix is no longer silently accepted
-    with pytest.raises(ConfigError, match=r"--tempreature \(did you mean --temperature\?\)"):
+    with pytest.raises(ConfigError, match=r"--tempreature=0.5 \(did you mean --temperature\?\)"):
         parse_args(["--tempreature=0.5"])
     with pytest.raises(ConfigError, match=r"unrecognized arguments: --zzz \(see"):
         parse_args(["--zzz"])
