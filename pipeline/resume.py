@@ -211,10 +211,18 @@ def _rows_note(fs, out: str | None) -> str:
     if fs is None or out is None:
         return "the rows already written"
     try:
-        ids = done_ids(fs, out)
+        rows = written_rows(fs, out)
     except Exception:  # noqa: BLE001 - only for the message
         return "the rows already written"
-    return f"the {0 if ids is None else len(ids)} rows already written"
+    return f"the {rows} rows already written"
+
+
+def written_rows(fs, out: str) -> int:
+    """Rows in ``data/`` (every sample of every id), from the Parquet footers only."""
+    def count(path):
+        with fs.open(path, "rb") as f:
+            return pq.read_metadata(f).num_rows
+    return sum(retry(count, path) for path in data_files(fs, out))
 
 
 def all_done(config) -> tuple[int, int] | None:

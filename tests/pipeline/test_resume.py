@@ -73,3 +73,15 @@ def test_rerun_with_n_exits_before_ray(tmp_path, model_dir, monkeypatch, capsys)
     assert time.monotonic() - began < 5
     assert "nothing to do: all 4 input rows (8 samples: every (id, sample_index)) are already in" \
         in capsys.readouterr().out
+
+
+def test_the_refusal_counts_every_written_row_not_ids(tmp_path, model_dir):
+    from pipeline.config import ConfigError
+
+    write_prompts(tmp_path / "in", 30)
+    config = _config(tmp_path, model_dir, n=2, temperature=0.8)
+    _output(tmp_path, config, range(30), [0, 1])  # 60 rows, 30 ids
+    job = resume.read_job_file(*open_fs(config.output))
+    changed = _config(tmp_path, model_dir, n=2, temperature=0.5)
+    with pytest.raises(ConfigError, match="delete the 60 rows already written"):
+        resume.check_resumable(changed, job, *open_fs(config.output))
