@@ -40,26 +40,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generate(config) -> int:
-    from pipeline import columns, demo, driver, quiet, resume, summary
+    from pipeline import demo, quiet, resume
     from pipeline.config import ConfigError
+
+    quiet.install(config.verbose)
+    if config.input is None and config.target is None:
+        config = demo.prepare(dataclasses.replace(config, output=config.output or DEMO_OUTPUT))
+        with demo.workdir_removed(config):  # no simsd-demo-* dirs left in the temp folder
+            return _run(config, is_demo=True)
+    if config.output is None:  # a real job never writes into the demo's directory
+        raise ConfigError("--output is required with --input (only the demo, run with neither --input nor "
+                          "--target, has a default output)")
+    done = resume.all_done(config)  # a finished job rerun: seconds, no Ray, no models
+    if done is not None:
+        rows, samples = done
+        each = "" if samples == rows else f" ({samples} samples: every (id, sample_index))"
+        print(f"{PROG}: nothing to do: all {rows} input rows{each} are already in {config.output} "
+              "(--overwrite generates them again)")
+        return 0
+    return _run(config, is_demo=False)
+
+
+def _run(config, is_demo: bool) -> int:
+    from pipeline import columns, demo, driver, summary
     from pipeline.storage import for_terminal
     from pipeline.validate import validate
 
-    quiet.install(config.verbose)
-    is_demo = config.input is None and config.target is None
-    if is_demo:
-        config = demo.prepare(dataclasses.replace(config, output=config.output or DEMO_OUTPUT))
-    else:
-        if config.output is None:  # a real job never writes into the demo's directory
-            raise ConfigError("--output is required with --input (only the demo, run with neither --input nor "
-                              "--target, has a default output)")
-        done = resume.all_done(config)  # a finished job rerun: seconds, no Ray, no models
-        if done is not None:
-            rows, samples = done
-            each = "" if samples == rows else f" ({samples} samples: every (id, sample_index))"
-            print(f"{PROG}: nothing to do: all {rows} input rows{each} are already in {config.output} "
-                  "(--overwrite generates them again)")
-            return 0
     for warning in validate(config):
         print(for_terminal(f"{PROG}: warning: {warning}", config.storage_options, sys.stderr), file=sys.stderr)
     if getattr(config, "sampling_choice", None):
