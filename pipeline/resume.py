@@ -11,7 +11,8 @@ actor pool. Instead the output data is its own checkpoint:
 - ``commit_staged`` moves every readable staged file into ``<output>/data/`` and deletes the
   unreadable ones; it runs when a run ends and when the next run starts (recovering a killed
   run), so ``data/`` only ever holds complete files;
-- the done ids are the ``id`` column of ``data/``; the next run drops those input rows.
+- the done keys are the (``id``, ``sample_index``) pairs of ``data/``; the next run drops those
+  samples.
 
 One run per output directory at a time.
 """
@@ -127,13 +128,6 @@ def read_columns(fs, files: list[str], columns: list[str]) -> pa.Table | None:
 def _read_table(fs, path: str, columns: list[str]) -> pa.Table:
     with fs.open(path, "rb") as f:
         return pq.read_table(f, columns=columns)
-
-
-def done_ids(fs, out: str) -> pa.Array | None:
-    table = read_columns(fs, data_files(fs, out), ["id"])
-    if table is None or table.num_rows == 0:
-        return None
-    return pa.compute.unique(table.column("id").combine_chunks())
 
 
 def done_keys(fs, out: str) -> pa.Array | None:
