@@ -24,7 +24,7 @@ REFERENCE_DIR = Path(__file__).resolve().parent.parent / "models" / "reference"
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="simsd bench", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="simsd bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--plan", choices=["full", "shapes", "reference", "reference-b1", "quick"], default="full",
                    help="full: the committed matrix (= shapes + reference); shapes: random-weight SDAR "

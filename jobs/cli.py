@@ -2,21 +2,22 @@
 from __future__ import annotations
 
 import atexit
+import difflib
 import importlib
 import os
 import sys
 import traceback
 
-# Subcommand -> module exposing main(argv). Add a command by adding a line here and a module.
+# Subcommand -> (module exposing main(argv), what it does). Add a command by adding a line here and a module.
 COMMANDS = {
-    "generate": "jobs.generate",
-    "prepare": "jobs.prepare_prompts",
-    "bench": "jobs.benchmark",
-    "evaluate": "jobs.evaluate",
-    "train-reference": "jobs.train_reference",
-    "pipeline-bench": "jobs.pipeline_bench",
-    "scale-bench": "jobs.scale_bench",
-    "report": "jobs.report",
+    "generate": ("jobs.generate", "Parquet prompts -> Parquet generations on Ray (no --input: a demo)"),
+    "prepare": ("jobs.prepare_prompts", "a json/jsonl/csv/parquet dataset -> prompt Parquet shards with stable ids"),
+    "report": ("jobs.report", "an output directory -> report.html (figures and plots)"),
+    "evaluate": ("jobs.evaluate", "quality on held-out data (accuracy, agreement) with tokens/s and acceptance"),
+    "bench": ("jobs.benchmark", "decoders side by side on one GPU (HF baseline, vanilla, SimSD)"),
+    "pipeline-bench": ("jobs.pipeline_bench", "the Ray pipeline against the bare engine on one GPU"),
+    "scale-bench": ("jobs.scale_bench", "the pipeline with 1, 2, 4 ... actors: scaling efficiency"),
+    "train-reference": ("jobs.train_reference", "rebuild the shipped reference model family"),
 }
 
 
@@ -27,12 +28,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"simsd: error: unknown command {command!r}\n{_usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"simsd: error: unknown command {command!r}{hint}\n{_usage()}", file=sys.stderr)
         return 2
     try:
-        module = importlib.import_module(COMMANDS[command])
+        module = importlib.import_module(COMMANDS[command][0])
     except ModuleNotFoundError as err:
-        if err.name != COMMANDS[command]:
+        if err.name != COMMANDS[command][0]:
             raise
         print(f"simsd: error: command {command!r} is not available in this install", file=sys.stderr)
         return 2
@@ -86,7 +89,10 @@ def exit_now(status: int) -> None:
 
 
 def _usage() -> str:
-    return "usage: simsd {" + ",".join(COMMANDS) + "} [options]   (simsd <command> --help)"
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name.ljust(width)}  {about}" for name, (_, about) in COMMANDS.items()]
+    return "\n".join(["usage: simsd <command> [options]   (simsd <command> --help for its options)", "",
+                      "commands:", *lines])
 
 
 if __name__ == "__main__":

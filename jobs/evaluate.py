@@ -17,7 +17,7 @@ REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference"
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="simsd evaluate", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="simsd evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=["arithmetic", "code"], default="arithmetic")
     p.add_argument("--target", default=None, help="target checkpoint (default: the shipped reference target)")

@@ -65,30 +65,40 @@ def _cause(err: BaseException) -> str:
 
 
 def _generate(config) -> int:
-    from pipeline import columns, demo, driver, quiet, report, resume, summary
+    from pipeline import demo, quiet, report, resume, summary
     from pipeline.config import ConfigError
-    from pipeline.storage import for_terminal, open_fs
+    from pipeline.storage import open_fs
 
     quiet.install(config.verbose)
-    is_demo = config.input is None and config.target is None
-    if is_demo:
+    if config.input is None and config.target is None:
         config = demo.prepare(dataclasses.replace(config, output=config.output or DEMO_OUTPUT))
-    else:
-        if config.output is None:  # a real job never writes into the demo's directory
-            raise ConfigError("--output is required with --input (only the demo, run with neither --input nor "
-                              "--target, has a default output)")
-        rows = resume.all_done(config)  # a finished job rerun: seconds, no Ray, no models
-        if rows is not None:
-            print(f"{PROG}: nothing to do: all {rows} input rows are already in {config.output} "
-                  "(--overwrite generates them again)")
-            if summary.ensure_written(*open_fs(config.output, config.storage_options), config):
-                print(f"{PROG}: {summary.SUMMARY_FILE} (or {report.REPORT_FILE}) was missing or unreadable: "
-                      "written again from the rows in data/")
-            return 0
-    from pipeline.validate import validate  # imports torch: not on the nothing-to-do path
+        with demo.workdir_removed(config):  # no simsd-demo-* dirs left in the temp folder
+            return _run(config, is_demo=True)
+    if config.output is None:  # a real job never writes into the demo's directory
+        raise ConfigError("--output is required with --input (only the demo, run with neither --input nor "
+                          "--target, has a default output)")
+    done = resume.all_done(config)  # a finished job rerun: seconds, no Ray, no models
+    if done is not None:
+        rows, samples = done
+        each = "" if samples == rows else f" ({samples} samples: every (id, sample_index))"
+        print(f"{PROG}: nothing to do: all {rows} input rows{each} are already in {config.output} "
+              "(--overwrite generates them again)")
+        if summary.ensure_written(*open_fs(config.output, config.storage_options), config):
+            print(f"{PROG}: {summary.SUMMARY_FILE} (or {report.REPORT_FILE}) was missing or unreadable: "
+                  "written again from the rows in data/")
+        return 0
+    return _run(config, is_demo=False)
+
+
+def _run(config, is_demo: bool) -> int:
+    from pipeline import columns, demo, driver, summary
+    from pipeline.storage import for_terminal
+    from pipeline.validate import validate
 
     for warning in validate(config):
         print(for_terminal(f"{PROG}: warning: {warning}", config.storage_options, sys.stderr), file=sys.stderr)
+    if getattr(config, "sampling_choice", None):
+        print(f"{PROG}: {config.sampling_choice}", file=sys.stderr)
     columns.passthrough(config, columns.input_schema(config))  # a column clash is exit 2 before Ray starts
     stats = driver.run(config)
     if is_demo:

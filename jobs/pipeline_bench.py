@@ -16,7 +16,7 @@ REFERENCE = Path(__file__).resolve().parent.parent / "models" / "reference"
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="simsd pipeline-bench", description=__doc__)
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="simsd pipeline-bench", description=__doc__)
     p.add_argument("--prompts", type=int, default=2048)
     p.add_argument("--decoder", default="simsd", choices=["vanilla", "simsd"])
     p.add_argument("--batch-size", type=int, default=64)

@@ -1,5 +1,7 @@
 """`simsd prepare`: turn a local json/jsonl/csv/parquet dataset into prompt Parquet shards.
 
+Every source field is kept by default (as `simsd generate` passes input columns through);
+`--keep-columns a,b` keeps only those, with the same comma-separated syntax as `simsd generate`.
 Ids are stable: a hash of the row's prompt (or messages) content plus its occurrence count, so
 re-preparing the same data gives the same ids and a resumed generate run skips the same rows.
 """
@@ -16,22 +18,29 @@ _FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parqu
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--input", required=True, help="local .json/.jsonl/.csv/.parquet file")
-    p.add_argument("--output", required=True, help="directory for the prompt Parquet shards")
-    p.add_argument("--prompt-field", default="prompt", help="source field with the text prompt")
-    p.add_argument("--messages-field", help="source field with chat messages (instead of --prompt-field)")
-    p.add_argument("--shards", type=int, default=1, help="number of Parquet files to write")
-    p.add_argument("--keep-columns", nargs="*", default=[],
-                   help="source fields copied through (e.g. max_new_tokens, temperature)")
+    from pipeline.cli_parser import Parser
+
+    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--input", required=True, help="local .json/.jsonl/.csv/.parquet file (required)")
+    p.add_argument("--output", required=True, help="directory for the prompt Parquet shards (required)")
+    p.add_argument("--prompt-field", default="prompt", help="source field with the text prompt, written as "
+                   "column 'prompt' (default: prompt)")
+    p.add_argument("--messages-field", help="source field with chat messages, written as column 'messages', "
+                   "instead of --prompt-field (default: none)")
+    p.add_argument("--shards", type=int, default=1, help="number of Parquet files to write (default: 1)")
+    p.add_argument("--keep-columns", default=None,
+                   help="comma-separated source fields to copy through, as in simsd generate (default: every "
+                        "field; '' keeps none; a field named 'id' is written as 'source_id')")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from pipeline.config import ConfigError
+
     try:
+        args = build_parser().parse_args(argv)
         rows = prepare(args)
-    except ValueError as err:
+    except (ConfigError, ValueError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {rows} prompts in {args.shards} shard(s) to {args.output}")
@@ -39,19 +48,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def prepare(args) -> int:
-    dataset = _load(Path(args.input))
-    field = args.messages_field or args.prompt_field
-    missing = [c for c in [field, *args.keep_columns] if c not in dataset.column_names]
-    if missing:
-        raise ValueError(f"{args.input} has no field(s) {missing} (fields: {dataset.column_names})")
     if args.shards < 1:
         raise ValueError("--shards must be >= 1")
+    dataset = _load(Path(args.input))
+    field = args.messages_field or args.prompt_field
+    kept = kept_fields(dataset.column_names, field, args.keep_columns)
+    missing = [c for c in [field, *kept] if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{args.input} has no field(s) {missing} (fields: {dataset.column_names})")
     out_name = "messages" if args.messages_field else "prompt"
+    clash = [c for c in kept if c == out_name]
+    if clash:
+        raise ValueError(f"field {clash[0]!r} would clash with the prompt column written from {field!r}; "
+                         "leave it out with --keep-columns")
     ids = stable_ids(dataset[field])
-    table = dataset.select_columns([field, *args.keep_columns]).rename_column(field, out_name)
+    table = dataset.select_columns([field, *kept]).rename_column(field, out_name)
+    if "id" in kept:  # the source's own id rides along; the stable content id is the job's key
+        table = table.rename_column("id", "source_id")
     table = table.add_column("id", ids)
     _write_shards(table, Path(args.output), args.shards)
     return len(table)
+
+
+def kept_fields(names: list[str], prompt_field: str, keep: str | None) -> list[str]:
+    """Fields copied besides the prompt: every one by default, else the comma-separated list."""
+    if keep is None:
+        return [n for n in names if n != prompt_field]
+    return [c.strip() for c in keep.split(",") if c.strip() and c.strip() != prompt_field]
 
 
 def _load(path: Path):

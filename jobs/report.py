@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Write OUTPUT/report.html: the run summary and "
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog=PROG, description="Write OUTPUT/report.html: the run summary and "
                                      "plots (throughput per worker, accepted tokens per round, generated "
                                      "length, time per row, error rows by reason) in one self-contained page.")
     parser.add_argument("output", help="a `simsd generate` output directory (local path or fsspec URL)")

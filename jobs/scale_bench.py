@@ -17,7 +17,7 @@ from jobs.pipeline_bench import REFERENCE, write_prompts
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="simsd scale-bench", description=__doc__)
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="simsd scale-bench", description=__doc__)
     p.add_argument("--prompts", type=int, default=16384)
     p.add_argument("--gpus", default=None, help="comma-separated actor counts (default: 1, 2, 4 ... up to the GPUs)")
     p.add_argument("--decoder", default="simsd", choices=["vanilla", "simsd"])

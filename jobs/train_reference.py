@@ -529,7 +529,7 @@ def small_settings() -> Settings:
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="simsd train-reference", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, prog="simsd train-reference", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="models/reference", help="output directory (target/, draft/, draft-ar/)")
     ap.add_argument("--scale", choices=["full", "small", "toy"], default="full")
     ap.add_argument("--seed", type=int, default=0)

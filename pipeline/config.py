@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .cli_parser import Parser
 from .locations import is_inside, normalize
 from workers.api import ACCEPTANCE, ADAPTIVE, COMMIT_FOLDING, DECODERS, REMASKING, VERIFY, DecodeConfig
 from .sampling_params import SAMPLING_FLAGS, int_list, job_sampling_params
@@ -69,7 +70,9 @@ class GenerateConfig:
     presence_penalty: float = _f(0.0, "vLLM presence penalty over generated tokens, 0 = off", flag_type=float)
     verify: str | None = _f(None, "simsd: exact per-step copies (lossless: the target's own sequential tokens; the default) or the paper's single-forward layout (approximate, named only)", VERIFY)
     acceptance: str = _f("auto", "simsd: greedy at temperature 0, mrs (rejection sampling) above", ACCEPTANCE)
-    draft_remasking: str = _f("static", "simsd with an SDAR draft: how the draft reveals its block", REMASKING)
+    draft_remasking: str | None = _f(None, "simsd with an SDAR draft: how the draft reveals its block (default: "
+                                           "sequential when sampling - temperature > 0 or --acceptance mrs - the "
+                                           "lossless combination with MRS; static at temperature 0)", REMASKING)
     id_column: str = _f("id", "input column with a stable unique row id")
     prompt_column: str = _f("prompt", "input column with the text prompt")
     messages_column: str | None = _f(None, "input column with chat messages (list of {role, content}); used instead of the prompt column")
@@ -112,6 +115,7 @@ class GenerateConfig:
             self.keep_columns = ",".join(str(c) for c in self.keep_columns)
         self._check_types()
         self._resolve_decoder()
+        self._resolve_draft_remasking()
         self.decode = self._build_decode()
         self.sampling = job_sampling_params(self)
         if self.workers is not None and self.workers < 1:
@@ -160,6 +164,19 @@ class GenerateConfig:
                               "drop --draft, or drop --decoder (--draft alone picks the fastest lossless decoder)")
         if self.verify is None:
             self.verify = "exact"  # lossless unless the paper's layout is named
+
+    def _resolve_draft_remasking(self) -> None:
+        """No --draft-remasking given: left to right when sampling (with MRS acceptance, the
+        combination that keeps the target's distribution; docs/sampling.md), static when greedy."""
+        if self.draft_remasking is not None:
+            return
+        sampling = self.temperature > 0 or self.acceptance == "mrs"
+        self.draft_remasking = "sequential" if sampling else "static"
+        if sampling and self.draft is not None:
+            self.sampling_choice = ("sampling with a draft: the draft reveals its block left to right "
+                                    "(--draft-remasking sequential) and acceptance is MRS, the lossless combination"
+                                    + (" with --verify exact" if self.verify != "exact" else "")
+                                    + "; pass --draft-remasking to choose another order")
 
     def _resolve_auto(self) -> None:
         """--decoder auto: the lossless decoder expected fastest, and why (reported in the summary)."""
@@ -247,13 +264,6 @@ def _name_flags(message: str, names: list[str]) -> str:
     return re.sub(pattern, lambda m: _flag(m.group(1)), message)
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad flags raise ConfigError (one error path, one exit code) instead of exiting here."""
-
-    def error(self, message):
-        raise ConfigError(f"{message} (see {self.prog} --help)")
-
-
 _DESCRIPTION = """Batch generation with SDAR / SimSD on Ray: Parquet prompts in, Parquet generations out.
 
 Demo mode: with neither --input nor --target, runs built-in prompts through the reference models in
@@ -261,7 +271,7 @@ models/reference/ (or tiny random models when absent) and writes ./simsd-demo-ou
 
 
 def build_parser(prog: str = "simsd generate") -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog=prog, description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file with the same keys as the flags (flags win)")
     for f in fields(GenerateConfig):
         meta = f.metadata

@@ -7,13 +7,16 @@ they show the pipeline works, not what the models can do).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
 import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+WORKDIR_PREFIX = "simsd-demo-"  # the temp dir holding the demo's prompts (and tiny models): removed after
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "models" / "reference"
 DEMO_PROMPTS = [
     "Write a haiku about the sea.",
@@ -29,7 +32,7 @@ DEMO_PROMPTS = [
 
 def prepare(config):
     """Return ``config`` with demo prompts, models and small budgets filled in."""
-    workdir = Path(tempfile.mkdtemp(prefix="simsd-demo-"))
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
     reference = (REFERENCE_DIR / "target" / "config.json").is_file()
     decoder = "simsd" if reference else config.decoder
     target, draft = _models(workdir, wants_draft=decoder == "simsd" or config.draft is not None)
@@ -43,6 +46,18 @@ def prepare(config):
                                draft=config.draft or (str(draft) if draft else None),
                                max_new_tokens=min(config.max_new_tokens, 160 if reference else 32),
                                overwrite=True)
+
+
+@contextlib.contextmanager
+def workdir_removed(config):
+    """Run the demo on ``config`` (from ``prepare``), then delete its temp dir (prompts, tiny
+    models), also when the run fails; the output directory stays."""
+    try:
+        yield config
+    finally:
+        workdir = Path(config.input).parent
+        if workdir.name.startswith(WORKDIR_PREFIX) and workdir.parent == Path(tempfile.gettempdir()):
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _arithmetic_prompts(n: int = 8) -> list[str]:

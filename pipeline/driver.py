@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from . import cluster, columns, monitor, processor, progress, quiet, report, resume, sampling_params, summary, watchdog
 from .config import ConfigError, GenerateConfig
 from .lease import Lease, new_run_id
+from .runs import record as record_run
 from .storage import TRANSIENT_ERROR_PATTERNS, open_fs, to_pyarrow
 
 
@@ -44,6 +45,7 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
         stats = summary.build(out_fs, out, committed, config, wall_time_s=time.time() - started,
                               num_workers=num_workers(config), started_at=started)
         stats.update(watchdog.run_stats(job_monitor))
+        stats = record_run(out_fs, out, stats, run_id, started)  # an empty run keeps the earlier figures
         summary.write(out_fs, out, stats)
         report.write_quietly(out_fs, out)  # a warning, never a failed job
     return stats

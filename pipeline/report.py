@@ -76,12 +76,15 @@ def read_summary(fs, out: str) -> dict | None:
 
 
 def render(rows: pa.Table | None, stats: dict | None, title: str = "") -> str:
-    """The HTML page: the summary figures, then every plot as an inline PNG."""
+    """The HTML page: headline figures, run history, every plot that has data, the full summary."""
+    from . import report_page as page
+
     data = _columns(rows)
     plots = [throughput_plot(data), acceptance_plot(data), length_plot(data), time_plot(data), errors_plot(data)]
-    sections = "\n".join(_section(p) for p in plots)
-    return _PAGE.format(title=html.escape(title), rows=len(data["finish_reason"]),
-                        summary=_summary_table(stats), sections=sections)
+    sections = "\n".join(_section(p) for p in plots if p is not None)
+    return page.PAGE.format(title=html.escape(title), rows=len(data["finish_reason"]),
+                            headline=page.headline(stats, len(data["finish_reason"])), history=page.history(stats),
+                            sections=sections, summary=page.summary_table(stats))
 
 
 def _columns(rows: pa.Table | None) -> dict[str, list]:
@@ -95,38 +98,46 @@ def _ok(data: dict) -> list[int]:
     return [i for i, reason in enumerate(data["finish_reason"]) if reason != "error"]
 
 
-def throughput_plot(data: dict) -> Plot:
-    """Generated tokens per second per worker, in time bins from the first finished batch."""
-    import numpy as np
-
+def throughput_plot(data: dict) -> Plot | None:
+    """Decoding throughput per worker, one segment per batch: the batch's generated tokens over its
+    decoding time (its first row entering the engine to the batch finishing). None without timings."""
+    batches = worker_batches(data)
+    if not batches:
+        return None
     fig, ax = _figure()
-    done = [(t, a, n or 0) for t, a, n in zip(data["finished_at"], data["actor_id"], data["num_generated_tokens"])
-            if t is not None]
-    if done:
-        start = min(t for t, _, _ in done)
-        span = max(max(t for t, _, _ in done) - start, 1.0)
-        bins = max(1, min(_BINS, len({t for t, _, _ in done}) - 1))  # no finer than the batch ends
-        width = span / bins
-        edges = start + width * np.arange(bins + 1)
-        for actor in sorted({a for _, a, _ in done}, key=str):
-            times = [t for t, a, _ in done if a == actor]
-            tokens = [n for _, a, n in done if a == actor]
-            counts, _ = np.histogram(times, bins=edges, weights=tokens)
-            ax.step(edges[:-1] - start, counts / width, where="post", label=str(actor))
-        ax.legend(fontsize="small", title="worker")
-    else:
-        _empty(ax)
-    ax.set_xlabel("seconds since the first finished batch")
+    origin = min(start for spans in batches.values() for start, _, _ in spans)
+    for actor, spans in sorted(batches.items(), key=lambda kv: str(kv[0])):
+        xs, ys = [], []
+        for start, end, tokens in spans:
+            rate = tokens / max(end - start, 1e-9)
+            xs += [start - origin, end - origin, float("nan")]
+            ys += [rate, rate, float("nan")]
+        ax.plot(xs, ys, linewidth=2.5, marker="|", markersize=10, label=str(actor))
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize="small", title="worker")
+    ax.set_xlabel("seconds since the first row entered an engine")
     ax.set_ylabel("generated tokens / s")
-    return Plot("throughput", "Throughput over time per worker",
-                "Tokens of the rows each worker finished, per time bin. Rows finish a batch at a time, "
-                "so the line steps at batch boundaries.", _png(fig))
+    return Plot("throughput", "Decoding throughput per worker",
+                "One segment per batch: its generated tokens over its decoding time. The summary's tokens/s is "
+                "all workers together over the whole decoding window.", _png(fig))
 
 
-def acceptance_plot(data: dict) -> Plot:
+def worker_batches(data: dict) -> dict[str, list[tuple[float, float, int]]]:
+    """{worker: [(start, end, tokens)]}: rows that finished together (one batch) on one worker."""
+    groups: dict[tuple, list[tuple[float, int]]] = {}
+    for end, spent, actor, tokens in zip(data["finished_at"], data["time_taken_s"], data["actor_id"],
+                                         data["num_generated_tokens"]):
+        if end is not None and spent is not None:
+            groups.setdefault((actor, end), []).append((end - spent, tokens or 0))
+    batches: dict[str, list] = {}
+    for (actor, end), rows in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        batches.setdefault(actor, []).append((min(start for start, _ in rows), end, sum(n for _, n in rows)))
+    return batches
+
+
+def acceptance_plot(data: dict) -> Plot | None:
     """Per row: accepted draft tokens per speculative round (SimSD), or tokens per denoising
-    step when nothing was drafted (vanilla)."""
-    fig, ax = _figure()
+    step when nothing was drafted (vanilla). None without such rows."""
     rows = _ok(data)
     drafted = [i for i in rows if (data["num_drafted_tokens"][i] or 0) > 0 and data["num_rounds"][i]]
     if drafted:
@@ -136,40 +147,48 @@ def acceptance_plot(data: dict) -> Plot:
         stepped = [i for i in rows if data["num_rounds"][i]]
         values = [(data["num_generated_tokens"][i] or 0) / data["num_rounds"][i] for i in stepped]
         label = "generated tokens per denoising step (row mean; nothing was drafted)"
+    if not values:
+        return None
+    fig, ax = _figure()
     _histogram(ax, values, label)
     return Plot("acceptance", "Accepted tokens per round",
                 "Distribution over rows of each row's mean tokens per round.", _png(fig))
 
 
-def length_plot(data: dict) -> Plot:
+def length_plot(data: dict) -> Plot | None:
+    values = [data["num_generated_tokens"][i] or 0 for i in _ok(data)]
+    if not values:
+        return None
     fig, ax = _figure()
-    _histogram(ax, [data["num_generated_tokens"][i] or 0 for i in _ok(data)], "generated tokens per row")
+    _histogram(ax, values, "generated tokens per row")
     return Plot("length", "Generated length", "Rows that did not end in an error.", _png(fig))
 
 
-def time_plot(data: dict) -> Plot:
-    fig, ax = _figure()
+def time_plot(data: dict) -> Plot | None:
     values = [data["time_taken_s"][i] for i in _ok(data) if data["time_taken_s"][i] is not None]
+    if not values:
+        return None
+    fig, ax = _figure()
     _histogram(ax, values, "seconds per row (admission to finish, inside the engine)")
     return Plot("time", "Time per row", "Rows that did not end in an error.", _png(fig))
 
 
-def errors_plot(data: dict) -> Plot:
-    """Error rows grouped by reason (numbers in messages folded to N so like errors group)."""
-    fig, ax = _figure()
+def errors_plot(data: dict) -> Plot | None:
+    """Error rows grouped by reason (numbers in messages folded to N so like errors group); None
+    when there are none (the headline says 0 error rows)."""
     reasons: dict[str, int] = {}
     for reason, error in zip(data["finish_reason"], data["error"]):
         if reason == "error":
             key = error_reason(error)
             reasons[key] = reasons.get(key, 0) + 1
-    if reasons:
-        top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:_MAX_REASONS]
-        labels, counts = [k for k, _ in top][::-1], [v for _, v in top][::-1]
-        ax.barh(range(len(top)), counts, color="#c0392b")
-        ax.set_yticks(range(len(top)), labels, fontsize="small")
-        ax.set_xlabel("error rows")
-    else:
-        _empty(ax, "no error rows")
+    if not reasons:
+        return None
+    fig, ax = _figure()
+    top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:_MAX_REASONS]
+    labels, counts = [k for k, _ in top][::-1], [v for _, v in top][::-1]
+    ax.barh(range(len(top)), counts, color="#c0392b")
+    ax.set_yticks(range(len(top)), labels, fontsize="small")
+    ax.set_xlabel("error rows")
     caption = (f"{sum(reasons.values())} error row(s), {len(reasons)} reason(s)"
                + (f"; the {_MAX_REASONS} most common shown" if len(reasons) > _MAX_REASONS else ""))
     return Plot("errors", "Error rows by reason", caption, _png(fig))
@@ -191,18 +210,9 @@ def _figure():
 
 
 def _histogram(ax, values: list, label: str) -> None:
-    if values:
-        ax.hist(values, bins=min(_BINS, max(1, len(set(values)))), color="#2c7fb8")
-        ax.set_ylabel("rows")
-    else:
-        _empty(ax)
+    ax.hist(values, bins=min(_BINS, max(1, len(set(values)))), color="#2c7fb8")
+    ax.set_ylabel("rows")
     ax.set_xlabel(label)
-
-
-def _empty(ax, text: str = "no rows") -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize="large")
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def _png(fig) -> bytes:
@@ -219,43 +229,3 @@ def _section(plot: Plot) -> str:
     return (f'<section class="plot" id="plot-{plot.key}"><h2>{html.escape(plot.title)}</h2>'
             f'<img alt="{html.escape(plot.title)}" src="data:image/png;base64,{data}">'
             f"<p>{html.escape(plot.caption)}</p></section>")
-
-
-def _summary_table(stats: dict | None) -> str:
-    if not stats:
-        return "<p>No summary.parquet (the run did not finish): plots only.</p>"
-    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
-                    for k, v in stats.items())
-    return f'<table class="summary">{cells}</table>'
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>simsd run report: {title}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em auto; max-width: 60em; color: #222; }}
-table.summary {{ border-collapse: collapse; font-size: 0.9em; }}
-table.summary th, table.summary td {{ border-bottom: 1px solid #ddd; padding: 0.2em 0.8em; text-align: left;
-  vertical-align: top; word-break: break-all; }}
-section.plot img {{ max-width: 100%; border: 1px solid #eee; }}
-</style></head>
-<body>
-<h1>simsd run report</h1>
-<p>Output <code>{title}</code>: {rows} row(s).</p>
-{summary}
-{sections}
-<script>
-// For headless checks: how many plots decoded (all images self-contained, nothing is fetched).
-window.addEventListener("load", () => {{
-  const images = Array.from(document.images);
-  document.body.dataset.plotsTotal = images.length;
-  document.body.dataset.plotsLoaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
-}});
-</script>
-</body></html>
-"""

@@ -11,7 +11,8 @@ actor pool. Instead the output data is its own checkpoint:
 - ``commit_staged`` moves every readable staged file into ``<output>/data/`` and deletes the
   unreadable ones; it runs when a run ends and when the next run starts (recovering a killed
   run), so ``data/`` only ever holds complete files;
-- the done ids are the ``id`` column of ``data/``; the next run drops those input rows.
+- the done keys are the (``id``, ``sample_index``) pairs of ``data/``; the next run drops those
+  samples.
 
 One run per output directory at a time.
 """
@@ -152,13 +153,6 @@ def _read_table(fs, path: str, columns: list[str]) -> pa.Table:
         return pq.read_table(f, columns=columns)
 
 
-def done_ids(fs, out: str) -> pa.Array | None:
-    table = read_columns(fs, data_files(fs, out), ["id"])
-    if table is None or table.num_rows == 0:
-        return None
-    return pa.compute.unique(table.column("id").combine_chunks())
-
-
 def done_keys(fs, out: str) -> pa.Array | None:
     """The (id, sample_index) keys already written, as ``sampling_params.sample_keys`` spells them
     (outputs written before n samples existed have no sample_index: 0)."""
@@ -234,19 +228,28 @@ def _rows_note(fs, out: str | None) -> str:
     if fs is None or out is None:
         return "the rows already written"
     try:
-        ids = done_ids(fs, out)
+        rows = written_rows(fs, out)
     except Exception:  # noqa: BLE001 - only for the message
         return "the rows already written"
-    return f"the {0 if ids is None else len(ids)} rows already written"
+    return f"the {rows} rows already written"
 
 
-def all_done(config) -> int | None:
-    """The number of input rows when every input id is already in ``config.output`` (a finished
-    job rerun): the caller then exits at once, without Ray or models. None when there is work
-    left, or when that cannot be told cheaply (no earlier run, a killed run's staged files to
-    recover, an unreadable input: the normal path handles and reports those). Raises ConfigError
-    when the output holds another config's results (see ``check_resumable``)."""
-    from .storage import list_parquet, open_fs
+def written_rows(fs, out: str) -> int:
+    """Rows in ``data/`` (every sample of every id), from the Parquet footers only."""
+    def count(path):
+        with fs.open(path, "rb") as f:
+            return pq.read_metadata(f).num_rows
+    return sum(retry(count, path) for path in data_files(fs, out))
+
+
+def all_done(config) -> tuple[int, int] | None:
+    """(input rows, samples) when every sample the input asks for - each (id, sample_index), n
+    per row from --n or the row's own ``sampling_params.n`` - is already in ``config.output`` (a
+    finished job rerun): the caller then exits at once, without Ray or models. None when there
+    is work left, or when that cannot be told cheaply (no earlier run, a killed run's staged files
+    to recover, an unreadable input: the normal path handles and reports those). Raises
+    ConfigError when the output holds another config's results (see ``check_resumable``)."""
+    from .storage import open_fs
 
     if config.overwrite or config.input is None or config.output is None:
         return None
@@ -255,18 +258,27 @@ def all_done(config) -> int | None:
     if job is None or retry(out_fs.exists, join(out, STAGING_DIR)):
         return None
     check_resumable(config, job, out_fs, out)
-    if getattr(config, "sampling", None) is not None and config.sampling.n > 1:
-        return None  # n samples: ids alone cannot tell; the normal path compares (id, sample_index)
-    done = done_ids(out_fs, out)
+    done = done_keys(out_fs, out)
     if done is None:
         return None
     try:
-        in_fs, path = open_fs(config.input, config.storage_options)
-        ids = read_columns(in_fs, list_parquet(in_fs, path), [config.id_column])
-        column = ids.column(config.id_column).combine_chunks()
-        done = done.cast(column.type) if done.type != column.type else done
+        rows, wanted = wanted_keys(config)
     except Exception:  # noqa: BLE001 - validation reports input problems with a proper message
         return None
-    if len(column) == 0 or not pc.all(pc.is_in(column, value_set=done)).as_py():
+    if len(wanted) == 0 or not pc.all(pc.is_in(wanted, value_set=done)).as_py():
         return None
-    return len(column)
+    return rows, len(wanted)
+
+
+def wanted_keys(config) -> tuple[int, pa.Array]:
+    """(input rows, the (id, sample_index) keys the input asks for), reading only the id column and
+    the per-row ``sampling_params`` column when there is one."""
+    from .sampling_params import COLUMN, SAMPLE_INDEX, expand, sample_keys
+    from .storage import list_parquet, open_fs
+
+    in_fs, path = open_fs(config.input, config.storage_options)
+    files = list_parquet(in_fs, path)
+    wanted = [config.id_column] + ([COLUMN] if any(_has_column(in_fs, f, COLUMN) for f in files) else [])
+    table = read_columns(in_fs, files, wanted)
+    samples = expand(table, config.sampling)
+    return table.num_rows, sample_keys(samples.column(config.id_column), samples.column(SAMPLE_INDEX))

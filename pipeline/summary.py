@@ -60,6 +60,7 @@ def compute(table: pa.Table | None, this_run: pa.Table | None, config, wall_time
         **{k: totals[k] for k in _SUMMED if k not in ("num_input_tokens", "num_generated_tokens")},
         "device": device or _device(config),
         "decoder": getattr(config, "decoder_choice", None) or config.decoder,
+        "sampling_choice": getattr(config, "sampling_choice", None),  # the draft order picked for sampling
         "decode_config": json.dumps(config.decode.to_dict(), sort_keys=True),
         "target": config.target,
         "draft": config.draft,
@@ -167,10 +168,13 @@ def ensure_written(fs, out: str, config) -> bool:
 
 
 def format_table(stats: dict) -> str:
-    """A two-column text table for the terminal."""
+    """A two-column text table for the terminal, then the run history (pipeline.runs)."""
+    from .runs import format_history
+
+    history, stats = stats.get("runs"), {k: v for k, v in stats.items() if k != "runs"}
     width = max(len(k) for k in stats)
     lines = [f"{k.ljust(width)}  {_fmt(v)}" for k, v in stats.items()]
-    return "\n".join(["simsd run summary", "-" * (width + 20), *lines])
+    return "\n".join(filter(None, ["simsd run summary", "-" * (width + 20), *lines, format_history(history)]))
 
 
 def _fmt(value) -> str:

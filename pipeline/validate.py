@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from workers.models.config import ModelLoadError
 from . import sampling_params
 from .config import ConfigError, GenerateConfig
+from .devices import check_device
 from .resume import check_resumable, read_job_file
 from .storage import list_parquet, open_fs, retry
 
@@ -24,15 +25,18 @@ _MAX_SHOWN = 5
 
 def validate(config: GenerateConfig) -> list[str]:
     """Raise ConfigError on the first problem that stops the job; return warnings."""
+    check_device(config)  # a missing GPU or a CUDA-only setting on CPU: before reading anything
     check_input(config)
     warnings = validate_models(config)
     check_output(config)
     return warnings
 
 
-def validate_models(config: GenerateConfig) -> list[str]:
-    """The model checks alone (target, draft, their vocabularies, the block length): what
-    ``build_processor`` runs, where the input is the user's Dataset and there is no output."""
+def validate_models(config: GenerateConfig, in_process: bool = False) -> list[str]:
+    """The device and model checks alone (target, draft, their vocabularies, the block length):
+    what ``build_processor`` and ``simsd.LLM`` (``in_process``) run, where the input is the user's
+    own and there is no output."""
+    check_device(config, in_process)
     warnings: list[str] = []
     target_cfg, tokenizer = check_model("--target", config.target, config)
     warnings += check_block_length(target_cfg, config)
@@ -114,7 +118,8 @@ def check_lossless_sampling(config: GenerateConfig, draft_cfg) -> None:
 
     problem = mrs_refusal(draft_cfg.is_diffusion, config.draft_remasking) if config.temperature > 0 else None
     if problem:
-        raise ConfigError(problem)
+        raise ConfigError(f"{problem}; drop --draft-remasking (simsd then picks sequential when sampling) or pass "
+                          "--draft-remasking sequential")
 
 
 def check_input(config: GenerateConfig) -> None:

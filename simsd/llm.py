@@ -13,11 +13,13 @@ from typing import Callable, Sequence
 import pyarrow as pa
 
 from pipeline import quiet
+from pipeline.config import ConfigError
 from pipeline.processor import ProcessorUDF, as_config, set_fields
 from pipeline.sampling_params import COLUMN as SAMPLING_COLUMN, row_params
 from pipeline.validate import validate_models
 from workers.api import SamplingParams
 
+from .errors import as_keywords
 from .outputs import CompletionOutput, RequestOutput
 
 # Job settings about files, columns and the actor pool: they mean nothing in-process.
@@ -31,7 +33,15 @@ class LLM:
     ``options`` are the job config's engine and decoding keys (device, dtype, batch_size,
     max_new_tokens, temperature, top_k, top_p, seed, remasking, block_length, verify, ...;
     see ``simsd generate --help``). ``decoder`` defaults to auto when a draft is given (SimSD
-    with exact verification and adaptive rounds: lossless, the fastest choice), vanilla otherwise. Raises ConfigError (a ValueError) for a bad setting or an unloadable model.
+    with exact verification and adaptive rounds: lossless, the fastest choice), vanilla otherwise; with a draft, ``draft_remasking`` defaults to sequential, so that any request may
+    sample losslessly (MRS). Raises ConfigError (a ValueError) for a bad setting or an unloadable
+    model, its message in keyword terms (``draft_remasking='sequential'``).
+
+    ``generate``/``chat`` raise ValueError for settings that fail the whole request (a bad
+    SamplingParams, sampling with a draft that reveals in confidence order). What fails one
+    prompt only (empty, too long for the context, a chat template error) is that output's
+    ``finish_reason == "error"`` with ``text=None`` and ``error`` saying why; the other outputs
+    are returned normally.
     """
 
     def __init__(self, target: str, draft: str | None = None, decoder: str | None = None, *,
@@ -40,10 +50,16 @@ class LLM:
             if name in options:
                 raise TypeError(f"LLM() got the job setting {name!r}: it applies to `simsd generate` and "
                                 "build_processor, not to in-process generation")
-        self.config = as_config({"target": target, "draft": draft,
-                                 "decoder": decoder, **options})
-        quiet.install(self.config.verbose)  # before any model loads, as the actors do
-        self.warnings = validate_models(self.config)
+        if draft is not None:  # any request may sample: the draft order that keeps MRS lossless
+            options.setdefault("draft_remasking", "sequential")
+        try:
+            self.config = as_config({"target": target, "draft": draft,
+                                     "decoder": decoder, **options})
+            quiet.install(self.config.verbose)  # before any model loads, as the actors do
+            self.warnings = validate_models(self.config, in_process=True)
+        except ConfigError as err:
+            raise ConfigError(as_keywords(str(err))) from None
+        self._draft_is_diffusion = _draft_is_diffusion(self.config)
         factory = engine_factory or _engine_factory()
         self._engine = factory(self.config)
         chat_config = dataclasses.replace(self.config, messages_column="messages")
@@ -87,11 +103,27 @@ class LLM:
             merged = row_params(self.config.sampling, struct)  # the actor's own merge and checks
             if isinstance(merged, str):
                 raise ValueError(merged)
+            self._check_request(merged)
         columns = {"id": list(range(len(values))), column: values}
         if any(s is not None for s in structs):
             columns[SAMPLING_COLUMN] = structs
         out = udf(pa.table(columns))
         return _outputs(out.to_pylist(), values, column, udf)
+
+    def _check_request(self, params: SamplingParams) -> None:
+        """Settings that would fail every row of the request raise here, as vLLM does; what fails
+        one row only (an empty or too long prompt, a template error) stays on that output."""
+        from workers.decoding.acceptance import mrs_refusal
+
+        if params.temperature <= 0 or self.config.draft is None:
+            return
+        if self.config.acceptance == "greedy":
+            raise ValueError(f"temperature={params.temperature} needs acceptance='mrs' or 'auto', but this LLM was "
+                             "built with acceptance='greedy'")
+        problem = mrs_refusal(self._draft_is_diffusion, self.config.draft_remasking)
+        if problem:
+            raise ValueError(as_keywords(f"{problem}; build the LLM without --draft-remasking (a draft then reveals "
+                                         "left to right) or with --draft-remasking sequential"))
 
     def close(self) -> None:
         """Free the engine's caches and weights (idempotent)."""
@@ -122,6 +154,16 @@ def _engine_factory() -> Callable:
     from workers.actor import _default_engine_factory  # the actor's own: one way to build an engine
 
     return _default_engine_factory
+
+
+def _draft_is_diffusion(config) -> bool:
+    """Whether the draft is an SDAR (block diffusion) model, from its config.json."""
+    if config.draft is None:
+        return False
+    from workers.models import load_config
+    from workers.models.source import resolve_model_path
+
+    return bool(load_config(resolve_model_path(config.draft, config.storage_options)).is_diffusion)
 
 
 def _per_row(sampling_params, n: int) -> list:

@@ -89,7 +89,7 @@ def test_generate_and_chat_outputs(tiny_models):
 def test_bad_settings_are_config_errors(tiny_models, tmp_path):
     with pytest.raises(simsd.ConfigError, match="unknown setting"):
         simsd.LLM(str(tiny_models["target"]), max_token=3)
-    with pytest.raises(simsd.ConfigError, match="--target"):
+    with pytest.raises(simsd.ConfigError, match=r"^target: model path .*missing does not exist"):  # keywords, not flags
         simsd.LLM(str(tmp_path / "missing"))
     with pytest.raises(TypeError, match="job setting 'input'"):
         simsd.LLM(str(tiny_models["target"]), input="prompts/")
@@ -111,7 +111,7 @@ def test_chat_and_build_processor_match_the_cli(ray_local, tmp_path, tiny_models
     cli = {r["id"]: r["generated_token_ids"] for r in read_output(tmp_path / "out").to_pylist()}
     assert len(cli) == len(CONVERSATIONS) and all(cli.values())
     page = (tmp_path / "out" / "report.html").read_text()  # every job ends by writing its report
-    assert page.count("data:image/png;base64,") == 5
+    assert page.count("data:image/png;base64,") == 4 and 'id="plot-errors"' not in page  # no error rows: no plot
 
     with simsd.LLM(**options, max_new_tokens=MAX_TOKENS) as llm:
         chat = {i: o.outputs[0].token_ids for i, o in enumerate(llm.chat(CONVERSATIONS))}
@@ -122,3 +122,37 @@ def test_chat_and_build_processor_match_the_cli(ray_local, tmp_path, tiny_models
     rows = processor(ray_local.data.read_parquet(str(tmp_path / "in"))).take_all()
     assert {r["id"]: list(r["generated_token_ids"]) for r in rows} == cli
     assert all(r["messages"] for r in rows)  # the input column rides along
+
+
+def test_a_request_wide_refusal_raises_in_keyword_terms(tiny_models):
+    sdar = str(tiny_models["target"])  # an SDAR draft: its reveal order matters for MRS
+    sampled = simsd.SamplingParams(max_tokens=MAX_TOKENS, temperature=0.8, seed=1)
+    with simsd.LLM(sdar, draft=sdar, device="cpu", batch_size=4, draft_remasking="static") as llm:
+        with pytest.raises(ValueError, match=r"draft_remasking='sequential'") as err:
+            llm.chat(CONVERSATIONS[:2], sampled)
+        assert "--" not in str(err.value)
+        greedy = llm.chat(CONVERSATIONS[:1], simsd.SamplingParams(max_tokens=MAX_TOKENS))
+        assert greedy[0].outputs[0].error is None
+    # Left to right by default: any request may sample, losslessly.
+    with simsd.LLM(sdar, draft=sdar, device="cpu", batch_size=4) as llm:
+        assert llm.config.draft_remasking == "sequential"
+        outputs = llm.chat(CONVERSATIONS[:2], sampled)
+        assert all(o.outputs[0].error is None and o.outputs[0].text is not None for o in outputs)
+
+
+def test_a_row_failure_stays_on_its_output(tiny_models):
+    with simsd.LLM(**_engine_options(tiny_models)) as llm:
+        outputs = llm.generate(["hello world", ""], simsd.SamplingParams(max_tokens=MAX_TOKENS))
+    assert outputs[0].outputs[0].error is None
+    bad = outputs[1].outputs[0]
+    assert bad.finish_reason == "error" and bad.text is None and "empty" in bad.error
+
+
+def test_messages_name_keywords():
+    from simsd.errors import as_keywords
+
+    assert as_keywords("needs --draft-remasking sequential: a draft") == "needs draft_remasking='sequential': a draft"
+    assert as_keywords("--device cuda, but") == "device='cuda', but"
+    assert as_keywords("--top-p must be in (0, 1]") == "top_p must be in (0, 1]"
+    assert as_keywords("pass --overwrite") == "pass overwrite=True"
+    assert as_keywords("--max-new-tokens 5 and --not-a-flag x") == "max_new_tokens=5 and --not-a-flag x"

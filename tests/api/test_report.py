@@ -23,7 +23,7 @@ def write_output(out: Path, n: int = 40, errors_every: int = 10) -> Path:
     """An output directory as `simsd generate` leaves it: data/*.parquet and summary.parquet."""
     (out / "data").mkdir(parents=True)
     start = 1_700_000_000.0
-    err = [i % errors_every == 0 for i in range(n)]
+    err = [(i + 1) % errors_every == 0 for i in range(n)]
     table = pa.table({
         "id": list(range(n)),
         "generated_text": [None if e else "text" for e in err],
@@ -39,8 +39,17 @@ def write_output(out: Path, n: int = 40, errors_every: int = 10) -> Path:
         "finished_at": [start + 2.0 * (i // 8) for i in range(n)],
     })
     pq.write_table(table, out / "data" / "part-0.parquet")
-    pq.write_table(pa.Table.from_pylist([{"rows": n, "errors": sum(err), "tokens_per_s": 12.5}]),
-                   out / "summary.parquet")
+    run = {"run_id": "20261207-a", "started_at": start - 5, "rows_this_run": n, "tokens_per_s": 12.5,
+           "tokens_per_s_e2e": 9.0, "startup_s": 5.0, "decode_s": 8.0, "wall_time_s": 14.0, "num_workers": 2,
+           "device": "cuda"}
+    summary = {"rows": n, "errors": sum(err), "tokens_per_s": 12.5, "acceptance_rate": 0.25, "wall_time_s": 14.0,
+               "device": "cuda", "num_workers": 2, "tokens_per_s_per_worker": 6.25, "undrafted_round_fraction_this_run": 0.0,
+               "decode_config": '{"acceptance": "auto", "adaptive": "auto", "attention": "auto", "batch_size": 32, '
+                                '"block_length": null, "commit_folding": "auto", "decoder": "simsd", "denoising_steps": null}',
+               "target": "/home/someone/.cache/simsd/models/sdar-8b-chat-b32-with-a-long-directory-name/snapshots/main",
+               "versions": '{"ray": "2.60.0", "simsd-pipeline": "0.1.0", "torch": "2.13.0", "transformers": "5.1.0"}',
+               "runs": [run, {**run, "run_id": "20261207-b", "rows_this_run": 0}]}
+    pq.write_table(pa.Table.from_pylist([summary]), out / "summary.parquet")
     return out
 
 
@@ -74,13 +83,20 @@ def test_report_renders_every_plot_in_headless_chromium(tmp_path):
     for key in PLOTS:
         assert f'id="plot-{key}"' in text
     assert "<th>tokens_per_s</th><td>12.5</td>" in text  # the summary figures
+    # Headline figures first, then the run history, the plots, the full summary table.
+    assert text.index('class="headline"') < text.index('<table class="runs"') < text.index('id="plot-') \
+        < text.index('<table class="summary"')
+    for figure in ("12.5", "25.0%", "14.0 s", "cuda x 2 workers", "error rows"):
+        assert figure in text.split('<table class="runs"')[0], figure
 
-    dom = _browser(binary, "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
+    dom = _browser(binary, "--window-size=1280,2600", "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
     body = re.search(r"<body[^>]*>", dom).group(0)
     assert f'data-plots-total="{len(PLOTS)}"' in body and f'data-plots-loaded="{len(PLOTS)}"' in body, body
+    assert 'data-broken-words="0"' in body, body  # nothing wraps mid-word at 1280 px
+    assert int(re.search(r'data-scroll-width="(\d+)"', body).group(1)) <= 1280, body
 
     shot = tmp_path / "shot.png"
-    _browser(binary, "--window-size=1000,2600", f"--screenshot={shot}", page.as_uri())
+    _browser(binary, "--window-size=1280,3200", f"--screenshot={shot}", page.as_uri())
     _assert_drawn(shot)
 
 
@@ -103,7 +119,7 @@ def test_report_of_a_run_without_summary_or_errors(tmp_path):
     path = report.write(fsspec.filesystem("file"), str(out))
     text = Path(path).read_text()
     assert "No summary.parquet" in text and "12 row(s)" in text
-    assert text.count("data:image/png;base64,") == len(PLOTS)
+    assert text.count("data:image/png;base64,") == len(PLOTS) - 1 and 'id="plot-errors"' not in text  # no empty plot
 
 
 def test_report_command_errors(tmp_path, capsys):
@@ -130,3 +146,26 @@ def test_error_reasons_group_messages_that_differ_only_in_numbers():
     assert report.error_reason("x" * 200).endswith("...") and len(report.error_reason("x" * 200)) == 70
     assert report.error_reason(None) == "unknown"
     assert report.error_reason("first line 3\ntraceback 4") == "first line N"
+
+
+def test_one_batch_throughput_is_the_summary_figure():
+    """A job that finished in one batch: one segment at tokens / decoding time (what the summary
+    reports as tokens_per_s), not an empty plot or tokens per 1 s bin."""
+    from pipeline import summary
+
+    n, end = 30, 1_700_000_100.0
+    rows = pa.table({"finish_reason": ["stop"] * n, "error": [None] * n, "num_generated_tokens": [50] * n,
+                     "num_rounds": [10] * n, "num_drafted_tokens": [0] * n, "num_accepted_tokens": [0] * n,
+                     "time_taken_s": [9.0 - 0.1 * i for i in range(n)], "actor_id": ["host:1"] * n,
+                     "finished_at": [end] * n})
+    data = report._columns(rows)
+    [(start, stop, tokens)] = report.worker_batches(data)["host:1"]
+    timing = summary.run_timing(rows, wall_time_s=20.0, started_at=end - 20.0)
+    assert tokens / (stop - start) == pytest.approx(n * 50 / timing["decode_s"])  # 166.7 tokens/s
+    assert report.throughput_plot(data) is not None
+
+
+def test_plots_without_data_are_left_out():
+    empty = report._columns(None)
+    assert [report.throughput_plot(empty), report.acceptance_plot(empty), report.length_plot(empty),
+            report.time_plot(empty), report.errors_plot(empty)] == [None] * 5

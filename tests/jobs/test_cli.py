@@ -1,4 +1,5 @@
-"""Exit codes of the CLI are deterministic: no abort at interpreter exit (issue 25 item 8)."""
+"""The `simsd` console script: described subcommands, suggestions for a mistyped one, and exit codes
+that are deterministic (no abort at interpreter exit)."""
 import os
 import subprocess
 import sys
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli import run_main
+from jobs.cli import COMMANDS, main, run_main
 from tests.pipeline.helpers import finished_output, job_argv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,3 +61,21 @@ def test_a_daemon_thread_busy_in_native_code_does_not_change_the_exit_code():
     for _ in range(5):
         result = _run(["-c", code])
         assert (result.returncode, result.stdout) == (2, "bye\n"), result.stderr
+
+
+def test_help_describes_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name, (_, about) in COMMANDS.items():
+        assert f"  {name} " in out and about in out
+
+
+def test_a_mistyped_command_gets_a_suggestion(capsys):
+    assert main(["generat"]) == 2
+    assert "unknown command 'generat' (did you mean 'generate'?)" in capsys.readouterr().err
+
+
+def test_report_does_not_accept_an_abbreviated_flag(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(tmp_path), "--storage", "{}"])  # --storage-options, abbreviated
+    assert exit_.value.code == 2 and "unrecognized arguments: --storage" in capsys.readouterr().err

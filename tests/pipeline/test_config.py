@@ -66,3 +66,40 @@ def test_draft_alone_means_the_fastest_lossless_decoder():
     assert GenerateConfig(input="x", target="t", draft="d", decoder="simsd").verify == "exact"
     with pytest.raises(ConfigError, match="approximate"):
         GenerateConfig(input="x", target="t", draft="d", decoder="auto", verify="paper")
+
+
+def test_sampling_with_a_draft_picks_the_lossless_draft_order_and_says_so():
+    from types import SimpleNamespace
+
+    from pipeline.validate import check_lossless_sampling
+
+    sampled = parse_args(["--target", "t", "--draft", "d", "--temperature", "0.8"])
+    assert sampled.decode.draft_remasking == "sequential" and sampled.decode.acceptance_rule(0.8) == "mrs"
+    assert "left to right" in sampled.sampling_choice and "MRS" in sampled.sampling_choice
+    check_lossless_sampling(sampled, SimpleNamespace(is_diffusion=True))  # no refusal
+    for auto in (["--decoder", "auto"], ["--acceptance", "mrs"]):
+        assert parse_args(["--target", "t", "--draft", "d", "--temperature", "0.8", *auto]).draft_remasking == "sequential"
+    greedy = parse_args(["--target", "t", "--draft", "d"])
+    assert greedy.draft_remasking == "static" and not hasattr(greedy, "sampling_choice")
+    # Greedy outputs keep their fingerprint: the earlier explicit default resumes them.
+    assert greedy.fingerprint() == parse_args(["--target", "t", "--draft", "d", "--draft-remasking", "static"]).fingerprint()
+    lossy = parse_args(["--target", "t", "--draft", "d", "--temperature", "0.8", "--draft-remasking", "static"])
+    with pytest.raises(ConfigError, match="drop --draft-remasking"):  # only an explicit lossy order is refused
+        check_lossless_sampling(lossy, SimpleNamespace(is_diffusion=True))
+
+
+def test_the_summary_names_the_sampling_choice():
+    from pipeline import summary
+
+    config = GenerateConfig(input="x", target="t", draft="d", temperature=0.8, device="cpu")
+    assert "left to right" in summary.compute(None, None, config, 1.0, 1)["sampling_choice"]
+    assert summary.compute(None, None, GenerateConfig(input="x", target="t", device="cpu"), 1.0, 1)["sampling_choice"] is None
+
+
+def test_no_abbreviations_and_did_you_mean():
+    with pytest.raises(ConfigError, match=r"--max-new-token \(did you mean --max-new-tokens"):
+        parse_args(["--max-new-token", "5"])  # a unique prefix is no longer silently accepted
+    with pytest.raises(ConfigError, match=r"--tempreature=0.5 \(did you mean --temperature\?\)"):
+        parse_args(["--tempreature=0.5"])
+    with pytest.raises(ConfigError, match=r"unrecognized arguments: --zzz \(see"):
+        parse_args(["--zzz"])

@@ -38,6 +38,10 @@ def test_run_resume_and_summary(ray_local, tmp_path, model_dir):
     stats = driver.run(config, engine_factory=FakeEngine)
     assert stats["rows_this_run"] == 4
     assert sorted(read_output(tmp_path / "out").column("id").to_pylist()) == list(range(24))
+    assert [r["rows_this_run"] for r in stats["runs"]] == [20, 4]  # each run's own figures
+    # A run with nothing left (driven directly: the CLI stops before Ray) keeps the figures.
+    again = driver.run(config, engine_factory=FakeEngine)
+    assert again["runs"] == stats["runs"] and again["tokens_per_s"] == stats["tokens_per_s"] > 0
 
 
 def test_partial_staged_file_is_dropped(ray_local, tmp_path, model_dir):

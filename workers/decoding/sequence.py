@@ -7,7 +7,7 @@ from typing import Callable
 
 from ..api import Request, Result, SamplingParams
 from .rng import row_key
-from .stops import StopRules, finish_state, row_stop_ids
+from .stops import StopRules, finish_state, reported_stop_ids, row_stop_ids
 
 
 @dataclass
@@ -55,7 +55,8 @@ class Sequence:
         if self._rules is None:
             p = self.params
             self._rules = StopRules(row_stop_ids(stop_ids, p.stop_token_ids, p.ignore_eos),
-                                    tuple(p.stop), p.min_tokens, self.max_new)
+                                    tuple(p.stop), p.min_tokens, self.max_new,
+                                    reported_stop_ids(stop_ids, p.stop_token_ids, p.ignore_eos))
         return self._rules
 
     def check_finished(self, stop_ids: tuple[int, ...], extra: list[int] = ()) -> bool:

@@ -19,19 +19,26 @@ class StopRules:
     stop_strings: tuple[str, ...] = ()
     min_tokens: int = 0
     max_new: int = 256
+    reported_ids: frozenset[int] = frozenset()  # stop ids named in stop_reason (the row's own, not EOS)
 
 
 @dataclass(frozen=True, slots=True)
 class Finish:
     reason: str                 # stop | length
     token_ids: list[int]        # the tokens to report
-    stop_reason: str | None     # the stop string, or the stop id as text; None for length
+    stop_reason: str | None     # the stop string, or a stop_token_ids id as text; None for length and EOS
     text: str | None = None     # trimmed text when a stop string matched
 
 
 def row_stop_ids(model_stop_ids, stop_token_ids=(), ignore_eos: bool = False) -> frozenset[int]:
     """The ids that end a row: the model's (unless ignore_eos) and the row's own."""
     return frozenset(stop_token_ids) | (frozenset() if ignore_eos else frozenset(model_stop_ids))
+
+
+def reported_stop_ids(model_stop_ids, stop_token_ids=(), ignore_eos: bool = False) -> frozenset[int]:
+    """The stop ids that ``stop_reason`` names: the row's own, except the model's end-of-sequence
+    ids (which vLLM checks first and reports as None) unless ignore_eos."""
+    return frozenset(stop_token_ids) - (frozenset() if ignore_eos else frozenset(model_stop_ids))
 
 
 def first_stop_id(generated: list[int], rules: StopRules) -> int | None:
@@ -86,7 +93,8 @@ def finish_state(generated: list[int], rules: StopRules, decode: Decode | None =
         stop = next(s for s in rules.stop_strings if text.startswith(s, cut))
         return Finish("stop", generated[:k], stop, text[:cut])
     if stop_at is not None:
-        return Finish("stop", generated[:stop_at], str(generated[stop_at]))
+        hit = generated[stop_at]  # vLLM's stop_reason: None for the model's end-of-sequence token
+        return Finish("stop", generated[:stop_at], str(hit) if hit in rules.reported_ids else None)
     if len(generated) >= rules.max_new:
         return Finish("length", generated[:rules.max_new], None)
     return None
