@@ -35,14 +35,21 @@ def _prefill_attention(q, k, v, block_mask):
     return flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True)
 
 
-def resolve_attention(name: str, device: torch.device) -> str:
-    """``auto`` is the backend measured fastest for decode steps (docs/engine.md): on an H200
-    the plain PyTorch path inside compiled CUDA graphs beat both FlexAttention kernels over the
-    paged pool (8B batch 1: 7.0 ms a step vs 8.0 / 8.3 ms; 4B batch 128: 3,271 vs 2,730 / 2,482
-    tok/s), so it is the default everywhere until a faster kernel is measured."""
+TRITON_MIN_HIDDEN = 1024  # auto picks the Triton kernel for models at least this wide (SDAR shapes)
+
+
+def resolve_attention(name: str, device: torch.device, hidden_size: int = TRITON_MIN_HIDDEN) -> str:
+    """``auto`` is the backend measured fastest for the shapes at hand (docs/engine.md). On an H100
+    at SDAR shapes the Triton paged kernel beat the PyTorch path inside compiled CUDA graphs
+    (SDAR-8B batch 1: 8.03 vs 8.76 ms a step; 1.7B batch 1: 3.30 vs 3.75 ms; 4B batch 128: 8,839
+    vs 3,219 tok/s), with tokens identical to the eager float32 path in every checked layout; on
+    the small reference pair it was slower (2,335 vs 2,598 tok/s through the pipeline). So auto is
+    ``triton`` on CUDA for models at least TRITON_MIN_HIDDEN wide, ``torch`` otherwise and on CPU."""
     if name not in ATTENTION_BACKENDS:
         raise ValueError(f"attention must be one of {ATTENTION_BACKENDS}, got {name!r}")
-    return "torch" if name == "auto" else name
+    if name != "auto":
+        return name
+    return "triton" if device.type == "cuda" and hidden_size >= TRITON_MIN_HIDDEN else "torch"
 
 
 class ModelRunner:
@@ -68,7 +75,7 @@ class ModelRunner:
         self.static_shapes = self.static_shapes or self.cuda_graphs
         use_compile = self.cuda_graphs if compile_layers is None else compile_layers
         self.layer_fn = compiled_layer() if use_compile else None
-        self.attention = resolve_attention(attention, device)
+        self.attention = resolve_attention(attention, device, self.config.hidden_size)
         if self.attention == "triton":
             load_triton_backend()
         self._flex_prefill = None

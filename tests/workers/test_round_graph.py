@@ -58,3 +58,15 @@ def test_fold_pays_where_the_forward_stays_cheap():
     assert fold_pays(sdar_4b, 16, 4) and fold_pays(sdar_4b, 64, 4)
     assert not fold_pays(sdar_4b, 128, 4)  # compute-bound: B more tokens for every row cost more than a forward
     assert fold_pays(tiny, 256, 4)  # launch-bound at any batch
+
+
+def test_auto_attention_follows_the_measured_shapes():
+    import torch
+
+    from workers.runner import resolve_attention
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_attention("auto", cuda, 4096) == "triton"  # SDAR shapes: the Triton kernel measured faster
+    assert resolve_attention("auto", cuda, 320) == "torch"    # the small reference pair: torch measured faster
+    assert resolve_attention("auto", cpu, 4096) == "torch"
+    assert resolve_attention("flex", cpu, 320) == "flex"      # a named backend is kept
