@@ -130,7 +130,7 @@ class CpuSampler(threading.Thread):
 
 
 def tree_cpu_s(root: int) -> float:
-    """User + system CPU seconds of ``root`` and every live descendant (from /proc)."""
+    """User + system CPU seconds of ``root`` and its descendants, live or exited (from /proc)."""
     parent, cpu = {}, {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -138,7 +138,8 @@ def tree_cpu_s(root: int) -> float:
                 fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            parent[int(entry)], cpu[int(entry)] = int(fields[1]), int(fields[11]) + int(fields[12])
+            # utime + stime, and cutime + cstime: its exited children's, once reaped (raylet's workers)
+            parent[int(entry)], cpu[int(entry)] = int(fields[1]), sum(int(x) for x in fields[11:15])
     children: dict[int, list[int]] = {}
     for pid, ppid in parent.items():
         children.setdefault(ppid, []).append(pid)
