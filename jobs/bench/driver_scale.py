@@ -10,7 +10,8 @@ local Ray. Figures per repeat:
   mtimes: a staged file keeps its mtime when committed), i.e. what the driver side sustains;
 - ``rows_per_s_engine``: the same over the actors' ``finished_at`` (output leaving the actors);
 - ``rows_per_s_e2e``: rows / wall time of driver.run, Ray and actor start-up included;
-- ``cpu_ms_per_row``: CPU time of the whole process tree (driver, Ray, actors) per row over the
+- ``cpu_ms_per_row``: CPU time of the whole process tree (driver, Ray, actors; a process that
+  exits counts with its CPU at the last 0.5 s sample) per row over the
   same 10%-90% stretch, and ``rows_per_s_all_cores`` = cores x 1000 / it: the rate the machine's
   cores would sustain if nothing else ran on them (the rates above share them with other users).
 
@@ -104,7 +105,7 @@ def run_one(spec: dict) -> dict:
         ray.timeline(filename=spec["timeline"])
     cpu_ms = sampler.cpu_ms_per_row()
     return {**measure(Path(config.output), start, end), "rows_this_run": stats.get("rows_this_run"),
-            "cpu_ms_per_row": cpu_ms, "rows_per_s_all_cores": 1000 * os.cpu_count() / cpu_ms if cpu_ms else None}
+            "cpu_ms_per_row": cpu_ms, "processes": len(sampler.seen), "rows_per_s_all_cores": 1000 * os.cpu_count() / cpu_ms if cpu_ms else None}
 
 
 class CpuSampler(threading.Thread):
@@ -114,11 +115,13 @@ class CpuSampler(threading.Thread):
 
     def __init__(self, out: Path):
         super().__init__(daemon=True)
-        self.out, self.stop, self.samples = out, threading.Event(), []
+        self.out, self.stop, self.samples, self.seen = out, threading.Event(), [], {}
 
     def run(self) -> None:
+        seen = self.seen = {}  # (pid, start time) -> its CPU seconds when last seen
         while not self.stop.wait(0.5):
-            self.samples.append((tree_cpu_s(os.getpid()), staged_rows(self.out)))
+            seen.update(tree_cpu_s(os.getpid()))  # a process that exited keeps its last figure
+            self.samples.append((sum(seen.values()), staged_rows(self.out)))
 
     def cpu_ms_per_row(self, lo: float = 0.1, hi: float = 0.9) -> float | None:
         total = max((rows for _, rows in self.samples), default=0)
@@ -129,8 +132,8 @@ class CpuSampler(threading.Thread):
         return 1000 * (last[0] - first[0]) / (last[1] - first[1])
 
 
-def tree_cpu_s(root: int) -> float:
-    """User + system CPU seconds of ``root`` and its descendants, live or exited (from /proc)."""
+def tree_cpu_s(root: int) -> dict[tuple[int, int], float]:
+    """User + system CPU seconds of ``root`` and each live descendant, by (pid, start time) (/proc)."""
     parent, cpu = {}, {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -138,17 +141,18 @@ def tree_cpu_s(root: int) -> float:
                 fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            # utime + stime, and cutime + cstime: its exited children's, once reaped (raylet's workers)
-            parent[int(entry)], cpu[int(entry)] = int(fields[1]), sum(int(x) for x in fields[11:15])
+            pid = int(entry)
+            parent[pid], cpu[pid] = int(fields[1]), ((pid, int(fields[19])), int(fields[11]) + int(fields[12]))
     children: dict[int, list[int]] = {}
     for pid, ppid in parent.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo = 0, [root]
+    out, todo, tick = {}, [root], os.sysconf("SC_CLK_TCK")
     while todo:
         pid = todo.pop()
-        total += cpu.get(pid, 0)
+        if pid in cpu:
+            out[cpu[pid][0]] = cpu[pid][1] / tick
         todo += children.get(pid, [])
-    return total / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 def measure(out: Path, start: float, end: float) -> dict:
