@@ -50,14 +50,25 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
     return stats
 
 
-# CPUs one write task reserves: writing a file is mostly waiting (task start, object fetch,
-# storage), so several run at once in the IO_CPUS kept free of engine actors.
-WRITE_CPUS = 0.25
+# CPUs one read, re-block or write task reserves. These tasks mostly wait (task start, object
+# fetch, storage, backpressure: the re-blocking task streams for the whole run), so several
+# share the IO_CPUS kept free of engine actors; at 1 CPU each, the long re-blocking task alone
+# held them and no file was written until the actors had taken the whole input.
+IO_TASK_CPUS = 0.25
 
 
 def _write(dataset, staging: str, out_fs, config: GenerateConfig) -> None:
     dataset.write_parquet(staging, filesystem=to_pyarrow(out_fs), min_rows_per_file=rows_per_file(config),
-                          ray_remote_args={"num_cpus": WRITE_CPUS})
+                          ray_remote_args={"num_cpus": IO_TASK_CPUS})
+
+
+def _light(ds):
+    """``ds`` with its last operator's tasks on IO_TASK_CPUS (Dataset.repartition takes no
+    ray_remote_args; its logical operator carries them)."""
+    args = getattr(getattr(getattr(ds, "_logical_plan", None), "dag", None), "ray_remote_args", None)
+    if isinstance(args, dict):
+        args.setdefault("num_cpus", IO_TASK_CPUS)
+    return ds
 
 
 def rows_per_file(config: GenerateConfig) -> int:
@@ -132,16 +143,17 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory, job_mon
     import ray
 
     in_fs, path = open_fs(config.input, config.storage_options)
-    ds = ray.data.read_parquet(path, filesystem=to_pyarrow(in_fs), file_extensions=["parquet"])
+    ds = ray.data.read_parquet(path, filesystem=to_pyarrow(in_fs), file_extensions=["parquet"],
+                               ray_remote_args={"num_cpus": IO_TASK_CPUS})
     # Small files are coalesced into one big block, which one actor would take whole: re-block
     # (streaming, no shuffle) into batch-sized blocks so every actor in the pool gets input.
-    ds = ds.repartition(target_num_rows_per_block=_rows_per_call(config))
+    ds = _light(ds.repartition(target_num_rows_per_block=_rows_per_call(config)))
     # One row per sample (n per prompt, a sample_index column), then drop the samples already
     # written: one task per block. With n = 1 and nothing written, the actors expand (ProcessorUDF)
     # and this stage is left out: a task per block costs more than the rows' work in it.
     if done is not None or config.sampling.n != 1:
         ds = ds.map_batches(_Expand(config.sampling, config.id_column, done), batch_format="pyarrow",
-                            zero_copy_batch=True)
+                            zero_copy_batch=True, num_cpus=IO_TASK_CPUS)
     carried = columns.passthrough(config, columns.input_schema(config))  # input columns to keep
     return processor.generate_stage(ds, config, engine_factory, pass_through=carried, monitor=job_monitor)
 
