@@ -200,7 +200,10 @@ def finish(proc: subprocess.Popen, log: Path) -> dict:
     if proc.returncode != 0:
         sys.stderr.write(log.read_text(errors="replace")[-4000:])
         raise SystemExit(f"driver-scale: the job exited {proc.returncode} (log: {log})")
-    return json.loads(stdout.strip().splitlines()[-1])
+    results = [line for line in stdout.splitlines() if line.startswith('{"rows"')]
+    if not results:
+        raise SystemExit(f"driver-scale: no result from the job; its output:\n{stdout[-3000:]}")
+    return json.loads(results[-1])
 
 
 def kill_and_resume(args, tmp: Path, inp: Path) -> dict:
