@@ -144,7 +144,7 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory, job_mon
 
     in_fs, path = open_fs(config.input, config.storage_options)
     ds = ray.data.read_parquet(path, filesystem=to_pyarrow(in_fs), file_extensions=["parquet"],
-                               ray_remote_args={"num_cpus": IO_TASK_CPUS})
+                               num_cpus=IO_TASK_CPUS)
     # Small files are coalesced into one big block, which one actor would take whole: re-block
     # (streaming, no shuffle) into batch-sized blocks so every actor in the pool gets input.
     ds = _light(ds.repartition(target_num_rows_per_block=_rows_per_call(config)))
