@@ -35,9 +35,10 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
         job_monitor = monitor.start()
         dataset = _plan(config, done, engine_factory, job_monitor)
         staging = resume.staging_path(out, run_id, lease.record.generation)
-        with progress.Reporter(out_fs, staging, _pending_rows(config, done), config.progress_interval_s):
+        with progress.Reporter(out_fs, staging, _pending_rows(config, done), config.progress_interval_s,
+                               state=lambda: watchdog.poll(job_monitor)):
             _fail_clearly_if_unplaced(config, lambda: watchdog.run_watched(
-                lambda: dataset.write_parquet(staging, filesystem=to_pyarrow(out_fs)),
+                lambda: _write(dataset, staging, out_fs, config),
                 job_monitor, config, on_stall=lambda: _keep_written(out_fs, out, lease),
                 interrupt=lambda: lost[0] if lost else None))
         lease.check()  # never commit after another run took the output over
@@ -49,6 +50,35 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
         summary.write(out_fs, out, stats)
         report.write_quietly(out_fs, out)  # a warning, never a failed job
     return stats
+
+
+# CPUs one read, re-block or write task reserves. These tasks mostly wait (task start, object
+# fetch, storage, backpressure: the re-blocking task streams for the whole run), so several
+# share the IO_CPUS kept free of engine actors; at 1 CPU each, the long re-blocking task alone
+# held them and no file was written until the actors had taken the whole input.
+IO_TASK_CPUS = 0.25
+
+
+def _write(dataset, staging: str, out_fs, config: GenerateConfig) -> None:
+    dataset.write_parquet(staging, filesystem=to_pyarrow(out_fs), min_rows_per_file=rows_per_file(config),
+                          ray_remote_args={"num_cpus": IO_TASK_CPUS})
+
+
+def _light(ds):
+    """``ds`` with its last operator's tasks on IO_TASK_CPUS (Dataset.repartition takes no
+    ray_remote_args; its logical operator carries them)."""
+    args = getattr(getattr(getattr(ds, "_logical_plan", None), "dag", None), "ray_remote_args", None)
+    if isinstance(args, dict):
+        args.setdefault("num_cpus", IO_TASK_CPUS)
+    return ds
+
+
+def rows_per_file(config: GenerateConfig) -> int:
+    """Rows of one staged output file: one actor call's rows per 8 engine actors (at least one
+    call's). With many actors, calls return many times a second and a write task per call costs
+    more than the write (measured: jobs/bench/driver_scale.py); a file still fills within about
+    one call's time, so progress and what a kill loses stay at that grain."""
+    return _rows_per_call(config) * max(1, num_workers(config) // 8)
 
 
 def _keep_written(out_fs, out: str, lease: Lease) -> None:
@@ -115,14 +145,17 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory, job_mon
     import ray
 
     in_fs, path = open_fs(config.input, config.storage_options)
-    ds = ray.data.read_parquet(path, filesystem=to_pyarrow(in_fs), file_extensions=["parquet"])
+    ds = ray.data.read_parquet(path, filesystem=to_pyarrow(in_fs), file_extensions=["parquet"],
+                               num_cpus=IO_TASK_CPUS)
     # Small files are coalesced into one big block, which one actor would take whole: re-block
     # (streaming, no shuffle) into batch-sized blocks so every actor in the pool gets input.
-    ds = ds.repartition(target_num_rows_per_block=_rows_per_call(config))
-    # One row per sample (n per prompt, a sample_index column), then drop the samples already written.
-    ds = ds.map_batches(_Expand(config.sampling), batch_format="pyarrow", zero_copy_batch=True)
-    if done is not None:
-        ds = ds.map_batches(_DropDone(config.id_column, done), batch_format="pyarrow", zero_copy_batch=True)
+    ds = _light(ds.repartition(target_num_rows_per_block=_rows_per_call(config)))
+    # One row per sample (n per prompt, a sample_index column), then drop the samples already
+    # written: one task per block. With n = 1 and nothing written, the actors expand (ProcessorUDF)
+    # and this stage is left out: a task per block costs more than the rows' work in it.
+    if done is not None or config.sampling.n != 1:
+        ds = ds.map_batches(_Expand(config.sampling, config.id_column, done), batch_format="pyarrow",
+                            zero_copy_batch=True, num_cpus=IO_TASK_CPUS)
     carried = columns.passthrough(config, columns.input_schema(config))  # input columns to keep
     return processor.generate_stage(ds, config, engine_factory, pass_through=carried, monitor=job_monitor)
 
@@ -132,22 +165,16 @@ def _rows_per_call(config: GenerateConfig) -> int:
 
 
 class _Expand:
-    """Each input row as its n sample rows (sampling_params.expand)."""
+    """Each input row as its n sample rows (sampling_params.expand), less the sample rows whose
+    (id, sample_index) is already in the output (``done``: resume)."""
 
-    def __init__(self, job_params):
-        self.job_params = job_params
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return sampling_params.expand(batch, self.job_params)
-
-
-class _DropDone:
-    """Keeps only sample rows whose (id, sample_index) is not already in the output (resume)."""
-
-    def __init__(self, id_column: str, done: pa.Array):
-        self.id_column, self.done = id_column, done
+    def __init__(self, job_params, id_column: str, done: pa.Array | None):
+        self.job_params, self.id_column, self.done = job_params, id_column, done
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        batch = sampling_params.expand(batch, self.job_params)
+        if self.done is None:
+            return batch
         keys = sampling_params.sample_keys(batch.column(self.id_column), batch.column(sampling_params.SAMPLE_INDEX))
         return batch.filter(pc.invert(pc.is_in(keys, value_set=self.done)))
 

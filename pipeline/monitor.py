@@ -24,6 +24,7 @@ class JobMonitor:
         self.started: Counter = Counter()
         self.finished: Counter = Counter()
         self.rows_done = 0
+        self.running = 0  # engine calls begun and not finished
         self.last_progress = time.monotonic()
         self.retries = 0
         self.poison: list = []
@@ -41,10 +42,12 @@ class JobMonitor:
         if deaths <= allowed:
             self.retries += deaths > 0
             self.started[key] += 1
+            self.running += 1
         return deaths
 
     def finish(self, key: str, rows: int) -> None:
         self.finished[key] += 1
+        self.running -= 1
         self.rows_done += rows
         self.last_progress = time.monotonic()
 
@@ -75,6 +78,8 @@ class JobMonitor:
         """Progress and the distinct messages after the first ``seen`` ones."""
         return {"rows_done": self.rows_done, "idle_s": time.monotonic() - self.last_progress,
                 "actors_ready": len(self.actors), "actors_placed": len(self.placed_actors),
+                # engine calls begun and not finished: decoding now (or their worker died)
+                "batches_running": self.running,
                 "messages": self.order[seen:]}
 
     def stats(self) -> dict:

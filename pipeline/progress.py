@@ -17,10 +17,14 @@ _COLUMNS = ["num_generated_tokens", "num_drafted_tokens", "num_accepted_tokens"]
 
 
 class Reporter:
-    """``with Reporter(fs, staging_dir, total_rows, interval_s):`` prints a line every interval."""
+    """``with Reporter(fs, staging_dir, total_rows, interval_s):`` prints a line every interval.
 
-    def __init__(self, fs, staging: str, total_rows: int, interval_s: float, say=print):
+    ``state()`` (optional): the job monitor's view (pipeline.monitor.JobMonitor.poll), which tells
+    a job still loading its models from one whose first batches are decoding."""
+
+    def __init__(self, fs, staging: str, total_rows: int, interval_s: float, say=print, state=None):
         self.fs, self.staging, self.total, self.interval_s, self.say = fs, staging, total_rows, interval_s, say
+        self.state = state
         self.seen: dict[str, list[int]] = {}
         self.started = time.time()
         self._stop = threading.Event()
@@ -47,14 +51,32 @@ class Reporter:
         rows, tokens, drafted, accepted = (sum(v[i] for v in self.seen.values()) for i in range(4))
         elapsed = time.time() - self.started
         if rows == 0:
-            return (f"simsd: progress 0/{self.total:,} rows, {elapsed:.0f}s: waiting for the first batch "
-                    "(actors starting, models loading)")
+            return f"simsd: progress 0/{self.total:,} rows, {elapsed:.0f}s: {self._before_first_file()}"
         parts = [f"simsd: progress {rows:,}/{self.total:,} rows ({100 * rows / max(self.total, 1):.0f}%)",
                  f"{tokens / elapsed:,.0f} tok/s since start"]
         if drafted:
             parts.append(f"acceptance {accepted / drafted:.2f}")
         parts.append(f"ETA {_duration(elapsed * (self.total - rows) / rows)}" if rows < self.total else "writing")
         return ", ".join(parts)
+
+    def _before_first_file(self) -> str:
+        """What the job is doing before its first file: loading, decoding, or writing."""
+        state = None
+        if self.state is not None:
+            try:
+                state = self.state()
+            except Exception:  # noqa: BLE001 - the line falls back to the generic text
+                state = None
+        if not state:
+            return "waiting for the first batch (actors starting, models loading)"
+        ready, running = state.get("actors_ready", 0), state.get("batches_running", 0)
+        if state.get("rows_done", 0):
+            return f"{state['rows_done']:,} rows generated, their first file being written"
+        if ready and running:
+            return (f"decoding {running} batch(es) on {ready} actor(s) ready; rows are counted when "
+                    "their batch returns (long rows: minutes)")
+        return (f"waiting for the first batch (actors starting: {state.get('actors_placed', 0)} placed, "
+                f"{ready} loaded)")
 
     def _scan(self) -> None:
         self.fs.invalidate_cache()

@@ -69,6 +69,14 @@ def run_watched(fn, job_monitor, config, on_stall, interrupt=None) -> None:
         raise box["error"]
 
 
+def poll(job_monitor) -> dict | None:
+    """The monitor's progress figures (pipeline.monitor.JobMonitor.poll, without its messages)."""
+    return _poll(job_monitor, MESSAGES_SKIPPED)
+
+
+MESSAGES_SKIPPED = 1 << 30  # a ``seen`` past any message: no message is returned
+
+
 def _poll(job_monitor, seen: int) -> dict | None:
     import ray
 
