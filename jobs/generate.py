@@ -81,7 +81,7 @@ def _generate(config) -> int:
         if rows is not None:
             print(f"{PROG}: nothing to do: all {rows} input rows are already in {config.output} "
                   "(--overwrite generates them again)")
-            if summary.ensure_written(*open_fs(config.output, config.storage_options), config):
+            if driver.ensure_written(*open_fs(config.output, config.storage_options), config):
                 print(f"{PROG}: {summary.SUMMARY_FILE} (or {report.REPORT_FILE}) was missing or unreadable: "
                       "written again from the rows in data/")
             return 0

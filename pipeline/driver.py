@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import cluster, columns, monitor, processor, progress, quiet, report, resume, sampling_params, summary, watchdog
-from .config import ConfigError, GenerateConfig
+from .config import GenerateConfig
 from .lease import Lease, new_run_id
+from .resources import cpus_per_worker, gpus_per_worker, num_workers, rows_per_call
 from .storage import TRANSIENT_ERROR_PATTERNS, open_fs, to_pyarrow
 
 
@@ -47,6 +48,20 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
         summary.write(out_fs, out, stats)
         report.write_quietly(out_fs, out)  # a warning, never a failed job
     return stats
+
+
+def ensure_written(fs, out: str, config) -> bool:
+    """A finished output whose summary (or report) is missing or unreadable, e.g. after a kill
+    between the final commit and the summary, or a full disk: write them again from data/
+    (under the writer lease, without Ray). True when something was written."""
+    if summary.read(fs, out) is not None and report.is_complete(fs, out):
+        return False
+    device = config.device if config.device != "auto" else "unknown (summary rewritten from data/)"
+    with Lease(fs, out, new_run_id(), timeout_s=config.lease_timeout_s):
+        stats = summary.build(fs, out, [], config, wall_time_s=0.0, num_workers=0, device=device)
+        summary.write(fs, out, stats)
+        report.write_quietly(fs, out)
+    return True
 
 
 def _keep_written(out_fs, out: str, lease: Lease) -> None:
@@ -116,17 +131,13 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory, job_mon
     ds = ray.data.read_parquet(path, filesystem=to_pyarrow(in_fs), file_extensions=["parquet"])
     # Small files are coalesced into one big block, which one actor would take whole: re-block
     # (streaming, no shuffle) into batch-sized blocks so every actor in the pool gets input.
-    ds = ds.repartition(target_num_rows_per_block=_rows_per_call(config))
+    ds = ds.repartition(target_num_rows_per_block=rows_per_call(config))
     # One row per sample (n per prompt, a sample_index column), then drop the samples already written.
     ds = ds.map_batches(_Expand(config.sampling), batch_format="pyarrow", zero_copy_batch=True)
     if done is not None:
         ds = ds.map_batches(_DropDone(config.id_column, done), batch_format="pyarrow", zero_copy_batch=True)
     carried = columns.passthrough(config, columns.input_schema(config))  # input columns to keep
     return processor.generate_stage(ds, config, engine_factory, pass_through=carried, monitor=job_monitor)
-
-
-def _rows_per_call(config: GenerateConfig) -> int:
-    return config.batch_size * 4
 
 
 class _Expand:
@@ -148,49 +159,3 @@ class _DropDone:
     def __call__(self, batch: pa.Table) -> pa.Table:
         keys = sampling_params.sample_keys(batch.column(self.id_column), batch.column(sampling_params.SAMPLE_INDEX))
         return batch.filter(pc.invert(pc.is_in(keys, value_set=self.done)))
-
-
-def device_kind(config: GenerateConfig) -> str:
-    if config.device != "auto":
-        return config.device
-    import ray
-
-    return "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
-
-
-def gpus_per_worker(config: GenerateConfig) -> float:
-    if config.gpus_per_worker is not None:
-        return config.gpus_per_worker
-    return 1.0 if device_kind(config) == "cuda" else 0.0
-
-
-def num_workers(config: GenerateConfig) -> int:
-    if config.workers is not None:
-        return config.workers
-    if device_kind(config) == "cuda":
-        import ray
-
-        # One actor per GPU: each holds its own resident copy of the models.
-        return max(1, int(ray.cluster_resources().get("GPU", 0) / max(gpus_per_worker(config), 1e-9)))
-    return 1
-
-
-# CPUs kept free of engine actors for Ray Data's read, filter and write tasks.
-IO_CPUS = 1.0
-
-
-def cpus_per_worker(config: GenerateConfig) -> float:
-    """CPUs each engine actor reserves: --cpus-per-worker, else up to 1 while leaving IO_CPUS of
-    the cluster free (2 actors on a 2-CPU machine get 0.5 each). Checked against the cluster:
-    a setting that leaves no CPU for reading and writing is a config error."""
-    import ray
-
-    cpus = float(ray.cluster_resources().get("CPU", 0))
-    workers = num_workers(config)
-    if config.cpus_per_worker is not None:
-        if cpus - workers * config.cpus_per_worker < IO_CPUS:
-            raise ConfigError(f"--cpus-per-worker {config.cpus_per_worker:g} x {workers} worker(s) leaves "
-                              f"{max(cpus - workers * config.cpus_per_worker, 0):g} of the cluster's {cpus:g} CPUs "
-                              f"for reading and writing; at least {IO_CPUS:g} must stay free")
-        return config.cpus_per_worker
-    return round(max(0.0, min(1.0, (cpus - IO_CPUS) / workers)), 4)

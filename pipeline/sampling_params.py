@@ -14,6 +14,8 @@ import pyarrow.compute as pc
 
 from workers.api import SamplingParams
 
+from .errors import ConfigError
+
 COLUMN = "sampling_params"
 SAMPLE_INDEX = "sample_index"
 # Job flags that are SamplingParams fields of the same name (besides temperature/top_k/top_p/seed).
@@ -33,8 +35,6 @@ def int_list(text: str) -> list[int]:
 
 def job_sampling_params(config) -> SamplingParams:
     """The job-wide SamplingParams from the flags; ConfigError naming the flag when one is bad."""
-    from .config import ConfigError
-
     values = {"temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
               "max_tokens": config.max_new_tokens, "seed": config.seed,
               **{name: getattr(config, name) for name in SAMPLING_FLAGS}}
