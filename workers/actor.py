@@ -19,8 +19,8 @@ from typing import Callable
 
 import pyarrow as pa
 
-from pipeline.sampling_params import COLUMN as SAMPLING_COLUMN, SAMPLE_INDEX, row_params
 from workers.api import Request, Result
+from workers.row_params import COLUMN as SAMPLING_COLUMN, SAMPLE_INDEX, row_params
 from workers.metrics import ActorMetrics
 
 LOGPROBS_TYPE = pa.list_(pa.struct([("token_id", pa.int64()), ("logprob", pa.float64()),

@@ -16,7 +16,7 @@ from workers.engine import Engine
 from workers.models import ModelLoadError, load_config, load_model, loader, parse_config
 from workers.models.moe import MoE, experts_blocked, experts_reference, route
 from workers.models.moe_grouping import align_by_expert
-from workers.testing import make_tiny_moe_checkpoint
+from workers.models.tiny import make_tiny_moe_checkpoint
 
 from . import reference
 from .test_models import edited_copy
