@@ -37,7 +37,7 @@ from jobs.bench.measure import Case, run_engine_case
 from jobs.bench.shapes import make_agree, random_model, shape_config
 from workers.api import DecodeConfig, Request
 from workers.engine import Engine
-from workers.tokenizer import TokenizerBundle
+from workers.text.tokenizer import TokenizerBundle
 
 ROWS: list[dict] = []
 

@@ -74,7 +74,7 @@ def test_diffusion_mask_layout():
 def test_toy_training_outputs_load(tmp_path):
     from transformers import AutoTokenizer
     from workers.models import load_config, load_model
-    from workers.tokenizer import load_tokenizer
+    from workers.text.tokenizer import load_tokenizer
 
     out = tmp_path / "ref"
     results = tr.main(["--scale", "toy", "--out", str(out), "--device", "cpu"])

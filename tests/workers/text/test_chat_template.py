@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from workers.chat_template import TemplateLimitError
-from workers.tokenizer import TokenizerBundle
+from workers.text.chat_template import TemplateLimitError
+from workers.text.tokenizer import TokenizerBundle
 
 LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"
 EXPLODES = "{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}"
