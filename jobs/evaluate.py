@@ -96,7 +96,7 @@ def _code_quality(engine, decode, requests, results, prompts) -> dict:
     from dataclasses import replace
 
     from workers.engine import Engine
-    from workers.likelihood import sequential_log_likelihood
+    from workers.models.likelihood import sequential_log_likelihood
 
     if decode.decoder == "vanilla" and decode.remasking == "sequential":
         reference = results

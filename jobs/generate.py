@@ -65,7 +65,7 @@ def _cause(err: BaseException) -> str:
 
 
 def _generate(config) -> int:
-    from pipeline import demo, quiet, report, resume, summary
+    from pipeline import demo, driver, quiet, report, resume, summary
     from pipeline.config import ConfigError
     from pipeline.storage import open_fs
 
@@ -83,7 +83,7 @@ def _generate(config) -> int:
         each = "" if samples == rows else f" ({samples} samples: every (id, sample_index))"
         print(f"{PROG}: nothing to do: all {rows} input rows{each} are already in {config.output} "
               "(--overwrite generates them again)")
-        if summary.ensure_written(*open_fs(config.output, config.storage_options), config):
+        if driver.ensure_written(*open_fs(config.output, config.storage_options), config):
             print(f"{PROG}: {summary.SUMMARY_FILE} (or {report.REPORT_FILE}) was missing or unreadable: "
                   "written again from the rows in data/")
         return 0

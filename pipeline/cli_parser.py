@@ -18,7 +18,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):
-        from .config import ConfigError
+        from .errors import ConfigError
 
         raise ConfigError(f"{with_suggestions(message, self._known_flags())} (see {self.prog} --help)")
 

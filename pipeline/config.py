@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .cli_parser import Parser
+from .errors import ConfigError
 from .locations import is_inside, normalize
 from workers.api import ACCEPTANCE, ADAPTIVE, COMMIT_FOLDING, DECODERS, REMASKING, VERIFY, DecodeConfig
 from .sampling_params import SAMPLING_FLAGS, int_list, job_sampling_params
@@ -26,10 +27,6 @@ _FINGERPRINT_FIELDS = ("input", "target", "draft", "id_column", "prompt_column",
 # Decode fields that only change speed, not outputs.
 _DECODE_SPEED_ONLY = ("batch_size", "commit_folding", "adaptive", "max_total_tokens", "gpu_memory_utilization", "page_size",
                       "attention")
-
-
-class ConfigError(ValueError):
-    """A job config that cannot run; the message names the offending setting."""
 
 
 def _f(default, help: str, choices=None, flag_type=None):

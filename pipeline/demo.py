@@ -93,7 +93,7 @@ def _models(workdir: Path, wants_draft: bool) -> tuple[Path, Path | None]:
 
 
 def _tiny(path: Path, model_type: str, seed: int) -> Path:
-    from workers.testing import make_tiny_checkpoint
+    from workers.models.tiny import make_tiny_checkpoint
 
     make_tiny_checkpoint(path, model_type=model_type, seed=seed)
     return path

@@ -12,9 +12,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import cluster, columns, monitor, processor, progress, quiet, report, resume, sampling_params, summary, watchdog
-from .config import ConfigError, GenerateConfig
+from .config import GenerateConfig
 from .lease import Lease, new_run_id
 from .runs import record as record_run
+from .resources import cpus_per_worker, gpus_per_worker, num_workers, rows_per_call
 from .storage import TRANSIENT_ERROR_PATTERNS, open_fs, to_pyarrow
 
 
@@ -52,6 +53,20 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
     return stats
 
 
+def ensure_written(fs, out: str, config) -> bool:
+    """A finished output whose summary (or report) is missing or unreadable, e.g. after a kill
+    between the final commit and the summary, or a full disk: write them again from data/
+    (under the writer lease, without Ray). True when something was written."""
+    if summary.read(fs, out) is not None and report.is_complete(fs, out):
+        return False
+    device = config.device if config.device != "auto" else "unknown (summary rewritten from data/)"
+    with Lease(fs, out, new_run_id(), timeout_s=config.lease_timeout_s):
+        stats = summary.build(fs, out, [], config, wall_time_s=0.0, num_workers=0, device=device)
+        summary.write(fs, out, stats)
+        report.write_quietly(fs, out)
+    return True
+
+
 # CPUs one read, re-block or write task reserves. These tasks mostly wait (task start, object
 # fetch, storage, backpressure: the re-blocking task streams for the whole run), so several
 # share the IO_CPUS kept free of engine actors; at 1 CPU each, the long re-blocking task alone
@@ -78,7 +93,7 @@ def rows_per_file(config: GenerateConfig) -> int:
     call's). With many actors, calls return many times a second and a write task per call costs
     more than the write (measured: jobs/bench/driver_scale.py); a file still fills within about
     one call's time, so progress and what a kill loses stay at that grain."""
-    return _rows_per_call(config) * max(1, num_workers(config) // 8)
+    return rows_per_call(config) * max(1, num_workers(config) // 8)
 
 
 def _keep_written(out_fs, out: str, lease: Lease) -> None:
@@ -149,7 +164,7 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory, job_mon
                                num_cpus=IO_TASK_CPUS)
     # Small files are coalesced into one big block, which one actor would take whole: re-block
     # (streaming, no shuffle) into batch-sized blocks so every actor in the pool gets input.
-    ds = _light(ds.repartition(target_num_rows_per_block=_rows_per_call(config)))
+    ds = _light(ds.repartition(target_num_rows_per_block=rows_per_call(config)))
     # One row per sample (n per prompt, a sample_index column), then drop the samples already
     # written: one task per block. With n = 1 and nothing written, the actors expand (ProcessorUDF)
     # and this stage is left out: a task per block costs more than the rows' work in it.
@@ -158,10 +173,6 @@ def _plan(config: GenerateConfig, done: pa.Array | None, engine_factory, job_mon
                             zero_copy_batch=True, num_cpus=IO_TASK_CPUS)
     carried = columns.passthrough(config, columns.input_schema(config))  # input columns to keep
     return processor.generate_stage(ds, config, engine_factory, pass_through=carried, monitor=job_monitor)
-
-
-def _rows_per_call(config: GenerateConfig) -> int:
-    return config.batch_size * 4
 
 
 class _Expand:
@@ -177,49 +188,3 @@ class _Expand:
             return batch
         keys = sampling_params.sample_keys(batch.column(self.id_column), batch.column(sampling_params.SAMPLE_INDEX))
         return batch.filter(pc.invert(pc.is_in(keys, value_set=self.done)))
-
-
-def device_kind(config: GenerateConfig) -> str:
-    if config.device != "auto":
-        return config.device
-    import ray
-
-    return "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
-
-
-def gpus_per_worker(config: GenerateConfig) -> float:
-    if config.gpus_per_worker is not None:
-        return config.gpus_per_worker
-    return 1.0 if device_kind(config) == "cuda" else 0.0
-
-
-def num_workers(config: GenerateConfig) -> int:
-    if config.workers is not None:
-        return config.workers
-    if device_kind(config) == "cuda":
-        import ray
-
-        # One actor per GPU: each holds its own resident copy of the models.
-        return max(1, int(ray.cluster_resources().get("GPU", 0) / max(gpus_per_worker(config), 1e-9)))
-    return 1
-
-
-# CPUs kept free of engine actors for Ray Data's read, filter and write tasks.
-IO_CPUS = 1.0
-
-
-def cpus_per_worker(config: GenerateConfig) -> float:
-    """CPUs each engine actor reserves: --cpus-per-worker, else up to 1 while leaving IO_CPUS of
-    the cluster free (2 actors on a 2-CPU machine get 0.5 each). Checked against the cluster:
-    a setting that leaves no CPU for reading and writing is a config error."""
-    import ray
-
-    cpus = float(ray.cluster_resources().get("CPU", 0))
-    workers = num_workers(config)
-    if config.cpus_per_worker is not None:
-        if cpus - workers * config.cpus_per_worker < IO_CPUS:
-            raise ConfigError(f"--cpus-per-worker {config.cpus_per_worker:g} x {workers} worker(s) leaves "
-                              f"{max(cpus - workers * config.cpus_per_worker, 0):g} of the cluster's {cpus:g} CPUs "
-                              f"for reading and writing; at least {IO_CPUS:g} must stay free")
-        return config.cpus_per_worker
-    return round(max(0.0, min(1.0, (cpus - IO_CPUS) / workers)), 4)

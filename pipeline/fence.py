@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 
-from .storage import join, retry
+from .storage import join, retry, write_atomic
 
 FENCE_FILE = "_fence.json"
 _DIR = re.compile(r"^g(\d+)-")
@@ -51,10 +51,8 @@ def read_fence(fs, out: str) -> int:
 
 
 def write_fence(fs, out: str, generation: int) -> None:
-    from .lease import write_record
-
     retry(fs.makedirs, out, exist_ok=True)
-    write_record(fs, join(out, FENCE_FILE), json.dumps({"generation": generation}).encode())
+    write_atomic(fs, join(out, FENCE_FILE), json.dumps({"generation": generation}).encode())
 
 
 def take_over(fs, out: str, generation: int) -> int:

@@ -31,7 +31,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
-from .config import ConfigError
+from .errors import ConfigError
 from .fence import read_fence
 from .storage import is_local, join, retry, write_atomic
 

@@ -17,6 +17,7 @@ from workers.api import SamplingParams
 from . import quiet, sampling_params
 from .columns import carry
 from .config import ConfigError, GenerateConfig, from_mapping
+from .resources import cpus_per_worker, gpus_per_worker, num_workers, rows_per_call
 
 
 def as_config(config: GenerateConfig | dict) -> GenerateConfig:
@@ -82,8 +83,6 @@ def generate_stage(ds, config: GenerateConfig, engine_factory: Callable | None =
     job monitor)."""
     import ray
 
-    from .driver import _rows_per_call, cpus_per_worker, gpus_per_worker, num_workers
-
     return ds.map_batches(
         ProcessorUDF,
         fn_constructor_kwargs={"config": config, "engine_factory": engine_factory, "pass_through": pass_through,
@@ -96,7 +95,7 @@ def generate_stage(ds, config: GenerateConfig, engine_factory: Callable | None =
         # Fractional: the engine actors never hold the CPU that reading and writing need.
         num_cpus=cpus_per_worker(config),
         # Enough rows per call to keep every continuous-batching slot filled.
-        batch_size=_rows_per_call(config),
+        batch_size=rows_per_call(config),
         batch_format="pyarrow",
         # A dead actor (segfault, host OOM kill, lost node) is restarted by Ray and its unfinished
         # batches re-run: Ray Data's actor pools default to max_restarts=-1, max_task_retries=-1

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from .storage import join, retry
 
+SUMMARY_FILE = "summary.parquet"  # the output's summary, one row (pipeline/summary.py writes it)
+
 # The figures of one run (the rest of the summary covers the whole output).
 RUN_KEYS = ("rows_this_run", "generated_tokens_this_run", "wall_time_s", "startup_s", "time_to_first_row_s",
             "decode_s", "tokens_per_s", "tokens_per_s_e2e", "num_workers", "tokens_per_s_per_worker", "device",
@@ -32,8 +34,6 @@ def record(fs, out: str, stats: dict, run_id: str, started_at: float) -> dict:
 def previous_runs(fs, out: str) -> list[dict]:
     """The ``runs`` of the summary already in ``out`` (a summary written before the history
     existed counts as one run when it generated rows); [] when there is none."""
-    from .summary import SUMMARY_FILE
-
     path = join(out, SUMMARY_FILE)
     try:
         if not retry(fs.exists, path):

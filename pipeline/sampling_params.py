@@ -1,26 +1,25 @@
-"""Sampling settings of a job: the job-wide flags and the optional per-row ``sampling_params``
-struct column (Ray Data LLM's convention, vLLM's field names), merged into one
-``workers.api.SamplingParams`` per row, and the expansion of a row into its ``n`` samples.
+"""Sampling settings of a job, driver side: the job-wide flags as one ``workers.api.SamplingParams``,
+the expansion of a row into its ``n`` samples, resume keys, and the check of the optional per-row
+``sampling_params`` struct column (whose merge, ``workers.row_params``, is the actor's).
 
 A bad flag is a ConfigError (exit 2); a bad value in one row's struct is that row's error.
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields, replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from workers.api import SamplingParams
+# The per-row contract is the GPU side's (workers.row_params); the driver side uses its names.
+from workers.row_params import COLUMN, FIELDS, LISTS, SAMPLE_INDEX, num_samples
 
-COLUMN = "sampling_params"
-SAMPLE_INDEX = "sample_index"
+from .errors import ConfigError
+
 # Job flags that are SamplingParams fields of the same name (besides temperature/top_k/top_p/seed).
 SAMPLING_FLAGS = ("n", "stop", "stop_token_ids", "min_tokens", "ignore_eos", "logprobs",
                   "repetition_penalty", "presence_penalty")
-_FIELDS = {f.name for f in fields(SamplingParams)}
-_LISTS = ("stop", "stop_token_ids")
 
 
 def int_list(text: str) -> list[int]:
@@ -33,12 +32,10 @@ def int_list(text: str) -> list[int]:
 
 def job_sampling_params(config) -> SamplingParams:
     """The job-wide SamplingParams from the flags; ConfigError naming the flag when one is bad."""
-    from .config import ConfigError
-
     values = {"temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
               "max_tokens": config.max_new_tokens, "seed": config.seed,
               **{name: getattr(config, name) for name in SAMPLING_FLAGS}}
-    for name in _LISTS:
+    for name in LISTS:
         if not isinstance(values[name], (list, tuple)):
             raise ConfigError(f"--{name.replace('_', '-')} must be a list, got {values[name]!r}")
         values[name] = tuple(values[name])
@@ -49,37 +46,6 @@ def job_sampling_params(config) -> SamplingParams:
         flag = {"max_tokens": "--max-new-tokens"}.get(name, "--" + name.replace("_", "-"))
         raise ConfigError(f"{flag}: {problem}")
     return params
-
-
-def row_params(job: SamplingParams, struct) -> SamplingParams | str:
-    """The row's settings: the struct's non-null fields over the job's. An error message when the
-    struct is not a mapping, names an unknown field, or holds a bad value."""
-    if struct is None:
-        return job
-    if not isinstance(struct, dict):
-        return f"{COLUMN} must be a struct of vLLM sampling fields, got {type(struct).__name__}"
-    unknown = sorted(k for k, v in struct.items() if k not in _FIELDS and v is not None)
-    if unknown:
-        return f"{COLUMN} has unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(_FIELDS))})"
-    values = {k: v for k, v in struct.items() if v is not None}
-    for name in _LISTS:
-        if name in values:
-            if isinstance(values[name], str) and name == "stop":
-                values[name] = [values[name]]
-            if not isinstance(values[name], (list, tuple)):
-                return f"{COLUMN}.{name} must be a list, got {values[name]!r}"
-            values[name] = tuple(values[name])
-    if isinstance(values.get("temperature"), int) and not isinstance(values["temperature"], bool):
-        values["temperature"] = float(values["temperature"])
-    params = replace(job, **values)
-    problem = params.problem()
-    return f"{COLUMN}.{problem}" if problem else params
-
-
-def num_samples(job: SamplingParams, struct) -> int:
-    """How many output rows an input row gives: its n (1 when its settings are bad: one error row)."""
-    params = row_params(job, struct)
-    return params.n if isinstance(params, SamplingParams) else 1
 
 
 def expand(batch: pa.Table, job: SamplingParams) -> pa.Table:
@@ -111,4 +77,4 @@ def check_column_type(schema: pa.Schema, where: str = "") -> str | None:
     if pa.types.is_null(t) or pa.types.is_struct(t):
         return None
     return (f"--input{where}: column {COLUMN!r} has type {t}; it must be a struct of vLLM sampling fields "
-            f"({', '.join(sorted(_FIELDS))})")
+            f"({', '.join(sorted(FIELDS))})")

@@ -14,9 +14,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import resume
+from .resources import device_kind
+from .runs import SUMMARY_FILE, format_history
 from .storage import is_transient, join, retry, write_atomic
 
-SUMMARY_FILE = "summary.parquet"
 _SUMMED = ("num_input_tokens", "num_generated_tokens", "num_rounds", "num_drafted_tokens",
            "num_accepted_tokens", "num_target_forwards", "num_draft_forwards")
 
@@ -58,7 +59,7 @@ def compute(table: pa.Table | None, this_run: pa.Table | None, config, wall_time
         "tokens_per_round": _ratio(totals["num_generated_tokens"], totals["num_rounds"]),
         "acceptance_rate": _ratio(totals["num_accepted_tokens"], totals["num_drafted_tokens"]),
         **{k: totals[k] for k in _SUMMED if k not in ("num_input_tokens", "num_generated_tokens")},
-        "device": device or _device(config),
+        "device": device or device_kind(config),
         "decoder": getattr(config, "decoder_choice", None) or config.decoder,
         "sampling_choice": getattr(config, "sampling_choice", None),  # the draft order picked for sampling
         "decode_config": json.dumps(config.decode.to_dict(), sort_keys=True),
@@ -109,12 +110,6 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
-def _device(config) -> str:
-    from .driver import device_kind
-
-    return device_kind(config)
-
-
 def _versions() -> dict:
     out = {}
     for package in ("torch", "ray", "transformers", "simsd-pipeline"):
@@ -150,26 +145,8 @@ def read(fs, out: str) -> dict | None:
     return table.to_pylist()[0] if table.num_rows else None
 
 
-def ensure_written(fs, out: str, config) -> bool:
-    """A finished output whose summary (or report) is missing or unreadable, e.g. after a kill
-    between the final commit and the summary, or a full disk: write them again from data/
-    (under the writer lease, without Ray). True when something was written."""
-    from . import report
-    from .lease import Lease, new_run_id
-
-    if read(fs, out) is not None and report.is_complete(fs, out):
-        return False
-    device = config.device if config.device != "auto" else "unknown (summary rewritten from data/)"
-    with Lease(fs, out, new_run_id(), timeout_s=config.lease_timeout_s):
-        stats = build(fs, out, [], config, wall_time_s=0.0, num_workers=0, device=device)
-        write(fs, out, stats)
-        report.write_quietly(fs, out)
-    return True
-
-
 def format_table(stats: dict) -> str:
     """A two-column text table for the terminal, then the run history (pipeline.runs)."""
-    from .runs import format_history
 
     history, stats = stats.get("runs"), {k: v for k, v in stats.items() if k != "runs"}
     width = max(len(k) for k in stats)

@@ -241,7 +241,7 @@ def check_model(flag: str, source: str | None, config: GenerateConfig):
     and tokenizer. Returns (ModelConfig, tokenizer)."""
     from workers.models import load_config
     from workers.models.source import resolve_model_path
-    from workers.tokenizer import load_tokenizer
+    from workers.text.tokenizer import load_tokenizer
 
     from .checkpoint_check import check_checkpoint
 

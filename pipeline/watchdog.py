@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 
+from .resources import cpus_per_worker, gpus_per_worker, num_workers
 from .storage import for_terminal
 
 POLL_S = 1.0
@@ -116,8 +117,6 @@ def _stop_job(thread: threading.Thread, others: set, reason: BaseException | Non
 
 def stall_message(config, idle_s: float, rows_done: int, state: dict | None) -> str:
     import ray
-
-    from .driver import cpus_per_worker, gpus_per_worker, num_workers
 
     total, free = ray.cluster_resources(), ray.available_resources()
     placed, ready = (state or {}).get("actors_placed", 0), (state or {}).get("actors_ready", 0)

@@ -15,7 +15,7 @@ import pyarrow as pa
 from pipeline import quiet
 from pipeline.config import ConfigError
 from pipeline.processor import ProcessorUDF, as_config, set_fields
-from pipeline.sampling_params import COLUMN as SAMPLING_COLUMN, row_params
+from workers.row_params import COLUMN as SAMPLING_COLUMN, row_params
 from pipeline.validate import validate_models
 from workers.api import SamplingParams
 

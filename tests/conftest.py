@@ -49,7 +49,7 @@ def ray_local(_ray_session):
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """A tiny random SDAR target and a qwen3 draft sharing its tokenizer."""
-    from workers.testing import make_tiny_checkpoint
+    from workers.models.tiny import make_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("tiny-models")
     return {"target": make_tiny_checkpoint(root / "target", "sdar", seed=0),

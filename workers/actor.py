@@ -19,9 +19,9 @@ from typing import Callable
 
 import pyarrow as pa
 
-from pipeline.sampling_params import COLUMN as SAMPLING_COLUMN, SAMPLE_INDEX, row_params
 from workers.api import Request, Result
-from workers.metrics import ActorMetrics
+from workers.row_params import COLUMN as SAMPLING_COLUMN, SAMPLE_INDEX, row_params
+from workers.runtime.metrics import ActorMetrics
 
 LOGPROBS_TYPE = pa.list_(pa.struct([("token_id", pa.int64()), ("logprob", pa.float64()),
                                      ("top_token_ids", pa.list_(pa.int64())),
@@ -88,7 +88,7 @@ def _is_fatal(err: BaseException) -> bool:
 
 
 def _default_engine_factory(config):
-    from workers.compile_cache import use_compile_cache
+    from workers.runtime.compile_cache import use_compile_cache
     from workers.engine import Engine
 
     use_compile_cache(getattr(config, "compile_cache_dir", None))

@@ -21,8 +21,8 @@ from .models.kv_cache import kv_bytes_per_token
 from .models import ModelLoadError, load_model
 from .models.source import resolve_model_path
 from .runner import ModelRunner
-from .timing import PhaseTimer
-from .tokenizer import load_tokenizer
+from .runtime.timing import PhaseTimer
+from .text.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 

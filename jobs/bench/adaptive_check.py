@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-new", type=int, default=160)
     p.add_argument("--out", default="adaptive-check")
     args = p.parse_args(argv)
-    from workers.tokenizer import load_tokenizer
+    from workers.text.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(REFERENCE / "target")
     target = load_model(REFERENCE / "target", torch.device(args.device), "auto")

@@ -15,7 +15,7 @@ import torch
 
 from workers.api import DecodeConfig, Request
 from workers.engine import Engine
-from workers.testing import build_tokenizer, make_tiny_checkpoint
+from workers.models.tiny import build_tokenizer, make_tiny_checkpoint
 
 # (decoder, draft, verify, rule: vanilla remasking or draft remasking, folding, denoising steps)
 CASES = [("vanilla", None, "paper", "sequential", "always", None), ("vanilla", None, "paper", "dynamic", "never", None),

@@ -5,7 +5,7 @@ import gc
 
 import torch
 
-from workers.tokenizer import TokenizerBundle
+from workers.text.tokenizer import TokenizerBundle
 from .hf_baseline import hf_model, hf_sequential_decode
 from .measure import Case, floor_seconds, run_engine_case
 from .shapes import MASK_TOKEN_ID, make_agree, random_model, weight_bytes
@@ -117,7 +117,7 @@ def run_reference(args, reference_dir, device, log, save=lambda records: None) -
     from pipeline.reference_data import extract_answer, heldout_problems
 
     from workers.models import load_model
-    from workers.tokenizer import load_tokenizer
+    from workers.text.tokenizer import load_tokenizer
 
     tok = load_tokenizer(reference_dir / "target")
     target = load_model(reference_dir / "target", device, "auto")

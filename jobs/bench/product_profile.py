@@ -23,7 +23,7 @@ from pipeline.reference_data import heldout_problems
 from workers.api import DecodeConfig, Request
 from workers.engine import Engine
 from workers.models import load_model
-from workers.tokenizer import load_tokenizer
+from workers.text.tokenizer import load_tokenizer
 
 REFERENCE = Path(__file__).resolve().parents[2] / "models" / "reference"
 CASES = {

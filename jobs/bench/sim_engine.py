@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from workers.api import Request, Result
-from workers.tokenizer import TokenizerBundle
+from workers.text.tokenizer import TokenizerBundle
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "models" / "reference" / "target" / "tokenizer.json"
 

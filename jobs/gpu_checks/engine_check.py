@@ -37,7 +37,7 @@ from jobs.bench.measure import Case, run_engine_case
 from jobs.bench.shapes import make_agree, random_model, shape_config
 from workers.api import DecodeConfig, Request
 from workers.engine import Engine
-from workers.tokenizer import TokenizerBundle
+from workers.text.tokenizer import TokenizerBundle
 
 ROWS: list[dict] = []
 
@@ -62,7 +62,7 @@ CHECK_CASES = [  # decoder, draft, verify, remasking, folding, target, extra Dec
 
 
 def part_check(args) -> None:
-    from workers.testing import build_tokenizer, make_tiny_checkpoint
+    from workers.models.tiny import build_tokenizer, make_tiny_checkpoint
 
     root = Path(tempfile.mkdtemp())
     tok = build_tokenizer()
@@ -98,7 +98,7 @@ def part_check(args) -> None:
 def part_diagnose(args) -> None:
     """Which ingredient changes tokens: graphs, compile or the flex kernel (fold-never cases)."""
     from workers.runner import compiled_layer
-    from workers.testing import build_tokenizer, make_tiny_checkpoint
+    from workers.models.tiny import build_tokenizer, make_tiny_checkpoint
 
     root = Path(tempfile.mkdtemp())
     tok = build_tokenizer()

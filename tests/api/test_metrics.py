@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import GenerateConfig
 from tests.pipeline.fakes import FakeEngine, make_model_dir
-from workers import metrics
+from workers.runtime import metrics
 from workers.actor import GenerateUDF
 from workers.api import Result
 
@@ -94,7 +94,7 @@ def test_no_ray_no_metrics(monkeypatch):
 
 
 def _register_and_record():
-    from workers.metrics import ActorMetrics
+    from workers.runtime.metrics import ActorMetrics
 
     actor = ActorMetrics("worker-1", "simsd")
     actor.record([Result(id=0, token_ids=[5, 6, 7], num_rounds=2, num_drafted_tokens=4, num_accepted_tokens=3)])

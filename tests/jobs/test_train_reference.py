@@ -8,6 +8,7 @@ import torch
 
 from pipeline import reference_data as rd
 from jobs import train_reference as tr
+from jobs.train_reference.losses import diffusion_visible
 
 
 def _solve(question: str) -> int:
@@ -58,7 +59,7 @@ def test_code_documents_skip_tests():
 def test_diffusion_mask_layout():
     doc = torch.tensor([[0] * 8 + [1] * 4])
     pos = torch.tensor([list(range(8)) + list(range(4))])
-    vis = tr.diffusion_visible(doc, pos, 4)[0]
+    vis = diffusion_visible(doc, pos, 4)[0]
     L = 12
     noisy, clean = slice(0, L), slice(L, 2 * L)
     # noisy block 1 (positions 4-7) sees itself and clean block 0, not clean block 1
@@ -74,7 +75,7 @@ def test_diffusion_mask_layout():
 def test_toy_training_outputs_load(tmp_path):
     from transformers import AutoTokenizer
     from workers.models import load_config, load_model
-    from workers.tokenizer import load_tokenizer
+    from workers.text.tokenizer import load_tokenizer
 
     out = tmp_path / "ref"
     results = tr.main(["--scale", "toy", "--out", str(out), "--device", "cpu"])

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from workers.api import Request, Result
-from workers.tokenizer import load_tokenizer
+from workers.text.tokenizer import load_tokenizer
 
 WORDS = ["<pad>", "<eos>", "<mask>", "<unk>"] + [f"w{i}" for i in range(28)] + \
     "write a haiku about the sea what is explain list name give hello world".split()

@@ -59,7 +59,7 @@ def _re(text: str) -> str:
 
 
 def test_untied_config_without_lm_head(tmp_path):
-    from workers.testing import make_tiny_checkpoint
+    from workers.models.tiny import make_tiny_checkpoint
 
     ckpt = make_tiny_checkpoint(tmp_path / "tied", "qwen3", tie_word_embeddings=True)
     _validate(tmp_path, ckpt)  # tied: no lm_head needed

@@ -48,7 +48,7 @@ def test_clear_errors(tmp_path, tiny_models, capsys):
 
 
 def test_draft_with_another_tokenizer_is_refused(tmp_path, tiny_models, capsys):
-    from workers.testing import build_tokenizer, make_tiny_checkpoint
+    from workers.models.tiny import build_tokenizer, make_tiny_checkpoint
 
     other = make_tiny_checkpoint(tmp_path / "other", "qwen3", tokenizer=build_tokenizer(300), vocab_size=300)
     write_prompts(tmp_path / "in", 2, shards=1)

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import driver
+from pipeline import driver, resources
 from pipeline.config import GenerateConfig
 from pipeline.watchdog import starved_resource
 from tests.pipeline.fake_job import run_job
@@ -60,7 +60,7 @@ def test_as_many_workers_as_cpus_completes(ray_local, tmp_path, model_dir):
     assert ray_local.cluster_resources()["CPU"] == 2
     write_prompts(tmp_path / "in", 12, shards=3)
     config = _config(tmp_path, model_dir, workers=2, stall_timeout_s=120)
-    assert driver.cpus_per_worker(config) == 0.5  # one CPU stays free for reading and writing
+    assert resources.cpus_per_worker(config) == 0.5  # one CPU stays free for reading and writing
     stats = driver.run(config, engine_factory=FakeEngine)
     assert stats["rows"] == 12 and stats["num_workers"] == 2
     assert len(set(read_output(tmp_path / "out").column("actor_id").to_pylist())) >= 1
@@ -70,7 +70,7 @@ def test_cpus_per_worker_that_starves_io_is_a_config_error(ray_local, tmp_path, 
     from pipeline.config import ConfigError
 
     with pytest.raises(ConfigError, match="leaves 0 of the cluster's 2 CPUs for reading and writing"):
-        driver.cpus_per_worker(_config(tmp_path, model_dir, workers=2, cpus_per_worker=1.0))
+        resources.cpus_per_worker(_config(tmp_path, model_dir, workers=2, cpus_per_worker=1.0))
 
 
 FAKE_HANG = "tests.pipeline.fakes:HangAfterFirstEngine"

@@ -7,7 +7,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 from pipeline import resume
 from pipeline.config import ConfigError, GenerateConfig, parse_args
-from pipeline.sampling_params import check_column_type, expand, row_params, sample_keys
+from pipeline.sampling_params import check_column_type, expand, sample_keys
+from workers.row_params import row_params
 from tests.pipeline.fakes import FakeEngine, make_model_dir
 from workers.actor import GenerateUDF
 from workers.api import SamplingParams

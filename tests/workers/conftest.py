@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from workers.testing import build_tokenizer, make_tiny_checkpoint, make_tiny_moe_checkpoint
+from workers.models.tiny import build_tokenizer, make_tiny_checkpoint, make_tiny_moe_checkpoint
 
 # fp32 everywhere: the oracles compare tokens and logits exactly.
 torch.set_default_dtype(torch.float32)

@@ -8,7 +8,7 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from workers.models import ForwardBatch, ModelLoadError, load_config, load_model
 from workers.models.loader import weight_files
-from workers.testing import make_tiny_checkpoint
+from workers.models.tiny import make_tiny_checkpoint
 
 
 def hf_model(path, cfg):

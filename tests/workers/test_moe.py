@@ -14,8 +14,9 @@ from workers.api import DecodeConfig
 from jobs.bench.shapes import shape_config
 from workers.engine import Engine
 from workers.models import ModelLoadError, load_config, load_model, loader, parse_config
-from workers.models.moe import MoE, align_by_expert, experts_blocked, experts_reference, route
-from workers.testing import make_tiny_moe_checkpoint
+from workers.models.moe import MoE, experts_blocked, experts_reference, route
+from workers.models.moe_grouping import align_by_expert
+from workers.models.tiny import make_tiny_moe_checkpoint
 
 from . import reference
 from .test_models import edited_copy

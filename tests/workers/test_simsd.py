@@ -11,7 +11,7 @@ from workers.decoding import layouts
 from workers.decoding.acceptance import accept_mrs
 from workers.engine import Engine
 from workers.models import ForwardBatch, ModelLoadError, load_model
-from workers.testing import make_tiny_checkpoint
+from workers.models.tiny import make_tiny_checkpoint
 
 from . import reference
 

@@ -13,7 +13,7 @@ Three implementations of the experts, one contract (x [T, H], routing [T, k] -> 
 - ``experts_reference``: plain PyTorch, one matmul pair per expert that has tokens. The CPU path
   (and ``kernel="torch"``); it reads the expert counts on the host, so it is not graph-capturable.
 - ``moe_kernels.grouped_experts``: tokens grouped by expert with sync-free tensor ops
-  (``align_by_expert``), then two Triton grouped GEMMs (gate/up fused with SiLU*mul, then down
+  (``moe_grouping.align_by_expert``), then two Triton grouped GEMMs (gate/up fused with SiLU*mul, then down
   scaled by the routing weight). Used on CUDA for bf16/fp16 when Triton imports; capturable.
 - ``experts_blocked``: the same row blocks with batched matmuls (gathers weights per block): the
   sync-free CUDA fallback without Triton.
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .moe_grouping import align_by_expert
 
 
 def route(x: torch.Tensor, gate_weight: torch.Tensor, top_k: int, norm_topk_prob: bool):
@@ -56,36 +57,6 @@ def experts_reference(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,
         out.index_add_(0, rows, y)
         start += n
     return out
-
-
-def block_m_for(num_assign: int, num_experts: int) -> int:
-    """Rows per block: small when experts see a few tokens each (decode), larger for prefill."""
-    per_expert = num_assign / num_experts
-    return 16 if per_expert <= 16 else 32 if per_expert <= 64 else 64
-
-
-def align_by_expert(ids: torch.Tensor, num_experts: int, block_m: int):
-    """Sync-free grouping of assignments by expert (see ``moe_kernels``' docstring).
-
-    ids [T, k] -> slots [R] int32, block_expert [R // block_m] int32, used_rows [1] int64.
-    """
-    flat = ids.flatten()
-    A = flat.numel()
-    counts = torch.zeros(num_experts, dtype=torch.int64, device=ids.device)
-    counts.scatter_add_(0, flat, torch.ones_like(flat))  # bincount would sync on CUDA
-    padded = (counts + block_m - 1) // block_m * block_m
-    ends = padded.cumsum(0)
-    order = torch.argsort(flat, stable=True)
-    sorted_e = flat[order]
-    rank = torch.arange(A, device=ids.device) - (counts.cumsum(0) - counts)[sorted_e]
-    dest = (ends - padded)[sorted_e] + rank
-    capacity = A + min(num_experts, A) * (block_m - 1)
-    capacity = (capacity + block_m - 1) // block_m * block_m
-    slots = torch.full((capacity,), A, dtype=torch.int32, device=ids.device)
-    slots[dest] = order.to(torch.int32)
-    starts = torch.arange(0, capacity, block_m, device=ids.device)
-    block_expert = torch.searchsorted(ends, starts, right=True).clamp_(max=num_experts - 1)
-    return slots, block_expert.to(torch.int32), ends[-1:]
 
 
 def experts_blocked(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,

@@ -3,7 +3,7 @@
 Importing this module imports Triton (present on the GPU machines, not on CPU-only hosts); the
 model imports it lazily through ``moe.kernels_available``.
 
-Grouping (``moe.align_by_expert``) uses only tensor ops of fixed output shape, so the whole MoE layer
+Grouping (``moe_grouping.align_by_expert``) uses only tensor ops of fixed output shape, so the whole MoE layer
 runs without a host sync and can be captured in a CUDA graph:
 - the T*k (token, expert) assignments are sorted by expert; each expert's run is padded to a
   multiple of ``block_m`` rows, so a block of rows belongs to one expert;
@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .moe import align_by_expert, block_m_for
+from .moe_grouping import align_by_expert, block_m_for
 
 
 @triton.jit

@@ -1,5 +1,5 @@
 """The compiled-kernel cache directory is settable and never overrides the user's environment."""
-from workers.compile_cache import use_compile_cache
+from workers.runtime.compile_cache import use_compile_cache
 
 
 def test_cache_dirs_point_under_the_chosen_directory(tmp_path, monkeypatch):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .decoding import layouts
-from .models import ForwardBatch, Qwen3Model
+from ..decoding import layouts
+from .qwen3 import ForwardBatch, Qwen3Model
 
 
 @torch.inference_mode()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
-from .api import Result
+from ..api import Result
 
 log = logging.getLogger(__name__)
 

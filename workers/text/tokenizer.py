@@ -5,15 +5,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .models.config import ModelLoadError
+from ..models.config import ModelLoadError
 
 
 @dataclass
 class TokenizerBundle:
     tokenizer: object  # transformers PreTrainedTokenizerBase
     stop_ids: tuple[int, ...]
-    template_time_limit_s: float = 2.0           # workers.chat_template.RENDER_TIME_LIMIT_S
-    template_max_chars: int = 4 * 1024 * 1024   # workers.chat_template.RENDER_MAX_CHARS
+    template_time_limit_s: float = 2.0           # workers.text.chat_template.RENDER_TIME_LIMIT_S
+    template_max_chars: int = 4 * 1024 * 1024   # workers.text.chat_template.RENDER_MAX_CHARS
 
     @property
     def has_chat_template(self) -> bool:
@@ -32,7 +32,7 @@ class TokenizerBundle:
     def render_chat(self, messages: list[dict]) -> str:
         """The chat template applied to ``messages`` with a generation prompt, as transformers'
         apply_chat_template renders it, under a time limit and an output-size limit
-        (workers.chat_template; TemplateLimitError past either)."""
+        (workers.text.chat_template; TemplateLimitError past either)."""
         from .chat_template import render
 
         return render(self.tokenizer.chat_template, self.template_time_limit_s, self.template_max_chars,

@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from workers.chat_template import TemplateLimitError
-from workers.tokenizer import TokenizerBundle
+from workers.text.chat_template import TemplateLimitError
+from workers.text.tokenizer import TokenizerBundle
 
 LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"
 EXPLODES = "{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}"
@@ -14,7 +14,7 @@ HUGE = "{{ 'z' * 10**12 }}"
 
 @pytest.fixture(scope="module")
 def bundle():
-    from workers.testing import build_tokenizer
+    from workers.models.tiny import build_tokenizer
 
     return TokenizerBundle(build_tokenizer(), stop_ids=(0,))
 
@@ -31,7 +31,7 @@ def test_same_ids_as_transformers(bundle):
 @pytest.mark.parametrize("template,fragment", [(LOOPS, "time limit"), (EXPLODES, "exceeds"),
                                                (DOUBLES, "more than"), (HUGE, "more than")])
 def test_hostile_templates_stop_at_a_limit(bundle, template, fragment):
-    from workers.testing import build_tokenizer
+    from workers.models.tiny import build_tokenizer
 
     tok = build_tokenizer()
     tok.chat_template = template

@@ -1,4 +1,5 @@
-"""Tiny random checkpoints in the real on-disk formats, for tests and the no-download demo.
+"""Tiny random checkpoints in the real on-disk formats: the no-download demo's models (pipeline.demo),
+the GPU checks' small models, and the tests' fixtures.
 
 A Qwen3 model is built with transformers, saved with ``save_pretrained`` (safetensors), and for
 ``model_type="sdar"`` relabelled the way published SDAR checkpoints are (architectures, auto_map,

@@ -1,0 +1,4 @@
+"""``python -m jobs.train_reference``."""
+from .main import main
+
+main()
