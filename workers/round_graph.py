@@ -71,7 +71,27 @@ def pack_rows(rows: list[list[int]], nb: int, width: int, device) -> torch.Tenso
     return packed.pin_memory() if torch.device(device).type == "cuda" else packed
 
 
-class _Round:
+class Replayable:
+    """A graphed body over fixed buffers: ``packed`` (host input) in, ``out`` back."""
+
+    packed: torch.Tensor
+    out: torch.Tensor
+    graph = None
+
+    def body(self, *args) -> None:
+        raise NotImplementedError
+
+    def run(self, packed: torch.Tensor, args) -> torch.Tensor:
+        """Copy the host input in, replay the graph (or run the body eagerly), return ``out``."""
+        self.packed.copy_(packed, non_blocking=True)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.body(*args)
+        return self.out
+
+
+class _Round(Replayable):
     """Buffers and graph of one (bucket, draft steps, cache spans)."""
 
     def __init__(self, target: ModelRunner, draft: ModelRunner, nb: int, block: int, k: int, rule: str,
@@ -150,14 +170,6 @@ class _Round:
         # Nothing valid, nothing masked, nothing written: the warm-up changes no state that matters.
         self.packed.zero_()
         self.graph = capture(self.body, args, self.target.static.pool)
-
-    def run(self, packed: torch.Tensor, args) -> torch.Tensor:
-        self.packed.copy_(packed, non_blocking=True)
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            self.body(*args)
-        return self.out
 
 
 class RoundGraphs:

@@ -17,13 +17,13 @@ import torch
 from .decoding import layouts
 from .decoding.remasking import reveal_positions, step_quota
 from .graphs import StaticForward, batch_bucket
-from .round_graph import capture, folded_forward, pack_rows
+from .round_graph import Replayable, capture, folded_forward, pack_rows
 from .runner import ModelRunner
 
 SLOT, START, PENDING, STEP_INDEX, VALID = range(5)
 
 
-class _Step:
+class _Step(Replayable):
     def __init__(self, runner: ModelRunner, nb: int, block: int, fold: bool, rule: str, threshold: float,
                  steps: int | None, span: int):
         B, dev = block, runner.device
@@ -61,14 +61,6 @@ class _Step:
         quota = None if self.num_steps is None else step_quota(masked.sum(-1), self.num_steps, p[STEP_INDEX])
         reveal = reveal_positions(confidence, masked, self.rule, self.threshold, quota)
         self.out.copy_(torch.cat([torch.where(reveal, chosen, ids), (masked & ~reveal).long()], 1))
-
-    def run(self, packed, args) -> torch.Tensor:
-        self.packed.copy_(packed, non_blocking=True)
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            self.body(*args)
-        return self.out
 
 
 class StepGraphs:
