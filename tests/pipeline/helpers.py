@@ -41,11 +41,16 @@ def finished_output(tmp_path):
     write_prompts(tmp_path / "in", 4)
     fs, out = fsspec.filesystem("file"), str(tmp_path / "out")
     resume.write_job_file(fs, out, parse_args(job_argv(tmp_path, model)))
-    rows = {"id": list(range(4)), "finish_reason": ["length"] * 4, "error": [None] * 4,
-            "actor_id": ["h:1"] * 4, "time_taken_s": [0.5] * 4, "finished_at": [1e9] * 4,
-            **{name: [3] * 4 for name in ("num_input_tokens", "num_generated_tokens", "num_rounds",
-                                          "num_drafted_tokens", "num_accepted_tokens", "num_target_forwards",
-                                          "num_draft_forwards")}}
     (tmp_path / "out" / "data").mkdir(parents=True)
-    pq.write_table(pa.table(rows), tmp_path / "out" / "data" / "run-0.parquet")
+    pq.write_table(finished_rows(range(4)), tmp_path / "out" / "data" / "run-0.parquet")
     return model
+
+
+def finished_rows(ids) -> pa.Table:
+    """Written rows with the columns a summary is built from."""
+    n = len(ids)
+    return pa.table({"id": list(ids), "finish_reason": ["length"] * n, "error": [None] * n,
+                     "actor_id": ["h:1"] * n, "time_taken_s": [0.5] * n, "finished_at": [1e9] * n,
+                     **{name: [3] * n for name in ("num_input_tokens", "num_generated_tokens", "num_rounds",
+                                                   "num_drafted_tokens", "num_accepted_tokens",
+                                                   "num_target_forwards", "num_draft_forwards")}})

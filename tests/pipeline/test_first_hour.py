@@ -12,7 +12,7 @@ from pipeline import cluster, columns, resume
 from pipeline.config import ConfigError, GenerateConfig
 from pipeline.storage import open_fs
 from tests.pipeline.fakes import FakeEngine, make_model_dir
-from tests.pipeline.helpers import read_output, write_prompts
+from tests.pipeline.helpers import finished_rows, read_output, write_prompts
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,7 @@ def _finished_output(tmp_path, config: GenerateConfig, ids) -> None:
     fs, out = open_fs(config.output)
     resume.write_job_file(fs, out, config)
     (tmp_path / "out" / "data").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"id": list(ids), "num_generated_tokens": [1] * len(ids)}),
-                   tmp_path / "out" / "data" / "run-0.parquet")
+    pq.write_table(finished_rows(list(ids)), tmp_path / "out" / "data" / "run-0.parquet")
 
 
 def test_resume_compares_normalised_paths_and_lists_old_and_new_values(tmp_path, monkeypatch, model_dir):
