@@ -10,7 +10,7 @@ from pipeline import cluster, resume
 from pipeline.config import GenerateConfig
 from pipeline.storage import open_fs
 from tests.pipeline.fakes import make_model_dir
-from tests.pipeline.helpers import write_prompts
+from tests.pipeline.helpers import finished_rows, write_prompts
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,8 @@ def _output(tmp_path, config, ids, samples) -> None:
     resume.write_job_file(fs, out, config)
     (tmp_path / "out" / "data").mkdir(parents=True, exist_ok=True)
     rows = [(i, k) for i in ids for k in samples]
-    pq.write_table(pa.table({"id": [i for i, _ in rows], "sample_index": [k for _, k in rows]}),
-                   tmp_path / "out" / "data" / "run-0.parquet")
+    table = finished_rows([i for i, _ in rows]).append_column("sample_index", pa.array([k for _, k in rows]))
+    pq.write_table(table, tmp_path / "out" / "data" / "run-0.parquet")
 
 
 def _config(tmp_path, model_dir, **kw):
