@@ -1,4 +1,4 @@
-"""The driver at scale, simulated (jobs.bench.driver_scale), kept small for CI: 8 simulated
+"""The driver at scale, simulated (jobs.bench.driver_scale), kept small for CI: 4 simulated
 engine actors, a SIGKILL of the job's whole process group once half the rows are staged, and a
 rerun of the same job: every (id, sample_index) written exactly once."""
 import json
@@ -11,8 +11,8 @@ pytestmark = pytest.mark.slow
 def test_kill_and_resume_with_simulated_actors(tmp_path):
     from jobs.bench import driver_scale
 
-    rows = 4000
-    rc = driver_scale.main(["--actors", "8", "--rows", str(rows), "--files", "4", "--repeats", "0", "--kill",
+    rows = 2000
+    rc = driver_scale.main(["--actors", "4", "--rows", str(rows), "--files", "4", "--repeats", "0", "--kill",
                             "--out", str(tmp_path / "bench")])
     kill = json.loads((tmp_path / "bench" / "driver_scale.json").read_text())["kill_and_resume"]
     assert kill["killed"], kill  # killed mid-run, not after it ended on its own
