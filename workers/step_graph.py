@@ -74,6 +74,14 @@ class StepGraphs:
     def is_stale(self) -> bool:
         return self.cache is not self.runner.cache
 
+    @classmethod
+    def current(cls, graphs: "StepGraphs | None", runner: ModelRunner, *args) -> "StepGraphs | None":
+        """``graphs`` while they still fit the runner's pool, new ones when it was reallocated,
+        None without fixed shapes (eager steps)."""
+        if not runner.static_shapes:
+            return None
+        return graphs if graphs is not None and not graphs.is_stale() else cls(runner, *args)
+
     def run(self, rows: list[list[int]], fold: bool, max_start: int, args) -> torch.Tensor:
         """rows: per batch row [slot, start, pending, step index]; returns ``out[:b]`` ([b, 2B]:
         the new block tokens and masked flags)."""

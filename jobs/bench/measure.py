@@ -7,10 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from workers.api import DecodeConfig, Request
+from workers.decoders.commits import HBM_BYTES_PER_S, PEAK_FLOPS as BF16_FLOPS  # H100 copy, dense bf16
 from workers.engine import Engine
-
-HBM_BYTES_PER_S = 3.0e12       # H100 device-to-device copy, measured
-BF16_FLOPS = 790e12            # H100 dense bf16, large GEMM
 
 
 @dataclass

@@ -24,6 +24,7 @@ FOLD_MAX_QUERY_TOKENS = 64  # without fixed shapes: fold while slots x block len
 PEAK_FLOPS = 790e12         # H100/H200 dense bf16: what B more query tokens per row cost to compute
 HBM_BYTES_PER_S = 3.0e12    # H100 copy bandwidth: what a separate forward costs to read the weights
 LAUNCH_S = 50e-6            # a separate forward's launch and host work, at least
+CATCH_UP_BLOCKS = 16        # most backlog blocks stored by one forward (padded to a power of two)
 
 
 def fold_pays(config, rows: int, block: int, bytes_per_param: int = 2) -> bool:
@@ -35,7 +36,6 @@ def fold_pays(config, rows: int, block: int, bytes_per_param: int = 2) -> bool:
     """
     n = config.num_active_params
     return 2 * n * block * rows / PEAK_FLOPS <= n * bytes_per_param / HBM_BYTES_PER_S + LAUNCH_S
-CATCH_UP_BLOCKS = 16        # most backlog blocks stored by one forward (padded to a power of two)
 
 
 class CommitQueue:
@@ -87,6 +87,16 @@ class CommitQueue:
         """Whether a forward of ``rows`` rows takes the queued blocks in."""
         return self.fold and (not self.auto or fold_pays(self.runner.config, self.runner.batch_rows(rows),
                                                          self.block, self.runner.dtype.itemsize))
+
+    def ready(self, seqs: list[Sequence]) -> list[bool]:
+        """Before a forward of ``seqs``: store any backlog, and the queued blocks too where this
+        forward will not fold them; returns which rows still have a block to fold in."""
+        self.catch_up(seqs)
+        flags = [s.slot in self.pending for s in seqs]
+        if any(flags) and not self.folds(len(seqs)):
+            self.flush([s for s, f in zip(seqs, flags) if f])
+            flags = [False] * len(seqs)
+        return flags
 
     def flush(self, seqs: list[Sequence]) -> None:
         """Store the queued blocks of ``seqs`` by a forward of their own."""
@@ -141,12 +151,8 @@ class CommitQueue:
 
     def hidden(self, seqs, ids, positions, visible, slots, write=None) -> torch.Tensor:
         """``runner.hidden`` for these rows, with any queued blocks folded in front."""
-        self.catch_up(seqs)
-        flags = [s.slot in self.pending for s in seqs]
+        flags = self.ready(seqs)
         bound = max(s.start for s in seqs)  # a block's cache never holds more than its start
-        if any(flags) and not self.folds(len(seqs)):
-            self.flush([s for s, f in zip(seqs, flags) if f])
-            flags = [False] * len(seqs)
         if not any(flags):
             return self.runner.hidden(ids, positions, visible, slots, write, max_cache_len=bound)
         dev, B = self.runner.device, self.block

@@ -53,13 +53,9 @@ class DiffusionDrafter:
         drafts, masked = ids.clone(), masked.clone()
         steps = torch.zeros_like(ids)
         probs = None
-        S = steps_per_block(denoising_steps or cfg.denoising_steps, B)
         counted = cfg.draft_remasking != "dynamic"
-        # A known reveal count per step: the step count is known up front, no synchronisation per step.
-        row_steps = [n if S is None else min(S, n) for n in (s.masked_left for s in seqs)]
-        steps_needed = max(row_steps) if counted else None
-        for s, n in zip(seqs, row_steps):
-            s.result.num_draft_forwards += n if counted else 0
+        S, steps_needed = self.count_steps(seqs, denoising_steps) if counted else \
+            (steps_per_block(denoising_steps or cfg.denoising_steps, B), None)
         step = 0
         while (step < steps_needed) if counted else bool(masked.any()):
             if counted and not want_probs and self._use_loop(seqs):
@@ -85,6 +81,16 @@ class DiffusionDrafter:
                 probs = dist if probs is None else torch.where(reveal[..., None], dist, probs)
             masked &= ~reveal
         return drafts, steps, probs
+
+    def count_steps(self, seqs, denoising_steps: int | None) -> tuple[int | None, int]:
+        """A draft revealing a known count per step: S (steps per block, None: one reveal a step)
+        and the round's step count, known up front (no synchronisation per step); each row's
+        draft forwards are counted."""
+        S = steps_per_block(denoising_steps or self.settings.denoising_steps, self.block)
+        row_steps = [n if S is None else min(S, n) for n in (s.masked_left for s in seqs)]
+        for s, n in zip(seqs, row_steps):
+            s.result.num_draft_forwards += n
+        return S, max(row_steps)
 
     def _use_loop(self, seqs) -> bool:
         """The graphed loop needs fixed shapes and no block waiting to be folded into a forward."""

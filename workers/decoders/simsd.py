@@ -11,7 +11,6 @@ from ..runner import ModelRunner
 from ..decoding import layouts
 from ..decoding.acceptance import accept_greedy, accept_mrs, apply_acceptance
 from ..decoding.adaptive import TARGET, AdaptivePolicy, arm_steps
-from ..decoding.remasking import steps_per_block
 from ..round_graph import RoundGraphs
 from ..step_graph import StepGraphs
 from .block_state import BlockState, close_full_blocks
@@ -101,13 +100,13 @@ class SimSDDecoder:
         """One speculative round: draft (in ``denoising_steps`` steps per block when given, else the
         configured ones), verify, accept in position order."""
         dev, B = self.target.device, self.block
-        slots = to_device([s.slot for s in seqs], dev)
-        starts = to_device([s.start for s in seqs], dev)
-        ids, masked = self.state.tokens[slots], self.state.masked[slots]
         use_mrs = any(self.settings.acceptance_rule(s.temperature) == "mrs" for s in seqs)
         rows = StepRows(seqs, dev, use_mrs)  # only sampling (MRS) reads temperatures and uniforms
         if self._can_graph(rows):
             return self._graph_round(seqs, stop_ids, rows, denoising_steps)
+        slots = to_device([s.slot for s in seqs], dev)
+        starts = to_device([s.start for s in seqs], dev)
+        ids, masked = self.state.tokens[slots], self.state.masked[slots]
         with self.timer("draft"):
             drafts, steps, p = self.drafter.draft(seqs, slots, ids, masked, starts, rows, use_mrs, denoising_steps)
         with self.timer("verify"):
@@ -129,10 +128,7 @@ class SimSDDecoder:
 
     def _step_graphs(self) -> StepGraphs | None:
         """Target-only rounds as one replay (the graph a vanilla sequential step uses)."""
-        if not self.target.static_shapes:
-            return None
-        if self.step_graphs is None or self.step_graphs.is_stale():
-            self.step_graphs = StepGraphs(self.target, self.block, "sequential", 0.9, None)
+        self.step_graphs = StepGraphs.current(self.step_graphs, self.target, self.block, "sequential", 0.9, None)
         return self.step_graphs
 
     def _can_graph(self, rows: StepRows) -> bool:
@@ -148,18 +144,16 @@ class SimSDDecoder:
     def _graph_round(self, seqs: list[Sequence], stop_ids, step_rows: StepRows, denoising_steps: int | None):
         """``_draft_round`` as one replay of a RoundGraph (same tokens, same counters)."""
         B, dq = self.block, self.drafter.commits
-        for queue in (self.commits, dq):
-            queue.catch_up(seqs)  # older blocks a model missed (adaptive rounds): stored first
-        S = steps_per_block(denoising_steps or self.settings.denoising_steps, B)
-        row_steps = [n if S is None else min(S, n) for n in (s.masked_left for s in seqs)]
-        for s, n in zip(seqs, row_steps):
-            s.result.num_draft_forwards += n
+        # Older blocks a model missed (adaptive rounds) are stored first; _can_graph checked that
+        # both models fold the queued ones.
+        pending = list(zip(self.commits.ready(seqs), dq.ready(seqs)))
+        S, k = self.drafter.count_steps(seqs, denoising_steps)
         if self.graphs is None or self.graphs.is_stale():
             self.graphs = RoundGraphs(self.target, self.drafter.runner, B, self.settings.draft_remasking,
                                       self.settings.verify)
-        packed = [[s.slot, s.start, s.slot in self.commits.pending, s.slot in dq.pending] for s in seqs]
+        packed = [[s.slot, s.start, t, d] for s, (t, d) in zip(seqs, pending)]
         with self.timer("round"):
-            out = self.graphs.run(packed, max(row_steps), S, max(s.start for s in seqs),
+            out = self.graphs.run(packed, k, S, max(s.start for s in seqs),
                                   (self.state.tokens, self.state.masked, self.commits, dq))
             slots = to_device([s.slot for s in seqs], self.target.device)
             self.state.tokens[slots], self.state.masked[slots] = out[:, :B], out[:, B:2 * B].bool()

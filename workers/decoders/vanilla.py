@@ -33,11 +33,9 @@ class VanillaDecoder:
 
     def _graphs(self) -> StepGraphs | None:
         """Greedy steps as one replay on fixed shapes (see step_graph.py)."""
-        if not self.target.static_shapes:
-            return None
-        if self.graphs is None or self.graphs.is_stale():
-            cfg = self.settings
-            self.graphs = StepGraphs(self.target, self.block, cfg.remasking, cfg.threshold, self.steps)
+        cfg = self.settings
+        self.graphs = StepGraphs.current(self.graphs, self.target, self.block, cfg.remasking, cfg.threshold,
+                                         self.steps)
         return self.graphs
 
     def evict(self, seq: Sequence) -> None:
@@ -114,12 +112,8 @@ def _graph_step(graphs: StepGraphs, commits: CommitQueue, state: BlockState, seq
                 slots: torch.Tensor) -> torch.Tensor:
     """``denoise_step`` as one replay of a StepGraph (same tokens)."""
     B = state.block
-    commits.catch_up(seqs)
-    pending = [s.slot in commits.pending for s in seqs]
-    fold = any(pending) and commits.folds(len(seqs))
-    if any(pending) and not fold:
-        commits.flush([s for s, f in zip(seqs, pending) if f])
-        pending = [False] * len(seqs)
+    pending = commits.ready(seqs)
+    fold = any(pending)
     rows = [[s.slot, s.start, int(f), state.steps_taken[s.slot]] for s, f in zip(seqs, pending)]
     out = graphs.run(rows, fold, max(s.start for s in seqs), (state.tokens, state.masked, commits.tokens))
     state.tokens[slots], state.masked[slots] = out[:, :B], out[:, B:].bool()
