@@ -4,7 +4,7 @@
 # on the same machine. Full results under $OUT; the tables are printed last.
 # Run: bash jobs/gpu_checks/simsd_pays.sh [problems] [batch]
 set -u
-OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
+FINAL=${OUT:-gpu-out}; OUT=$(mktemp -d); mkdir -p "$FINAL"
 N=${1:-1024}; B=${2:-64}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 git rev-parse --short HEAD 2>/dev/null | tee "$OUT/commit.txt"
@@ -21,3 +21,4 @@ echo; echo "== engine_check (tail)"; tail -n 16 "$OUT/check.log"
 echo; echo "== this tree"; tail -n 9 "$OUT/new.log"
 [ -f "$OUT/base.log" ] && { echo; echo "== baseline"; tail -n 9 "$OUT/base.log"; }
 cat "$OUT/summary.txt"
+tar czf "$FINAL/simsd_pays.tgz" -C "$OUT" .  # one file back: every log, json and profile
