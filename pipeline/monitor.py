@@ -6,7 +6,9 @@ It keeps three things the driver cannot see otherwise:
   runs and "finished" after. A call that was begun and never finished was running when its
   worker process died; Ray restarts the actor and re-runs the batch, and the actor asks the
   ledger how many times that batch already killed a worker (see workers/actor.py);
-- **progress**: rows finished and the time of the last finished row (the driver's watchdog);
+- **progress**: rows finished, tokens generated (counted live inside engine calls, so a batch of
+  long rows shows progress long before it returns), and the time of the last change (the
+  driver's watchdog);
 - **warnings and errors** logged on the workers, deduplicated, for the driver's log.
 
 It reserves no CPU, so it can never take one that reading or writing needs.
@@ -32,6 +34,7 @@ class JobMonitor:
         self.order: list[str] = []
         self.actors: set[str] = set()
         self.placed_actors: set[str] = set()
+        self.actor_tokens: dict[str, int] = {}  # tokens each engine actor generated so far
 
     # -- ledger ------------------------------------------------------------------------------
     def begin(self, key: str, allowed: int) -> int:
@@ -53,6 +56,11 @@ class JobMonitor:
 
     def deaths(self, key: str) -> int:
         return self.started[key] - self.finished[key]
+
+    def tokens(self, actor_id: str, total: int) -> None:
+        """An engine actor's generated tokens so far (its finished calls plus the running one)."""
+        self.actor_tokens[actor_id] = total
+        self.last_progress = time.monotonic()
 
     def poisoned(self, row_id) -> None:
         self.poison.append(row_id)
@@ -80,6 +88,7 @@ class JobMonitor:
                 "actors_ready": len(self.actors), "actors_placed": len(self.placed_actors),
                 # engine calls begun and not finished: decoding now (or their worker died)
                 "batches_running": self.running,
+                "tokens_generated": sum(self.actor_tokens.values()),
                 "messages": self.order[seen:]}
 
     def stats(self) -> dict:

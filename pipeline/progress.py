@@ -50,8 +50,12 @@ class Reporter:
         self._scan()
         rows, tokens, drafted, accepted = (sum(v[i] for v in self.seen.values()) for i in range(4))
         elapsed = time.time() - self.started
+        state = self._state()
         if rows == 0:
-            return f"simsd: progress 0/{self.total:,} rows, {elapsed:.0f}s: {self._before_first_file()}"
+            return f"simsd: progress 0/{self.total:,} rows, {elapsed:.0f}s: {_before_first_file(state)}"
+        # Tokens counted live inside the engine calls when the monitor has them (never fewer than
+        # the written files hold).
+        tokens = max(tokens, (state or {}).get("tokens_generated", 0))
         parts = [f"simsd: progress {rows:,}/{self.total:,} rows ({100 * rows / max(self.total, 1):.0f}%)",
                  f"{tokens / elapsed:,.0f} tok/s since start"]
         if drafted:
@@ -59,24 +63,14 @@ class Reporter:
         parts.append(f"ETA {_duration(elapsed * (self.total - rows) / rows)}" if rows < self.total else "writing")
         return ", ".join(parts)
 
-    def _before_first_file(self) -> str:
-        """What the job is doing before its first file: loading, decoding, or writing."""
-        state = None
-        if self.state is not None:
-            try:
-                state = self.state()
-            except Exception:  # noqa: BLE001 - the line falls back to the generic text
-                state = None
-        if not state:
-            return "waiting for the first batch (actors starting, models loading)"
-        ready, running = state.get("actors_ready", 0), state.get("batches_running", 0)
-        if state.get("rows_done", 0):
-            return f"{state['rows_done']:,} rows generated, their first file being written"
-        if ready and running:
-            return (f"decoding {running} batch(es) on {ready} actor(s) ready; rows are counted when "
-                    "their batch returns (long rows: minutes)")
-        return (f"waiting for the first batch (actors starting: {state.get('actors_placed', 0)} placed, "
-                f"{ready} loaded)")
+    def _state(self) -> dict | None:
+        """The job monitor's view, or None (no monitor, or it cannot answer)."""
+        if self.state is None:
+            return None
+        try:
+            return self.state()
+        except Exception:  # noqa: BLE001 - the line falls back to the generic text
+            return None
 
     def _scan(self) -> None:
         self.fs.invalidate_cache()
@@ -87,6 +81,22 @@ class Reporter:
                 counts = _counts(self.fs, path)
                 if counts is not None:
                     self.seen[path] = counts
+
+
+def _before_first_file(state: dict | None) -> str:
+    """What the job is doing before its first file: loading, decoding, or writing."""
+    if not state:
+        return "waiting for the first batch (actors starting, models loading)"
+    ready, running = state.get("actors_ready", 0), state.get("batches_running", 0)
+    tokens = state.get("tokens_generated", 0)
+    if state.get("rows_done", 0):
+        return f"{state['rows_done']:,} rows generated, their first file being written"
+    if ready and running:
+        live = f"{tokens:,} tokens generated so far; " if tokens else ""
+        return (f"decoding {running} batch(es) on {ready} actor(s) ready: {live}rows are counted when "
+                "their batch returns (long rows: minutes)")
+    return (f"waiting for the first batch (actors starting: {state.get('actors_placed', 0)} placed, "
+            f"{ready} loaded)")
 
 
 def _counts(fs, path: str) -> list[int] | None:

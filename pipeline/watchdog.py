@@ -42,7 +42,7 @@ def run_watched(fn, job_monitor, config, on_stall, interrupt=None) -> None:
     others = _executors()
     thread = threading.Thread(target=target, name="simsd-write", daemon=True)
     thread.start()
-    seen, marks, last_change = 0, (0, 0, 0), time.monotonic()
+    seen, marks, last_change = 0, (0, 0, 0, 0), time.monotonic()
     while True:
         thread.join(POLL_S)
         state = _poll(job_monitor, seen)
@@ -50,8 +50,9 @@ def run_watched(fn, job_monitor, config, on_stall, interrupt=None) -> None:
             for text in state["messages"]:
                 print(for_terminal(f"{PROG}: worker {text}", config.storage_options, sys.stderr), file=sys.stderr)
             seen += len(state["messages"])
-            # Progress: a finished row, or an engine actor placed or done loading its models.
-            now = (state["rows_done"], state["actors_placed"], state["actors_ready"])
+            # Progress: a finished row, a generated token, or an engine actor placed or loaded.
+            now = (state["rows_done"], state["actors_placed"], state["actors_ready"],
+                   state.get("tokens_generated", 0))
             if now != marks:
                 marks, last_change = now, time.monotonic()
         if not thread.is_alive():
@@ -122,7 +123,7 @@ def stall_message(config, idle_s: float, rows_done: int, state: dict | None) -> 
     placed, ready = (state or {}).get("actors_placed", 0), (state or {}).get("actors_ready", 0)
     workers = num_workers(config)
     need = {"CPU": cpus_per_worker(config), "GPU": gpus_per_worker(config)}
-    head = (f"no row finished for {idle_s:.0f} s (--stall-timeout-s {config.stall_timeout_s:g}; "
+    head = (f"no row finished and no token generated for {idle_s:.0f} s (--stall-timeout-s {config.stall_timeout_s:g}; "
             f"{rows_done} row(s) finished this run; engine actors: {placed} of {workers} placed, {ready} loaded)")
     if placed == workers and ready < workers:
         return f"{head}: every actor has its resources but model loading has not finished; raise --stall-timeout-s"

@@ -119,6 +119,10 @@ class GenerateUDF:
         self.tokenizer = self.engine.tokenizer
         if monitor is not None:
             monitor.ready.remote(self.actor_id)
+            if hasattr(self.engine, "progress"):  # live token counts from inside each engine call
+                self.engine.progress = self._report_tokens
+        self._tokens_done = 0  # tokens of this actor's engine calls that returned
+        self._tokens_live = 0  # tokens so far in the call running now
         self.metrics = ActorMetrics(self.actor_id, config.decoder)
         self._row_keys: list[str] = []
         self._row_failures: list[BaseException] = []
@@ -182,8 +186,11 @@ class GenerateUDF:
         (and long rows apart from short ones)."""
         if not requests:
             return []
+        self._tokens_live = 0
         try:
-            return self.engine.generate(requests)
+            results = self.engine.generate(requests)
+            self._tokens_done += self._tokens_live
+            return results
         except BaseException as err:  # noqa: BLE001 - filtered just below
             if _is_fatal(err):
                 raise
@@ -195,6 +202,11 @@ class GenerateUDF:
                         f"generation failed ({type(err).__name__}: {err})", len(requests))
             half = len(requests) // 2
             return self._generate(requests[:half]) + self._generate(requests[half:])
+
+    def _report_tokens(self, tokens: int) -> None:
+        """Engine.progress: this actor's generated tokens so far, to the monitor (fire and forget)."""
+        self._tokens_live = tokens
+        self.monitor.tokens.remote(self.actor_id, self._tokens_done + tokens)
 
     def _row_error(self, request: Request, err: BaseException, oom: bool) -> Result:
         if oom:

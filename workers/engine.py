@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 import torch
 
@@ -86,6 +87,11 @@ class Engine:
         self.decoder = self._make_decoder()
         self.num_preemptions = 0
         self.kv_pool_peak_usage = 0.0  # highest fraction of pool pages in use during the last generate()
+        # Live progress inside one generate() call: called with the tokens generated so far in the
+        # call (finished rows plus the committed tokens of running ones), at most once every
+        # progress_interval_s and once at the end. Host-side counts only: no device sync.
+        self.progress: Callable[[int], None] | None = None
+        self.progress_interval_s = 2.0
         self.pool_plan = self._plan_pool()
         self.blocks: BlockManager | None = None
         if self.pool_plan.total_tokens is not None:
@@ -268,6 +274,7 @@ class Engine:
             sched.add(seq)
         stop_ids = self.tokenizer.stop_ids
         blocks, peak = self.blocks, 0
+        meter = _ProgressMeter(self.progress, self.progress_interval_s)
         with torch.inference_mode():
             while sched.has_work():
                 grown, preempted = sched.reserve()
@@ -288,9 +295,35 @@ class Engine:
                 for seq in self.decoder.step(list(sched.running), stop_ids):
                     results[index[id(seq)]] = seq.result
                     sched.finish(seq)
+                    meter.finished(len(seq.result.token_ids))
+                meter.tick(sched.running)
+        meter.report(())
         self.kv_pool_peak_usage = peak / blocks.num_pages
         self.num_preemptions += sched.num_preemptions
         self.timer.count("preemptions", sched.num_preemptions)
 
     def close(self) -> None:
         self.release_caches()
+
+
+class _ProgressMeter:
+    """Throttled token counts for Engine.progress (see Engine.__init__)."""
+
+    def __init__(self, callback: Callable[[int], None] | None, interval_s: float):
+        self.callback, self.interval_s = callback, interval_s
+        self.done = 0
+        self.last = time.monotonic()
+
+    def finished(self, tokens: int) -> None:
+        self.done += tokens
+
+    def tick(self, running) -> None:
+        if self.callback is not None and time.monotonic() - self.last >= self.interval_s:
+            self.report(running)
+
+    def report(self, running) -> None:
+        if self.callback is None:
+            return
+        self.last = time.monotonic()
+        self.callback(self.done + sum(max(len(s.tokens) - s.prompt_len, 0) for s in running))
+

@@ -90,7 +90,7 @@ def test_watchdog_fails_a_job_without_progress_and_keeps_written_rows(tmp_path, 
     # (start-up, placement and the first batch each take a few seconds at most).
     done = run_job(FAKE_HANG, _flags(tmp_path, model_dir, "--batch-size", "1", "--stall-timeout-s", "20"))
     assert done.returncode == 1, done.stderr[-3000:]
-    assert re.search(r"failed: JobStalled: no row finished for .* s.*an engine call is hung", done.stderr), \
+    assert re.search(r"failed: JobStalled: no row finished and no token generated for .* s.*an engine call is hung", done.stderr), \
         done.stderr[-3000:]
     kept = read_output(tmp_path / "out").column("id").to_pylist()
     assert len(kept) == 4 and len(set(kept)) == 4  # the first batch (4 rows per call) was committed

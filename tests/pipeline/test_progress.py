@@ -30,3 +30,18 @@ def test_without_a_monitor_the_line_stays_generic(tmp_path):
     def broken():
         raise RuntimeError("monitor gone")
     assert "actors starting, models loading" in _line(tmp_path, broken)
+
+
+def test_tokens_generated_inside_engine_calls_are_shown_and_count_as_progress(tmp_path):
+    monitor = JobMonitor()
+    monitor.ready("h:1")
+    monitor.begin("batch-a", 2)
+    before = monitor.poll(0)["idle_s"]
+    monitor.tokens("h:1", 1200)
+    monitor.tokens("h:2", 34)
+    state = monitor.poll(0)
+    assert state["tokens_generated"] == 1234 and state["idle_s"] <= before
+    line = _line(tmp_path, lambda: monitor.poll(0))
+    assert "1,234 tokens generated so far" in line and "decoding 1 batch(es)" in line
+    monitor.tokens("h:1", 1500)  # an actor's later total replaces its earlier one
+    assert monitor.poll(0)["tokens_generated"] == 1534
