@@ -11,7 +11,8 @@ import traceback
 # Subcommand -> (module exposing main(argv), what it does). Add a command by adding a line here and a module.
 COMMANDS = {
     "generate": ("jobs.generate", "Parquet prompts -> Parquet generations on Ray (no --input: a demo)"),
-    "prepare": ("jobs.prepare_prompts", "a json/jsonl/csv/parquet dataset -> prompt Parquet shards with stable ids"),
+    "prepare": ("jobs.prepare_prompts", "a json/jsonl/csv/parquet dataset or OpenAI batch file -> prompt Parquet shards"),
+    "export": ("jobs.export", "a finished output directory -> an OpenAI batch result file (JSONL)"),
     "report": ("jobs.report", "an output directory -> report.html (figures and plots)"),
     "evaluate": ("jobs.evaluate", "quality on held-out data (accuracy, agreement) with tokens/s and acceptance"),
     "bench": ("jobs.benchmark", "decoders side by side on one GPU (HF baseline, vanilla, SimSD)"),

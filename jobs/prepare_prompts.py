@@ -4,6 +4,9 @@ Every source field is kept by default (as `simsd generate` passes input columns 
 `--keep-columns a,b` keeps only those, with the same comma-separated syntax as `simsd generate`.
 Ids are stable: a hash of the row's prompt (or messages) content plus its occurrence count, so
 re-preparing the same data gives the same ids and a resumed generate run skips the same rows.
+
+An OpenAI batch file (.jsonl of {custom_id, method, url, body} requests; detected, or forced with
+`--format openai-batch`) is read by pipeline.openai_batch: its custom_ids are the ids.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 
 PROG = "simsd prepare"
 _FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+INPUT_FORMATS = ("auto", "dataset", "openai-batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = Parser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--input", required=True, help="local .json/.jsonl/.csv/.parquet file (required)")
+    p.add_argument("--format", choices=INPUT_FORMATS, default="auto",
+                   help="'dataset': one prompt per record; 'openai-batch': an OpenAI batch file of "
+                        "{custom_id, method, url, body} requests; 'auto': openai-batch for a .jsonl file whose "
+                        "first line has those keys, else dataset (default: auto)")
     p.add_argument("--output", required=True, help="directory for the prompt Parquet shards (required)")
     p.add_argument("--prompt-field", default="prompt", help="source field with the text prompt, written as "
                    "column 'prompt' (default: prompt)")
@@ -50,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 def prepare(args) -> int:
     if args.shards < 1:
         raise ValueError("--shards must be >= 1")
+    if is_batch_file(args):
+        return prepare_batch_file(args)
     dataset = _load(Path(args.input))
     field = args.messages_field or args.prompt_field
     kept = kept_fields(dataset.column_names, field, args.keep_columns)
@@ -67,6 +77,36 @@ def prepare(args) -> int:
         table = table.rename_column("id", "source_id")
     table = table.add_column("id", ids)
     _write_shards(table, Path(args.output), args.shards)
+    return len(table)
+
+
+def is_batch_file(args) -> bool:
+    from pipeline.openai_batch import looks_like_batch_file
+
+    return args.format == "openai-batch" or (args.format == "auto" and looks_like_batch_file(Path(args.input)))
+
+
+def prepare_batch_file(args) -> int:
+    """An OpenAI batch file -> id (its custom_id), messages or prompt, sampling_params, model."""
+    import pyarrow.parquet as pq
+
+    from pipeline.openai_batch import read_batch_file
+
+    given = [flag for flag, value in (("--prompt-field", args.prompt_field != "prompt"),
+                                      ("--messages-field", args.messages_field is not None),
+                                      ("--keep-columns", args.keep_columns is not None)) if value]
+    if given:
+        raise ValueError(f"{', '.join(given)} do(es) not apply to an OpenAI batch file (its fields are fixed); "
+                         "leave them out, or pass --format dataset to read it as plain records")
+    path = Path(args.input)
+    if not path.is_file():
+        raise ValueError(f"--input {path} must be an existing file")
+    table = read_batch_file(path)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    size = -(-len(table) // args.shards)
+    for i in range(args.shards):
+        pq.write_table(table.slice(i * size, size), out / f"prompts-{i:05d}-of-{args.shards:05d}.parquet")
     return len(table)
 
 
