@@ -65,7 +65,7 @@ def _cause(err: BaseException) -> str:
 
 
 def _generate(config) -> int:
-    from pipeline import demo, driver, quiet, report, resume, summary
+    from pipeline import columns, demo, driver, quiet, report, resume, summary
     from pipeline.config import ConfigError
     from pipeline.storage import open_fs
 
@@ -77,6 +77,7 @@ def _generate(config) -> int:
     if config.output is None:  # a real job never writes into the demo's directory
         raise ConfigError("--output is required with --input (only the demo, run with neither --input nor "
                           "--target, has a default output)")
+    config = columns.for_input(config)  # prompt or messages, before the fingerprint is compared
     done = resume.all_done(config)  # a finished job rerun: seconds, no Ray, no models
     if done is not None:
         rows, samples = done

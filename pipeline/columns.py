@@ -1,6 +1,10 @@
-"""Input columns carried to the output, as Ray Data LLM does: every input column the job does not
-consume (the id, the prompt or messages, the per-row sampling columns) rides along with its row,
-or only those named by ``--keep-columns``; ``--keep-prompt`` keeps the prompt/messages column too.
+"""Input columns: the one a row's prompt is read from, and those carried to the output.
+
+The prompt follows Ray Data LLM's contract when no column is set: a ``messages`` column (chat)
+or a ``prompt`` column (text); an input with both must name one (``--prompt-column`` or
+``--messages-column``). Every input column the job does not consume (the id, the prompt or
+messages, the per-row sampling columns) rides along with its row, as Ray Data LLM does, or only
+those named by ``--keep-columns``; ``--keep-prompt`` keeps the prompt/messages column too.
 
 The carried columns and their types are fixed before Ray starts (from the Parquet footers, every
 file's schema unified), so every output file has the same schema even when an input file lacks
@@ -8,10 +12,13 @@ a column (its rows get nulls).
 """
 from __future__ import annotations
 
+import copy
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .config import ConfigError
+from workers.row_params import MESSAGES, PROMPT
+from .config import ConfigError, GenerateConfig
 from .storage import list_parquet, open_fs, retry
 
 # Read by the job, never carried: per-row generation settings (and the vLLM-style struct).
@@ -24,6 +31,43 @@ def output_names() -> set[str]:
     from workers.actor import OUTPUT_SCHEMA_TAIL
 
     return {"id", *(name for name, _ in OUTPUT_SCHEMA_TAIL), *EXTRA_OUTPUT_COLUMNS}
+
+
+def is_auto(config: GenerateConfig) -> bool:
+    """Whether the prompt column is the input's to decide (neither column set)."""
+    return config.prompt_column is None and config.messages_column is None
+
+
+def text_columns(config: GenerateConfig, names, source: str = "--input") -> tuple[str, str | None]:
+    """(prompt column, messages column) for an input with these column names: the ones set, else
+    ``messages`` when the input has that column and no ``prompt`` column. ConfigError when
+    nothing is set and the input has both."""
+    if not is_auto(config):
+        return config.prompt_column or PROMPT, config.messages_column
+    if PROMPT in names and MESSAGES in names:
+        raise ConfigError(f"{source} has both a {PROMPT!r} and a {MESSAGES!r} column; pass --prompt-column {PROMPT} "
+                          f"to read the text prompts or --messages-column {MESSAGES} to read the chat messages")
+    return PROMPT, MESSAGES if MESSAGES in names else None
+
+
+def with_text_columns(config: GenerateConfig, names, source: str = "--input") -> GenerateConfig:
+    """``config`` with the columns of ``text_columns`` set (a copy; ``config`` when already so)."""
+    prompt, messages = text_columns(config, names, source)
+    if (config.prompt_column, config.messages_column) == (prompt, messages):
+        return config
+    chosen = copy.copy(config)  # not dataclasses.replace: the resolved decoder choices stay
+    chosen.prompt_column, chosen.messages_column = prompt, messages
+    return chosen
+
+
+def for_input(config: GenerateConfig) -> GenerateConfig:
+    """``with_text_columns`` for --input's columns (the Parquet footers). An input that cannot be
+    read keeps ``prompt``: validate.check_input reports what is wrong with it."""
+    try:
+        names = input_schema(config).names if is_auto(config) and config.input else []
+    except Exception:  # noqa: BLE001 - reported, with its cause, by validate.check_input
+        names = []
+    return with_text_columns(config, names)
 
 
 def input_schema(config) -> pa.Schema:
@@ -42,7 +86,8 @@ def input_schema(config) -> pa.Schema:
 def passthrough(config, schema: pa.Schema) -> pa.Schema:
     """The input columns to carry, in input order. ConfigError (exit 2) when --keep-columns names
     a column the input lacks, or a carried column has an output column's name."""
-    text_column = config.messages_column or config.prompt_column
+    prompt, messages = text_columns(config, schema.names)
+    text_column = messages or prompt
     if config.keep_columns is None:
         consumed = {config.id_column, text_column, *CONSUMED}
         names = [n for n in schema.names if n not in consumed]

@@ -17,6 +17,7 @@ from .cli_parser import Parser
 from .errors import ConfigError
 from .locations import is_inside, normalize
 from workers.api import ACCEPTANCE, ADAPTIVE, COMMIT_FOLDING, DECODERS, REMASKING, VERIFY, DecodeConfig
+from workers.row_params import PROMPT
 from .sampling_params import SAMPLING_FLAGS, int_list, job_sampling_params
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -71,7 +72,9 @@ class GenerateConfig:
                                            "sequential when sampling - temperature > 0 or --acceptance mrs - the "
                                            "lossless combination with MRS; static at temperature 0)", REMASKING)
     id_column: str = _f("id", "input column with a stable unique row id")
-    prompt_column: str = _f("prompt", "input column with the text prompt")
+    prompt_column: str | None = _f(None, "input column with the text prompt (default: prompt; with neither this nor "
+                                         "--messages-column set, an input with a messages column and no prompt "
+                                         "column is read as chat, as Ray Data LLM does)")
     messages_column: str | None = _f(None, "input column with chat messages (list of {role, content}); used instead of the prompt column")
     no_chat_template: bool = _f(False, "encode text prompts raw instead of through the tokenizer's chat template")
     keep_columns: str | None = _f(None, "comma-separated input columns to carry to the output (default: every input "
@@ -239,6 +242,7 @@ class GenerateConfig:
     def identity(self) -> dict:
         decode = {k: v for k, v in self.decode.to_dict().items() if k not in _DECODE_SPEED_ONLY}
         out = {**{k: getattr(self, k) for k in _FINGERPRINT_FIELDS}, **decode}
+        out["prompt_column"] = self.prompt_column or PROMPT  # unset reads `prompt`, as the default once did
         # Resume compares locations, not spellings: prompts/, ./prompts and /abs/prompts are one input.
         out.update(input=normalize(self.input), target=normalize(self.target, local_only_if_exists=True),
                    draft=normalize(self.draft, local_only_if_exists=True))

@@ -24,6 +24,7 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
 
     The run holds the output's writer lease (pipeline.lease) from before Ray starts until it
     returns: a second driver on the same output stops with exit 2 and nothing is touched."""
+    config = columns.for_input(config)  # the prompt column, chosen once for every actor and _job.json
     started = time.time()
     out_fs, out = open_fs(config.output, config.storage_options)
     run_id = new_run_id()

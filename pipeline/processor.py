@@ -15,9 +15,12 @@ import pyarrow as pa
 
 from workers.api import SamplingParams
 from . import quiet, sampling_params
-from .columns import carry
+from .columns import carry, is_auto, with_text_columns
 from .config import ConfigError, GenerateConfig, from_mapping
+from .keywords import keyword_errors
 from .resources import cpus_per_worker, gpus_per_worker, num_workers, rows_per_call
+
+DATASET = "the Dataset"  # what a user's columns are called in messages (the CLI's: --input)
 
 
 def as_config(config: GenerateConfig | dict) -> GenerateConfig:
@@ -32,13 +35,16 @@ def as_config(config: GenerateConfig | dict) -> GenerateConfig:
 def build_processor(config: GenerateConfig | dict, preprocess: Callable | None = None,
                     postprocess: Callable | None = None, engine_factory: Callable | None = None) -> "Processor":
     """Validate ``config`` the way `simsd generate` does (models, tokenizers, settings; raises
-    ConfigError) and return a Processor: ``processor(ds)`` maps a Ray Dataset of prompts to one
-    with the generation columns plus every input column. ``preprocess`` / ``postprocess`` are
-    row functions (dict -> dict) applied with ``Dataset.map`` before / after generation."""
+    ConfigError, its message in keyword terms) and return a Processor: ``processor(ds)`` maps a
+    Ray Dataset of prompts (a ``prompt`` or a ``messages`` column, unless ``prompt_column`` /
+    ``messages_column`` name another) to one with the generation columns plus every input column.
+    ``preprocess`` / ``postprocess`` are row functions (dict -> dict) applied with ``Dataset.map``
+    before / after generation."""
     from .validate import validate_models
 
-    config = as_config(config)
-    warnings = validate_models(config)
+    with keyword_errors():
+        config = as_config(config)
+        warnings = validate_models(config)
     for warning in warnings:
         print(f"simsd: warning: {warning}", file=sys.stderr)
     return Processor(config, preprocess, postprocess, engine_factory, warnings)
@@ -56,23 +62,27 @@ class Processor:
     def __call__(self, ds):
         if self.preprocess is not None:
             ds = ds.map(self.preprocess)
-        _check_known_schema(ds, self.config)
-        ds = generate_stage(ds, self.config, self.engine_factory, pass_through=True)
+        config = _known_columns(ds, self.config)
+        ds = generate_stage(ds, config, self.engine_factory, pass_through=True)
         if self.postprocess is not None:
             ds = ds.map(self.postprocess)
         return ds
 
 
-def _check_known_schema(ds, config: GenerateConfig) -> None:
-    """The CLI's column check, when the schema is known without running anything."""
+def _known_columns(ds, config: GenerateConfig) -> GenerateConfig:
+    """When the schema is known without running anything: ``config`` with the prompt column
+    chosen (columns.text_columns) and the CLI's column check passed. Else ``config``: after a map
+    ProcessorUDF chooses per batch, and rows without the prompt column become error rows."""
     from .validate import check_columns
 
     schema = ds.schema(fetch_if_missing=False)
     if schema is None:
-        return  # after a map: rows without the prompt column become error rows
+        return config
     names = list(schema.names)
-    # An id column is optional here (the Dataset is the user's); the prompt column is not.
-    check_columns(names if config.id_column in names else [*names, config.id_column], config)
+    with keyword_errors():
+        # An id column is optional here (the Dataset is the user's); the prompt column is not.
+        check_columns(names if config.id_column in names else [*names, config.id_column], config, source=DATASET)
+        return with_text_columns(config, names, DATASET)
 
 
 def generate_stage(ds, config: GenerateConfig, engine_factory: Callable | None = None,
@@ -119,6 +129,9 @@ class ProcessorUDF:
         self.udf = GenerateUDF(config, engine_factory, **udf_kwargs)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if is_auto(self.config):  # a Dataset whose schema was unknown at build time: this batch's columns
+            with keyword_errors():
+                self.udf.config = with_text_columns(self.config, batch.column_names, DATASET)
         id_column = self.config.id_column
         has_id = id_column in batch.column_names
         if not has_id:  # a user's Dataset may have no id: the row's position in the batch stands in

@@ -11,7 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from workers.models.config import ModelLoadError
+from workers.row_params import MESSAGES, PROMPT
 from . import sampling_params
+from .columns import is_auto, text_columns
 from .config import ConfigError, GenerateConfig
 from .devices import check_device
 from .resume import check_resumable, read_job_file
@@ -137,6 +139,7 @@ def check_input(config: GenerateConfig) -> None:
     if not files:
         raise ConfigError(f"--input {config.input} holds no .parquet files")
     schemas = {file: _schema(fs, file, config.input) for file in files}
+    text_columns(config, {name for schema in schemas.values() for name in schema.names})  # not both
     for file, schema in schemas.items():
         check_columns(list(schema.names), config, where="" if len(files) == 1 else f" file {file}")
         check_column_types(schema, config, where=f" file {file}")
@@ -155,14 +158,20 @@ def _schema(fs, file: str, url: str) -> pa.Schema:
         raise ConfigError(f"--input {url}: {file} is not a readable Parquet file ({err})") from None
 
 
-def check_columns(names: list[str], config: GenerateConfig, where: str = "") -> None:
+def check_columns(names: list[str], config: GenerateConfig, where: str = "", source: str = "--input") -> None:
+    """The id column and the prompt column (``source``: what the columns are of, for the message)."""
     if config.id_column not in names:
-        raise ConfigError(f"--input{where} has no id column {config.id_column!r} (columns: {', '.join(names)}); "
+        raise ConfigError(f"{source}{where} has no id column {config.id_column!r} (columns: {', '.join(names)}); "
                           f"pass --id-column")
-    text_column = config.messages_column or config.prompt_column
-    if text_column not in names:
-        flag = "--messages-column" if config.messages_column else "--prompt-column"
-        raise ConfigError(f"--input{where} has no column {text_column!r} (columns: {', '.join(names)}); pass {flag}")
+    prompt, messages = text_columns(config, names, source)
+    if (messages or prompt) in names:
+        return
+    if is_auto(config):
+        raise ConfigError(f"{source}{where} has no column {PROMPT!r} or {MESSAGES!r} (columns: {', '.join(names)}); "
+                          "pass --prompt-column (text) or --messages-column (chat)")
+    flag = "--messages-column" if messages else "--prompt-column"
+    raise ConfigError(f"{source}{where} has no column {messages or prompt!r} (columns: {', '.join(names)}); "
+                      f"pass {flag}")
 
 
 def check_column_types(schema: pa.Schema, config: GenerateConfig, where: str = "") -> None:
@@ -171,15 +180,16 @@ def check_column_types(schema: pa.Schema, config: GenerateConfig, where: str = "
     if not (pa.types.is_integer(id_type) or pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
         raise ConfigError(f"--input{where}: id column {config.id_column!r} has type {id_type}; "
                           "it must hold integers or strings")
-    if config.messages_column:
-        mtype = schema.field(config.messages_column).type
+    prompt, messages = text_columns(config, schema.names)
+    if messages:
+        mtype = schema.field(messages).type
         if not pa.types.is_null(mtype) and not _is_messages_type(mtype):
-            raise ConfigError(f"--input{where}: messages column {config.messages_column!r} has type {mtype}; "
+            raise ConfigError(f"--input{where}: messages column {messages!r} has type {mtype}; "
                               "it must be a list of structs with string fields 'role' and 'content'")
     else:
-        ptype = schema.field(config.prompt_column).type
+        ptype = schema.field(prompt).type
         if not (pa.types.is_string(ptype) or pa.types.is_large_string(ptype) or pa.types.is_null(ptype)):
-            raise ConfigError(f"--input{where}: prompt column {config.prompt_column!r} has type {ptype}; "
+            raise ConfigError(f"--input{where}: prompt column {prompt!r} has type {ptype}; "
                               "it must hold strings (for chat messages use --messages-column)")
     problem = sampling_params.check_column_type(schema, where)
     if problem:

@@ -13,13 +13,12 @@ from typing import Callable, Sequence
 import pyarrow as pa
 
 from pipeline import quiet
-from pipeline.config import ConfigError
 from pipeline.processor import ProcessorUDF, as_config, set_fields
 from workers.row_params import COLUMN as SAMPLING_COLUMN, row_params
 from pipeline.validate import validate_models
 from workers.api import SamplingParams
 
-from .errors import as_keywords
+from .errors import as_keywords, keyword_errors
 from .outputs import CompletionOutput, RequestOutput
 
 # Job settings about files, columns and the actor pool: they mean nothing in-process.
@@ -52,13 +51,11 @@ class LLM:
                                 "build_processor, not to in-process generation")
         if draft is not None:  # any request may sample: the draft order that keeps MRS lossless
             options.setdefault("draft_remasking", "sequential")
-        try:
-            self.config = as_config({"target": target, "draft": draft,
-                                     "decoder": decoder, **options})
+        with keyword_errors():
+            self.config = as_config({"target": target, "draft": draft, "decoder": decoder,
+                                     "prompt_column": "prompt", **options})
             quiet.install(self.config.verbose)  # before any model loads, as the actors do
             self.warnings = validate_models(self.config, in_process=True)
-        except ConfigError as err:
-            raise ConfigError(as_keywords(str(err))) from None
         self._draft_is_diffusion = _draft_is_diffusion(self.config)
         factory = engine_factory or _engine_factory()
         self._engine = factory(self.config)

@@ -20,7 +20,7 @@ from typing import Callable
 import pyarrow as pa
 
 from workers.api import Request, Result
-from workers.row_params import COLUMN as SAMPLING_COLUMN, SAMPLE_INDEX, row_params
+from workers.row_params import COLUMN as SAMPLING_COLUMN, SAMPLE_INDEX, row_params, text_column
 from workers.runtime.metrics import ActorMetrics
 
 LOGPROBS_TYPE = pa.list_(pa.struct([("token_id", pa.int64()), ("logprob", pa.float64()),
@@ -266,7 +266,7 @@ class GenerateUDF:
         limit = getattr(self.engine, "max_prompt_tokens", None) or getattr(self.engine, "max_context", None)
         if limit is None:
             return None
-        chars = _text_length(row.get(self.config.messages_column or self.config.prompt_column))
+        chars = _text_length(row.get(text_column(self.config)))
         if chars > limit * MAX_CHARS_PER_TOKEN:
             return (f"prompt has {chars} characters, more than the {limit * MAX_CHARS_PER_TOKEN} that the "
                     f"model's limit of {limit} tokens can hold (at most {MAX_CHARS_PER_TOKEN} characters a "
@@ -285,9 +285,10 @@ class GenerateUDF:
             if isinstance(messages, (str, bytes, dict)):
                 raise ValueError(f"column {self.config.messages_column!r} must be a list of {{role, content}}")
             return self.tokenizer.encode_prompt(messages=list(messages))
-        prompt = row.get(self.config.prompt_column)
+        column = text_column(self.config)
+        prompt = row.get(column)
         if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"column {self.config.prompt_column!r} is null or empty")
+            raise ValueError(f"column {column!r} is null or empty")
         return self.tokenizer.encode_prompt(prompt=prompt, use_chat_template=not self.config.no_chat_template)
 
     def _to_table(self, ids: pa.ChunkedArray, results: list[Result]) -> pa.Table:

@@ -1,6 +1,7 @@
-"""The per-row settings contract of the GPU side: a row's optional ``sampling_params`` struct
-(Ray Data LLM's column, vLLM's field names) merged over the job's ``SamplingParams``, and the
-``sample_index`` column that numbers a prompt's n samples.
+"""The per-row contract of the GPU side: the column a row's prompt is read from (Ray Data LLM's
+``prompt`` text or ``messages`` chat), a row's optional ``sampling_params`` struct (Ray Data LLM's
+column, vLLM's field names) merged over the job's ``SamplingParams``, and the ``sample_index``
+column that numbers a prompt's n samples.
 
 The actor applies it to each row it generates; the driver side (pipeline.sampling_params) uses
 the same names and merge to expand rows into samples and to check the column's type.
@@ -15,6 +16,13 @@ COLUMN = "sampling_params"
 SAMPLE_INDEX = "sample_index"
 FIELDS = frozenset(f.name for f in fields(SamplingParams))
 LISTS = ("stop", "stop_token_ids")
+PROMPT, MESSAGES = "prompt", "messages"  # Ray Data LLM's text and chat columns
+
+
+def text_column(config) -> str:
+    """The column a row's prompt is read from: the messages column when one is set, else the prompt
+    column (the driver side chooses them for the input: pipeline.columns), ``prompt`` when unset."""
+    return config.messages_column or config.prompt_column or PROMPT
 
 
 def row_params(job: SamplingParams, struct) -> SamplingParams | str:

@@ -104,7 +104,7 @@ def test_chat_and_build_processor_match_the_cli(ray_local, tmp_path, tiny_models
                    tmp_path / "in" / "part-0.parquet")
     options = _engine_options(tiny_models)
     argv = ["generate", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-            "--messages-column", "messages", "--max-new-tokens", str(MAX_TOKENS)]
+            "--max-new-tokens", str(MAX_TOKENS)]  # a messages column and no prompt column: chat
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     assert main(argv) == 0
@@ -117,8 +117,7 @@ def test_chat_and_build_processor_match_the_cli(ray_local, tmp_path, tiny_models
         chat = {i: o.outputs[0].token_ids for i, o in enumerate(llm.chat(CONVERSATIONS))}
     assert chat == cli
 
-    processor = simsd.build_processor({**options, "messages_column": "messages", "max_new_tokens": MAX_TOKENS,
-                                       "workers": 1})
+    processor = simsd.build_processor({**options, "max_new_tokens": MAX_TOKENS, "workers": 1})
     rows = processor(ray_local.data.read_parquet(str(tmp_path / "in"))).take_all()
     assert {r["id"]: list(r["generated_token_ids"]) for r in rows} == cli
     assert all(r["messages"] for r in rows)  # the input column rides along
