@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import socket
-import threading
 import time
 from typing import Callable
 
@@ -21,6 +20,7 @@ import pyarrow as pa
 
 from workers.api import Request, Result
 from workers.row_params import COLUMN as SAMPLING_COLUMN, SAMPLE_INDEX, row_params, text_column
+from workers.runtime.log_forward import forward_logs
 from workers.runtime.metrics import ActorMetrics
 
 LOGPROBS_TYPE = pa.list_(pa.struct([("token_id", pa.int64()), ("logprob", pa.float64()),
@@ -379,34 +379,3 @@ def _row_keys(ids: pa.ChunkedArray) -> list[str]:
     if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
         return [repr(v) for v in ids.cast(pa.binary() if pa.types.is_string(ids.type) else pa.large_binary()).to_pylist()]
     return [repr(v) for v in ids.to_pylist()]
-
-
-class _MonitorHandler(logging.Handler):
-    """Sends this process's warnings and errors to the job monitor (deduplicated there)."""
-
-    def __init__(self, monitor):
-        super().__init__(logging.WARNING)
-        self.monitor, self._busy = monitor, threading.local()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if getattr(self._busy, "on", False):
-            return
-        self._busy.on = True
-        try:
-            text = f"{record.levelname.lower()} [{record.name}] {record.getMessage()}"
-            self.monitor.report.remote(text[:2000])
-        except Exception:  # noqa: BLE001 - logging must never fail a batch
-            pass
-        finally:
-            self._busy.on = False
-
-
-def forward_logs(monitor) -> None:
-    """Route WARNING+ log records and Python warnings of this process to ``monitor``."""
-    root = logging.getLogger()
-    if any(isinstance(h, _MonitorHandler) for h in root.handlers):
-        return
-    logging.captureWarnings(True)
-    root.addHandler(_MonitorHandler(monitor))
-    if root.level > logging.WARNING or root.level == logging.NOTSET:
-        root.setLevel(logging.WARNING)
