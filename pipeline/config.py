@@ -16,7 +16,8 @@ from pathlib import Path
 from .cli_parser import Parser
 from .errors import ConfigError
 from .locations import is_inside, normalize
-from workers.api import ACCEPTANCE, ADAPTIVE, COMMIT_FOLDING, DECODERS, REMASKING, VERIFY, DecodeConfig
+from workers.api import (ACCEPTANCE, ADAPTIVE, ATTENTION_BACKENDS, COMMIT_FOLDING, DECODERS, REMASKING, VERIFY,
+                         DecodeConfig)
 from workers.row_params import PROMPT
 from .sampling_params import SAMPLING_FLAGS, int_list, job_sampling_params
 
@@ -87,7 +88,7 @@ class GenerateConfig:
     max_total_tokens: int | None = _f(None, "cap of the KV pool in tokens (default: what --gpu-memory-utilization leaves on the GPU; on CPU, sized to each batch); rows wait or are preempted when it is full", flag_type=int)
     gpu_memory_utilization: float = _f(0.9, "fraction of GPU memory the engine may use for weights, KV pool and activations", flag_type=float)
     page_size: int | None = _f(None, "KV pool page size in tokens (default: 128 on cuda, 16 on cpu)", flag_type=int)
-    attention: str = _f("auto", "attention backend over the KV pool: torch (plain PyTorch), triton (one Triton kernel; cuda), flex or flex-main (FlexAttention kernels; cuda); auto: the one measured fastest (docs/engine.md)", ("auto", "flex", "flex-main", "torch", "triton"))
+    attention: str = _f("auto", "attention backend over the KV pool: torch (plain PyTorch), triton (one Triton kernel; cuda); auto: the one measured fastest (docs/engine.md)", ATTENTION_BACKENDS)
     workers: int | None = _f(None, "number of engine actors (default: GPUs in the cluster on cuda, 1 on cpu)", flag_type=int)
     gpus_per_worker: float | None = _f(None, "GPUs reserved per actor (default: 1 on cuda, 0 on cpu)", flag_type=float)
     device: str = _f("auto", "where the engine runs (auto: cuda when available)", DEVICES)

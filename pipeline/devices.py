@@ -17,7 +17,7 @@ import sys
 
 from .config import ConfigError
 
-CUDA_ONLY_ATTENTION = ("flex", "flex-main", "triton")
+CUDA_ONLY_ATTENTION = ("triton",)
 
 
 def check_device(config, in_process: bool = False) -> None:

@@ -10,6 +10,7 @@ VERIFY = ("paper", "exact")
 ACCEPTANCE = ("auto", "greedy", "mrs")
 COMMIT_FOLDING = ("auto", "always", "never")
 ADAPTIVE = ("auto", "on", "off")
+ATTENTION_BACKENDS = ("auto", "torch", "triton")  # flex and flex-main were removed (docs/engine.md)
 
 
 @dataclass(slots=True)
@@ -38,7 +39,7 @@ class DecodeConfig:
     max_total_tokens: int | None = None   # cap of the KV pool in tokens (None: from GPU memory / per call on CPU)
     gpu_memory_utilization: float = 0.9   # fraction of GPU memory the engine may use (weights + pool + activations)
     page_size: int | None = None          # KV page size in tokens (None: 128 on CUDA, 16 on CPU)
-    attention: str = "auto"               # auto (the measured default), torch, triton, flex or flex-main
+    attention: str = "auto"               # auto (the measured default), torch or triton
 
     def __post_init__(self):
         _one_of("decoder", self.decoder, DECODERS)
@@ -65,7 +66,7 @@ class DecodeConfig:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        _one_of("attention", self.attention, ("auto", "flex", "flex-main", "torch", "triton"))
+        _one_of("attention", self.attention, ATTENTION_BACKENDS)
         if self.max_total_tokens is not None and self.max_total_tokens < 1:
             raise ValueError(f"max_total_tokens must be >= 1, got {self.max_total_tokens}")
         if not 0.05 <= self.gpu_memory_utilization <= 1.0:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .models import ForwardBatch, KVCache, Qwen3Model
-from .models.attention import FlexMaskBuffers, FlexMeta, PagedMeta, gather_meta
+from .models.attention import PagedMeta, gather_meta
 
 SPAN_BUCKET = 128  # torch backend: cache spans are rounded up to this, so few graphs cover all lengths
 
@@ -40,8 +40,6 @@ class StaticForward:
         self.lens = torch.zeros(nb, dtype=torch.long, device=dev)
         self.write = torch.zeros(nb, q, dtype=torch.bool, device=dev)
         self.page_rows = torch.zeros(nb, cache.page_table.shape[1], dtype=torch.int32, device=dev)
-        self.flex = (FlexMaskBuffers(nb, q, cache.num_pages, cache.page_size, dev)
-                     if attention.startswith("flex") else None)
         self.splits = 1
         if attention == "triton":
             from .models.paged_attention import num_splits
@@ -50,17 +48,13 @@ class StaticForward:
             sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 132
             self.splits = num_splits(nb, kv, heads // kv, q, cache.max_len, sms)
         self.triton = attention == "triton"
-        self.kernel_options = ({"FORCE_USE_FLEX_ATTENTION": True} if attention == "flex-main" else None)
         self.out = None
         self.graph = None
 
     def body(self) -> torch.Tensor:
         """The forward over the buffers (what a graph records)."""
         new_mask = self.visible[:, None]
-        if self.flex is not None:
-            self.flex.update(self.page_rows, self.lens)
-            meta = FlexMeta(self.flex.block_mask, new_mask, self.kernel_options)
-        elif self.triton:
+        if self.triton:
             meta = PagedMeta(self.page_rows, self.lens, new_mask, self.cache.page_size, self.splits)
         else:
             meta = gather_meta(self.cache, self.page_rows, self.lens, self.span, new_mask)
@@ -114,8 +108,8 @@ class StaticForwards:
         self.forwards: dict[tuple[int, int, int], StaticForward] = {}
 
     def span(self, max_len: int) -> int:
-        # The flex and triton backends read lengths at run time: one shape for all spans.
-        return 0 if self.attention != "torch" else span_bucket(max_len, self.cache.max_len)
+        # The triton backend reads lengths at run time: one shape for all spans.
+        return 0 if self.attention == "triton" else span_bucket(max_len, self.cache.max_len)
 
     def get(self, b: int, q: int, max_len: int) -> StaticForward:
         key = (batch_bucket(b), q, self.span(max_len))

@@ -5,13 +5,13 @@ import types
 
 import torch
 
+from .api import ATTENTION_BACKENDS
 from .decoding import layouts
 from .graphs import StaticForwards, batch_bucket
 from .models import ForwardBatch, KVCache, Qwen3Model
-from .models.attention import FlexNewMeta, NewOnlyMeta, PagedMeta, gather_meta, load_triton_backend
+from .models.attention import NewOnlyMeta, PagedMeta, gather_meta, load_triton_backend
 from .models.qwen3 import decoder_layer
 
-ATTENTION_BACKENDS = ("auto", "flex", "flex-main", "torch", "triton")
 PREFILL_CHUNK_TOKENS = 8192  # prompts are prefilled in packed chunks of at most this many tokens
 
 
@@ -27,12 +27,6 @@ def compiled_layer():
     """``decoder_layer`` under torch.compile with dynamic shapes: one compilation serves every
     batch bucket and query length of a model shape."""
     return torch.compile(private_copy(decoder_layer), dynamic=True, fullgraph=True)
-
-
-def _prefill_attention(q, k, v, block_mask):
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True)
 
 
 TRITON_MIN_HIDDEN = 1024  # auto picks the Triton kernel for models at least this wide (SDAR shapes)
@@ -64,8 +58,8 @@ class ModelRunner:
         """static_shapes: decode forwards run at fixed batch-bucket shapes (default: on CUDA);
         cuda_graphs: those forwards are captured and replayed as CUDA graphs (default: on CUDA);
         compile_layers: their layer function is fused by torch.compile (default: with graphs);
-        attention: ``torch`` (plain PyTorch), ``triton`` (one Triton kernel over the pool), ``flex`` or ``flex-main`` (FlexAttention's decoding or
-        main kernel over the pool); ``auto`` is the measured default (see resolve_attention)."""
+        attention: ``torch`` (plain PyTorch) or ``triton`` (one Triton kernel over the pool);
+        ``auto`` is the measured default (see resolve_attention)."""
         self.model, self.device = model, device
         self.config = model.config
         self.dtype = next(model.parameters()).dtype
@@ -78,7 +72,6 @@ class ModelRunner:
         self.attention = resolve_attention(attention, device, self.config.hidden_size)
         if self.attention == "triton":
             load_triton_backend()
-        self._flex_prefill = None
         self.cache: KVCache | None = None
         self.static: StaticForwards | None = None
         self.num_forwards = 0        # decoding forwards run (prefill excluded)
@@ -167,29 +160,12 @@ class ModelRunner:
         batch = ForwardBatch(pos[None], meta, self.cache, write_idx[None])
         self.model.hidden(ids[None], batch)
 
-    def _prefill_meta(self, doc: torch.Tensor, pos: torch.Tensor, block: int):
-        """Block-causal visibility inside each packed prompt."""
-        flex = self.attention.startswith("flex") or (self.attention == "triton" and self.device.type == "cuda")
-        if not flex:
-            vis = (doc[:, None] == doc[None, :]) & (pos[None, :] // block <= pos[:, None] // block)
-            return NewOnlyMeta(vis[None, None])
-        from torch.nn.attention.flex_attention import create_block_mask
-
-        T = doc.shape[0]
-        padded = max(128, 1 << (T - 1).bit_length())  # few distinct shapes to compile
-        # Padding tokens belong to no prompt (doc -1): they see only themselves and nobody sees them.
-        doc_p = torch.full((padded,), -1, dtype=torch.long, device=doc.device)
-        pos_p = torch.zeros(padded, dtype=torch.long, device=doc.device)
-        doc_p[:T], pos_p[:T] = doc, pos
-
-        def mask_mod(b, h, qi, ki):
-            same = (doc_p[qi] == doc_p[ki]) & (doc_p[ki] >= 0)
-            return (same & (pos_p[ki] // block <= pos_p[qi] // block)) | (qi == ki)
-
-        if self._flex_prefill is None:
-            self._flex_prefill = torch.compile(private_copy(_prefill_attention), dynamic=True)
-        mask = create_block_mask(mask_mod, None, None, padded, padded, device=self.device)
-        return FlexNewMeta(mask, self._flex_prefill, T, padded)
+    def _prefill_meta(self, doc: torch.Tensor, pos: torch.Tensor, block: int) -> NewOnlyMeta:
+        """Block-causal visibility inside each packed prompt. With ``triton`` on CUDA, K/V are
+        repeated to the query heads so SDPA runs its memory-efficient kernel, never its math
+        fallback (the ``torch`` backend keeps grouped-query SDPA, as it always had)."""
+        vis = (doc[:, None] == doc[None, :]) & (pos[None, :] // block <= pos[:, None] // block)
+        return NewOnlyMeta(vis[None, None], repeat_kv=self.attention == "triton" and self.device.type == "cuda")
 
     def commit(self, slots: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor, max_start: int) -> None:
         """Store K/V of finished blocks ``tokens[b, B]`` starting at ``starts[b]`` (= cache lengths)."""

@@ -5,6 +5,8 @@ Parts (``--parts``, comma separated; all by default):
   tokens as the eager float32 path (plain PyTorch attention, no graphs) for every layout:
   vanilla (sequential, dynamic; commit folded and separate), SimSD paper and exact with SDAR and
   AR drafts, block length 8, and a KV pool so small that rows are preempted and recomputed.
+- ``diagnose``: which ingredient changes tokens (fixed shapes, torch.compile, CUDA graphs; with
+  the ``torch`` and ``triton`` backends) against the eager float32 path, commit folding off.
 - ``kernel``: the Triton paged attention kernel equals the gather path at SDAR-8B head shapes
   (float32 and bf16; batch 1 to 128; split prefixes; an empty row).
 - ``agreement``: SDAR-4B and 8B shapes (random weights): bf16 graphs + ``--attention`` vs the float32 eager
@@ -35,7 +37,7 @@ import torch
 
 from jobs.bench.measure import Case, run_engine_case
 from jobs.bench.shapes import make_agree, random_model, shape_config
-from workers.api import DecodeConfig, Request
+from workers.api import ATTENTION_BACKENDS, DecodeConfig, Request
 from workers.engine import Engine
 from workers.text.tokenizer import TokenizerBundle
 
@@ -96,7 +98,7 @@ def part_check(args) -> None:
 
 
 def part_diagnose(args) -> None:
-    """Which ingredient changes tokens: graphs, compile or the flex kernel (fold-never cases)."""
+    """Which ingredient changes tokens: graphs, compile or the Triton kernel (fold-never cases)."""
     from workers.runner import compiled_layer
     from workers.models.tiny import build_tokenizer, make_tiny_checkpoint
 
@@ -107,8 +109,8 @@ def part_diagnose(args) -> None:
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(4, 380, (n,), generator=g).tolist() for n in (3, 17, 40, 9, 130, 1, 300, 77)]
     variants = {"eager-torch": ("torch", False, False, False), "graphs-torch": ("torch", True, True, True),
-                "static-flex-eager": ("flex", True, False, False), "static-flex-compiled": ("flex", True, False, True),
-                "graphs-flex": ("flex", True, True, True)}
+                "static-triton-eager": ("triton", True, False, False),
+                "static-triton-compiled": ("triton", True, False, True), "graphs-triton": ("triton", True, True, True)}
     for decoder, verify, rule in (("simsd", "exact", "sequential"), ("vanilla", "paper", "dynamic")):
         outs = {}
         for name, (att, static, graphs, comp) in variants.items():
@@ -386,7 +388,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", default=",".join(PARTS))
     p.add_argument("--only", default="", help="steps: only cases whose label contains one of these (|-separated)")
-    p.add_argument("--attention", default="auto", help="the attention backend of the fast path (check, agreement, steps, profile)")
+    p.add_argument("--attention", default="auto", choices=ATTENTION_BACKENDS, help="the attention backend of the fast path (check, agreement, steps, profile)")
     p.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,22 @@ def test_bad_values_are_config_errors(tmp_path):
         parse_args(["--config", str(path)])
 
 
+@pytest.mark.parametrize("name", ["flex", "flex-main"])
+def test_removed_flex_attention_is_refused_listing_the_valid_choices(tmp_path, name):
+    """The FlexAttention backends were removed (docs/engine.md): naming one, on the command line,
+    in a YAML job or in a DecodeConfig, is a config error that lists auto, torch and triton."""
+    from workers.api import DecodeConfig
+
+    with pytest.raises(ConfigError, match=rf"--attention: invalid choice: '{name}' \(choose from 'auto', 'torch', 'triton'\)"):
+        parse_args(["--attention", name])
+    path = tmp_path / "job.yaml"
+    path.write_text(f"attention: {name}\n")
+    with pytest.raises(ConfigError, match=rf"--attention must be one of \('auto', 'torch', 'triton'\), got '{name}'"):
+        parse_args(["--config", str(path)])
+    with pytest.raises(ValueError, match=rf"attention must be one of \('auto', 'torch', 'triton'\), got '{name}'"):
+        DecodeConfig(attention=name)
+
+
 def test_fingerprint_ignores_speed_and_credentials():
     a = GenerateConfig(input="x", target="t", batch_size=4, workers=1, storage_options={"key": "k"})
     b = GenerateConfig(input="x", target="t", batch_size=64, workers=3)

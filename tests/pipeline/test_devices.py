@@ -23,19 +23,18 @@ def test_device_cuda_without_a_gpu_is_refused(no_gpu):
         devices.check_device(GenerateConfig(device="cuda"))
 
 
-@pytest.mark.parametrize("attention", ["flex", "flex-main", "triton"])
-def test_cuda_only_attention_on_cpu_is_refused(no_gpu, attention):
-    with pytest.raises(ConfigError, match=f"--attention {attention} runs only on CUDA.*--device cpu was given"):
-        devices.check_device(GenerateConfig(device="cpu", attention=attention))
+def test_cuda_only_attention_on_cpu_is_refused(no_gpu):
+    with pytest.raises(ConfigError, match="--attention triton runs only on CUDA.*--device cpu was given"):
+        devices.check_device(GenerateConfig(device="cpu", attention="triton"))
     with pytest.raises(ConfigError, match="no usable CUDA GPU"):  # auto resolves to cpu here
-        devices.check_device(GenerateConfig(attention=attention))
+        devices.check_device(GenerateConfig(attention="triton"))
 
 
 def test_a_named_cluster_decides_the_device(no_gpu, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
-    devices.check_device(GenerateConfig(device="cuda", attention="flex"))  # the cluster may have GPUs
+    devices.check_device(GenerateConfig(device="cuda", attention="triton"))  # the cluster may have GPUs
     with pytest.raises(ConfigError, match="--device cpu was given"):
-        devices.check_device(GenerateConfig(device="cpu", attention="flex", address="auto"))
+        devices.check_device(GenerateConfig(device="cpu", attention="triton", address="auto"))
 
 
 def test_an_initialised_ray_reports_its_gpus(no_gpu, monkeypatch):
@@ -44,7 +43,7 @@ def test_an_initialised_ray_reports_its_gpus(no_gpu, monkeypatch):
     with pytest.raises(ConfigError, match="Ray instance initialised in this process has no GPU"):
         devices.check_device(GenerateConfig(device="cuda"))
     fake.cluster_resources = lambda: {"GPU": 1.0}
-    devices.check_device(GenerateConfig(device="cuda", attention="flex"))
+    devices.check_device(GenerateConfig(device="cuda", attention="triton"))
 
 
 def test_cpu_settings_pass(no_gpu):
@@ -52,7 +51,7 @@ def test_cpu_settings_pass(no_gpu):
     devices.check_device(GenerateConfig(device="cpu", attention="torch"))
 
 
-@pytest.mark.parametrize("extra", [["--device", "cuda"], ["--device", "cpu", "--attention", "flex"]])
+@pytest.mark.parametrize("extra", [["--device", "cuda"], ["--device", "cpu", "--attention", "triton"]])
 def test_cli_exits_2_in_seconds_and_writes_nothing(no_gpu, tmp_path, tiny_models, capsys, extra):
     write_prompts(tmp_path / "in", 2, shards=1)
     began = time.time()

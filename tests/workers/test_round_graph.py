@@ -69,4 +69,6 @@ def test_auto_attention_follows_the_measured_shapes():
     assert resolve_attention("auto", cuda, 4096) == "triton"  # SDAR shapes: the Triton kernel measured faster
     assert resolve_attention("auto", cuda, 320) == "torch"    # the small reference pair: torch measured faster
     assert resolve_attention("auto", cpu, 4096) == "torch"
-    assert resolve_attention("flex", cpu, 320) == "flex"      # a named backend is kept
+    assert resolve_attention("triton", cpu, 320) == "triton"  # a named backend is kept
+    with pytest.raises(ValueError, match=r"one of \('auto', 'torch', 'triton'\), got 'flex'"):
+        resolve_attention("flex", cuda, 4096)                   # FlexAttention was removed

@@ -1,7 +1,7 @@
 """Attention over the paged KV pool: the new tokens of a forward attend to their row's cached
 prefix (always fully visible) and to each other under the layout's mask.
 
-Three backends with one interface (``decode_meta`` builds the per-forward metadata from the page
+Two backends with one interface (``decode_meta`` builds the per-forward metadata from the page
 table, ``attend`` computes one layer):
 
 - ``torch``: plain PyTorch. Gathers each row's cached K/V through the page table and runs one
@@ -9,11 +9,9 @@ table, ``attend`` computes one layer):
   path is checked against.
 - ``triton``: one Triton kernel per layer reads each row's pages in place and the new tokens
   under their mask, with one online softmax (``paged_attention.py``).
-- ``flex``: PyTorch FlexAttention (compiled Triton kernels) reads the pool in place through a
-  block mask built from the page table (one sparse block per page, so the page size must be a
-  multiple of the kernel's block, 128). The few new tokens are attended densely, and the two
-  partial results are merged by their log-sum-exp, as FlashInfer's cascade attention does. No
-  per-layer copy of the cache, no fp32 scores over the whole span.
+
+(The FlexAttention backends ``flex`` and ``flex-main`` were removed: slower than ``torch`` in
+every case measured, and compiled they changed tokens; docs/engine.md.)
 
 Shapes: qs [b, H, q, D]; ks, vs [b, Hkv, q, D]; pool K/V per layer [Hkv, N + 1, D].
 """
@@ -24,9 +22,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-FLEX_BLOCK = 128
-
-
 class GatherMeta(NamedTuple):
     token_idx: torch.Tensor   # [b, span] flat pool index of each row's cached positions
     cache_mask: torch.Tensor  # [b, 1, 1, span] bool, position < the row's length
@@ -34,7 +29,11 @@ class GatherMeta(NamedTuple):
 
 
 class NewOnlyMeta(NamedTuple):
-    new_mask: torch.Tensor    # [b, 1, q, q] bool (prefill: nothing cached yet)
+    """Prefill: nothing cached yet, one SDPA call over the new tokens under their mask."""
+    new_mask: torch.Tensor    # [b, 1, q, q] bool
+    repeat_kv: bool = False   # K/V repeated to the query heads first: SDPA's memory-efficient kernel
+                              # takes a mask but not grouped-query heads, so with enable_gqa and a
+                              # mask a CUDA call falls to the math kernel ([H, q, q] scores in memory)
 
 
 class PagedMeta(NamedTuple):
@@ -44,21 +43,6 @@ class PagedMeta(NamedTuple):
     new_mask: torch.Tensor    # [b, 1, q, q] bool, the layout among the new tokens
     page_size: int
     splits: int = 1           # programs each row's prefix is split over (flash decoding)
-
-
-class FlexNewMeta(NamedTuple):
-    """Prefill with FlexAttention: packed prompts, padded to ``padded`` tokens for the kernel."""
-    block_mask: object
-    fn: object                # the compiled flex_attention
-    length: int               # real tokens
-    padded: int
-
-
-class FlexMeta(NamedTuple):
-    block_mask: object        # torch BlockMask over the pool, built from the page table
-    new_mask: torch.Tensor    # [b, 1, q, q] bool
-    kernel_options: dict | None = None  # e.g. {"FORCE_USE_FLEX_ATTENTION": True}: the prefill-style
-                                        # kernel instead of flex decoding
 
 
 def gather_meta(cache, page_rows: torch.Tensor, lens: torch.Tensor, span: int, new_mask: torch.Tensor):
@@ -86,11 +70,11 @@ def load_triton_backend() -> None:
 def attend(qs, ks, vs, k_pool, v_pool, meta):
     """One layer's attention for any metadata kind (the dispatch is on the meta's type)."""
     if isinstance(meta, NewOnlyMeta):
+        if meta.repeat_kv:
+            g = qs.shape[1] // ks.shape[1]
+            ks, vs = ks.repeat_interleave(g, 1), vs.repeat_interleave(g, 1)
+            return F.scaled_dot_product_attention(qs, ks, vs, attn_mask=meta.new_mask)
         return F.scaled_dot_product_attention(qs, ks, vs, attn_mask=meta.new_mask, enable_gqa=True)
-    if isinstance(meta, FlexNewMeta):
-        pad = meta.padded - meta.length
-        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (qs, ks, vs))
-        return meta.fn(q, k, v, meta.block_mask)[:, :, :meta.length]
     if isinstance(meta, PagedMeta):
         out = _PAGED_OP[0](qs, ks, vs, k_pool, v_pool, meta.page_rows, meta.lens, meta.new_mask,
                            meta.page_size, meta.splits)
@@ -99,7 +83,7 @@ def attend(qs, ks, vs, k_pool, v_pool, meta):
         ck = k_pool[:, meta.token_idx].transpose(0, 1)  # [b, Hkv, span, D]
         cv = v_pool[:, meta.token_idx].transpose(0, 1)
         return cached_attention(qs, ks, vs, ck, cv, meta.cache_mask, meta.new_mask)
-    return flex_attend(qs, ks, vs, k_pool, v_pool, meta)
+    raise TypeError(f"no attention backend takes {type(meta).__name__}")
 
 
 def cached_attention(qs, ks, vs, cache_k, cache_v, cache_mask, new_mask):
@@ -120,94 +104,3 @@ def cached_attention(qs, ks, vs, cache_k, cache_v, cache_mask, new_mask):
     L = cache_k.shape[2]
     out = probs[..., :L] @ cache_v + probs[..., L:] @ vs
     return out.view(b, H, q, D)
-
-
-# ----------------------------------------------------------------------------------------------
-# FlexAttention backend
-
-
-class FlexMaskBuffers:
-    """Fixed-address tensors of one decode shape ``(b, q)`` and the BlockMask that reads them.
-
-    ``update`` rewrites them in place from the page table and lengths, so a CUDA graph captured
-    over ``update`` + the forward replays with new lengths and pages, and the compiled attention
-    sees the same BlockMask object every call (no recompilation).
-    """
-
-    def __init__(self, b: int, q: int, num_pages: int, page_size: int, device):
-        from torch.nn.attention.flex_attention import BlockMask
-
-        if page_size % FLEX_BLOCK:
-            raise ValueError(f"the flex backend needs a page size that is a multiple of {FLEX_BLOCK}")
-        self.page_size, self.num_pages = page_size, num_pages
-        nqb = -(-q // FLEX_BLOCK)
-        i32 = dict(dtype=torch.int32, device=device)
-        self.full_num = torch.zeros(b, 1, nqb, **i32)
-        self.full_idx = torch.zeros(b, 1, nqb, num_pages, **i32)
-        self.part_num = torch.zeros(b, 1, nqb, **i32)
-        self.part_idx = torch.zeros(b, 1, nqb, num_pages, **i32)
-        # Physical page -> its logical index in the row (-1: not the row's); one spare column
-        # absorbs the table's unused entries.
-        self.logical = torch.full((b, num_pages + 1), -1, **i32)
-        self.lens = torch.zeros(b, **i32)
-        logical, lens, P = self.logical, self.lens, page_size
-
-        def mask_mod(bi, h, qi, ki):
-            # Correct everywhere: the kernel applies it to partial blocks only, the unfused (CPU)
-            # path to every position.
-            page = logical[bi, ki // P]
-            return (page >= 0) & (page * P + ki % P < lens[bi])
-
-        self.block_mask = BlockMask.from_kv_blocks(
-            self.part_num, self.part_idx, self.full_num, self.full_idx, BLOCK_SIZE=(FLEX_BLOCK, page_size),
-            mask_mod=mask_mod, seq_lengths=(q, num_pages * page_size), compute_q_blocks=False)
-
-    def update(self, page_rows: torch.Tensor, lens: torch.Tensor) -> None:
-        """page_rows [b, W] int32 physical pages, lens [b] cached lengths."""
-        P, W = self.page_size, page_rows.shape[1]
-        n_full = lens // P
-        tail = lens - n_full * P
-        last = page_rows.gather(1, n_full.clamp(max=W - 1)[:, None].long())[:, 0]
-        self.full_num.copy_(n_full[:, None, None].expand_as(self.full_num))
-        self.full_idx[..., :W].copy_(page_rows[:, None, None, :].expand(-1, 1, self.full_idx.shape[2], -1))
-        self.part_num.copy_((tail > 0)[:, None, None].expand_as(self.part_num))
-        self.part_idx[..., 0].copy_(last[:, None, None].expand(-1, 1, self.part_idx.shape[2]))
-        used = (lens + P - 1) // P
-        col = torch.arange(W, device=lens.device)[None]
-        target = torch.where(col < used[:, None], page_rows.long(), self.num_pages)
-        self.logical.fill_(-1)
-        self.logical.scatter_(1, target, col.expand_as(target).to(torch.int32))
-        self.lens.copy_(lens)
-
-
-def _flex(q, k, v, block_mask, kernel_options=None):
-    """FlexAttention with the log-sum-exp, on old and new torch alike."""
-    from torch.nn.attention import flex_attention as fa
-
-    if hasattr(fa, "AuxRequest"):
-        out, aux = fa.flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True,
-                                     return_aux=fa.AuxRequest(lse=True), kernel_options=kernel_options)
-        return out, aux.lse
-    return fa.flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True, return_lse=True,
-                             kernel_options=kernel_options)
-
-
-def flex_attend(qs, ks, vs, k_pool, v_pool, meta: FlexMeta):
-    """Cache part with FlexAttention over the pool, new part dense; merged by log-sum-exp."""
-    b, H, q, D = qs.shape
-    Hkv = ks.shape[1]
-    N = k_pool.shape[1] - 1
-    out_c, lse_c = _flex(qs, k_pool[None, :, :N], v_pool[None, :, :N], meta.block_mask, meta.kernel_options)
-    g = H // Hkv
-    qg = qs.reshape(b, Hkv, g * q, D).float() * (D ** -0.5)
-    s = (qg @ ks.float().transpose(-1, -2)).view(b, Hkv, g, q, q)
-    s = s.masked_fill(~meta.new_mask[:, :, None], float("-inf")).view(b, H, q, q)
-    lse_n = torch.logsumexp(s, dim=-1)
-    out_n = torch.softmax(s, dim=-1).view(b, Hkv, g * q, q) @ vs.float()
-    lse_c = lse_c.float()
-    m = torch.maximum(lse_c, lse_n)
-    w_c = torch.exp(lse_c - m)[..., None]
-    w_n = torch.exp(lse_n - m)[..., None]
-    out_c = torch.nan_to_num(out_c.float())
-    out = (out_c * w_c + out_n.view(b, H, q, D) * w_n) / (w_c + w_n)
-    return out.to(qs.dtype)

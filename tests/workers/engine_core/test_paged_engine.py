@@ -1,12 +1,9 @@
 """The engine over a paged KV pool: a tiny pool (admission waits, rows get preempted and
 recomputed) gives the same greedy tokens as an uncapped one; rows that can never fit are error rows."""
 import pytest
-import torch
 
 from workers.api import DecodeConfig, Request
 from workers.engine import Engine
-from workers.models.attention import FlexMaskBuffers, FlexMeta, attend, gather_meta
-from workers.models.kv_cache import KVCache
 
 PROMPTS = [[5, 9, 13], [7, 8, 9, 10, 11, 12, 13], [20, 21, 22, 23, 24, 25, 26, 27], [30], [40, 41, 42, 43, 44]]
 
@@ -58,35 +55,36 @@ def test_rows_that_cannot_fit_the_pool_are_error_rows(ckpts):
     assert results[1].error is None and results[1].num_generated_tokens > 0
 
 
-def test_flex_block_mask_over_pages_equals_the_gather_path():
-    """The flex backend's page-table block mask (run unfused on CPU) reads exactly the rows' pages."""
-    from workers.models.config import parse_config
-
-    torch.manual_seed(0)
-    cfg = parse_config({"model_type": "qwen3", "vocab_size": 16, "hidden_size": 16, "intermediate_size": 8,
-                        "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
-                        "head_dim": 8, "max_position_embeddings": 4096})
-    cache = KVCache(cfg, num_slots=3, num_pages=6, page_size=128, pages_per_slot=3, device=torch.device("cpu"),
-                    dtype=torch.float32)
-    cache.k[0].normal_()
-    cache.v[0].normal_()
-    cache.set_pages([0, 1, 2], [[4, 1], [0], [2, 5, 3]])
-    lens = torch.tensor([200, 0, 300])  # two pages, nothing cached, a partial third page
-    q = 5
-    qs, ks, vs = torch.randn(3, 4, q, 8), torch.randn(3, 2, q, 8), torch.randn(3, 2, q, 8)
-    new_mask = torch.rand(3, 1, q, q) > 0.4
-    new_mask |= torch.eye(q, dtype=torch.bool)
-    rows = cache.page_table
-    want = attend(qs, ks, vs, cache.k[0], cache.v[0], gather_meta(cache, rows, lens, 384, new_mask))
-    buffers = FlexMaskBuffers(3, q, cache.num_pages, cache.page_size, torch.device("cpu"))
-    buffers.update(rows, lens)
-    got = attend(qs, ks, vs, cache.k[0], cache.v[0], FlexMeta(buffers.block_mask, new_mask))
-    assert (got - want).abs().max() < 1e-5
-
-
 def test_peak_pool_usage_is_measured(ckpts):
     engine = Engine(str(ckpts["target"]), None, DecodeConfig(batch_size=2, page_size=4, max_total_tokens=64),
                     "cpu", "float32")
     engine.generate([Request(i, [5, 9, 13, 7, 8], max_new_tokens=12) for i in range(3)])
     # two rows of 5 + 12 tokens (plus the block being decoded) hold most of a 64-token pool at once
     assert 0.5 < engine.kv_pool_peak_usage <= 1.0
+
+
+def test_triton_prefill_repeats_kv_and_equals_grouped_query_sdpa():
+    """With ``triton`` on CUDA the packed prefill repeats K/V to the query heads (so SDPA's
+    memory-efficient kernel takes the mask instead of the math fallback); it computes what
+    grouped-query SDPA does, and the ``torch`` backend keeps grouped-query SDPA."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from workers.models.attention import attend
+    from workers.runner import ModelRunner
+
+    torch.manual_seed(0)
+    doc = torch.tensor([0] * 5 + [1] * 7)               # two packed prompts of 5 and 7 tokens
+    pos = torch.cat([torch.arange(5), torch.arange(7)])
+    cuda = torch.device("cuda")
+    meta = ModelRunner._prefill_meta(SimpleNamespace(attention="triton", device=cuda), doc, pos, 4)
+    assert meta.repeat_kv
+    assert not ModelRunner._prefill_meta(SimpleNamespace(attention="torch", device=cuda), doc, pos, 4).repeat_kv
+    assert not ModelRunner._prefill_meta(SimpleNamespace(attention="triton", device=torch.device("cpu")),
+                                         doc, pos, 4).repeat_kv
+    assert not meta.new_mask[0, 0, 5, 4] and meta.new_mask[0, 0, 8, 7] and not meta.new_mask[0, 0, 8, 9]
+    qs, ks, vs = torch.randn(1, 8, 12, 16), torch.randn(1, 2, 12, 16), torch.randn(1, 2, 12, 16)
+    want = attend(qs, ks, vs, None, None, meta._replace(repeat_kv=False))
+    got = attend(qs, ks, vs, None, None, meta)
+    assert (got - want).abs().max() < 1e-5
