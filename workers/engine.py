@@ -267,7 +267,7 @@ class Engine:
     def _run(self, waiting: list, results: list) -> None:
         """Continuous batching over the paged pool: admit while slots and pages are free, preempt
         the newest row when a running row needs a page and none is left, refill finished slots."""
-        sched = Scheduler(self.blocks, self.decode.batch_size, self._need)
+        sched = Scheduler(self.blocks, self.decode.batch_size, self._need, admission_batch(self.decode.batch_size))
         index = {}
         for i, seq in waiting:
             index[id(seq)] = i
@@ -304,6 +304,16 @@ class Engine:
 
     def close(self) -> None:
         self.release_caches()
+
+
+ADMIT_FRACTION = 8  # admissions wait for batch_size / ADMIT_FRACTION free slots (Scheduler)
+
+
+def admission_batch(batch_size: int) -> int:
+    """Free slots an admission waits for while rows run: one prefill per batch_size/8 rows
+    instead of one per finished row (measured on an H100, reference pair, batch 64: 111 prefill
+    forwards per 256 rows took 0.73 of 1.2 s, the GPU busy 17% of the time)."""
+    return max(1, batch_size // ADMIT_FRACTION)
 
 
 class _ProgressMeter:

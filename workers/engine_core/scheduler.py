@@ -7,6 +7,11 @@ page and none is free, the most recently admitted row is preempted: its pages ar
 goes back to the front of the queue, to be recomputed from its prompt later. Decoding is a
 deterministic function of the row (greedy, or sampling keyed by the row), so recompute gives
 the same output; no row is lost or duplicated.
+
+Admission is batched: while rows are running, waiting rows are admitted only once ``min_admit``
+slots are free (or every waiting row fits). Each admission costs a prefill forward whose price
+is mostly fixed (launches and host work, not tokens) at decode-sized batches, so admitting
+eight rows at once costs about what admitting one does; the slots left idle meanwhile are few.
 """
 from __future__ import annotations
 
@@ -19,9 +24,10 @@ T = TypeVar("T")
 
 
 class Scheduler(Generic[T]):
-    def __init__(self, blocks: BlockManager, num_slots: int, need: Callable[[T], int]):
-        """need(item) -> tokens the item must have pages for before its next step."""
-        self.blocks, self.need = blocks, need
+    def __init__(self, blocks: BlockManager, num_slots: int, need: Callable[[T], int], min_admit: int = 1):
+        """need(item) -> tokens the item must have pages for before its next step; min_admit:
+        free slots an admission waits for while rows are running (see the module docstring)."""
+        self.blocks, self.need, self.min_admit = blocks, need, max(1, min_admit)
         self.free_slots = list(range(num_slots - 1, -1, -1))
         self.waiting: deque[T] = deque()
         self.running: list[T] = []          # in admission order
@@ -38,8 +44,11 @@ class Scheduler(Generic[T]):
         return self.slot_of[id(item)]
 
     def admit(self) -> list[T]:
-        """Move waiting items to running while a slot and their pages are free (FIFO, no skipping)."""
+        """Move waiting items to running while a slot and their pages are free (FIFO, no skipping),
+        once min_admit slots are free or every waiting item fits (at once when nothing runs)."""
         admitted = []
+        if self.running and len(self.free_slots) < min(self.min_admit, len(self.waiting)):
+            return admitted
         while self.waiting and self.free_slots:
             item = self.waiting[0]
             slot = self.free_slots[-1]

@@ -50,3 +50,22 @@ def test_a_row_that_cannot_grow_preempts_itself_last():
     grown, preempted = s.reserve()
     assert preempted == [a] and grown == [] and not s.running and s.waiting[0] is a
     assert s.blocks.num_free_pages == 2 and s.free_slots == [1, 0]
+
+
+def test_admissions_are_batched_while_rows_run():
+    s = Scheduler(BlockManager(64, 4), 8, lambda it: it.need, min_admit=4)
+    items = [Item(str(i), 4) for i in range(14)]
+    for it in items:
+        s.add(it)
+    assert len(s.admit()) == 8                      # nothing runs: admit at once
+    for it in items[:3]:
+        s.finish(it)
+    assert s.admit() == [] and len(s.waiting) == 6  # 3 free < 4: wait for one prefill of 4
+    s.finish(items[3])
+    assert [it.name for it in s.admit()] == ["8", "9", "10", "11"]
+    s.finish(items[4])
+    assert s.admit() == []                          # 1 free, 2 waiting
+    s.finish(items[5])
+    assert [it.name for it in s.admit()] == ["12", "13"]  # every waiting row fits: no wait
+    from workers.engine import admission_batch
+    assert [admission_batch(b) for b in (1, 4, 16, 64, 256)] == [1, 1, 2, 8, 32]
