@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .decoding.remasking import reveal_positions, step_quota
-from .graphs import StaticForward, batch_bucket
+from .graphs import StaticForward, batch_bucket, capture
 from .runner import ModelRunner
 
 
@@ -50,15 +50,7 @@ class _Loop:
     def _capture(self):
         # Capture with nothing masked and nothing written: the warm-up changes no state that matters.
         self.masked.zero_()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            self.body()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.runner.static.pool):
-            self.body()
-        return graph
+        return capture(self.body, pool=self.runner.static.pool, warmups=1)[0]
 
 
 class DraftLoop:

@@ -10,12 +10,47 @@ how the fixed-shape path is tested without a GPU.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
 from .models import ForwardBatch, KVCache, Qwen3Model
 from .models.attention import PagedMeta, gather_meta
 
 SPAN_BUCKET = 128  # torch backend: cache spans are rounded up to this, so few graphs cover all lengths
+
+
+@dataclass
+class CaptureStats:
+    """CUDA graphs captured in this process and the seconds their capture took (warm-up runs
+    included): what a first batch pays besides compilation (product_profile reports it)."""
+    count: int = 0
+    seconds: float = 0.0
+
+
+CAPTURES = CaptureStats()
+
+
+def capture(body: Callable, args: tuple = (), pool=None, warmups: int = 2):
+    """Record ``body(*args)`` as a CUDA graph after ``warmups`` runs on a side stream (allocator
+    and kernel selection). Returns (graph, the captured call's output)."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmups):
+            body(*args)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = body(*args)
+    torch.cuda.synchronize()
+    CAPTURES.count += 1
+    CAPTURES.seconds += time.perf_counter() - start
+    return graph, out
 
 
 def batch_bucket(b: int) -> int:
@@ -66,15 +101,7 @@ class StaticForward:
         # Warm up on a side stream (allocator and kernel selection), then record. Write flags are
         # all off here, so warm-up runs only touch the pool's scratch position.
         self.write.zero_()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self.body()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
-            self.out = self.body()
+        self.graph, self.out = capture(self.body, pool=pool)
 
     def load(self, ids, positions, visible, slots, write, lens) -> int:
         """Copy the inputs of rows ``slots`` into the first rows; the rest become padding."""

@@ -25,7 +25,7 @@ import torch
 from .decoding import layouts
 from .decoding.acceptance import accept_greedy, apply_acceptance
 from .decoding.remasking import reveal_positions, step_quota
-from .graphs import StaticForward, batch_bucket
+from .graphs import StaticForward, batch_bucket, capture
 from .runner import ModelRunner
 
 # Columns of the packed host input, one row per batch row.
@@ -46,20 +46,6 @@ def folded_forward(fwd: StaticForward, cache, queued: torch.Tensor, ids, pos, vi
     fwd.lens.copy_(cache.lengths[slots] * valid)
     fwd.page_rows.copy_(cache.page_table[slots])
     return fwd.body()[:, B:]
-
-
-def capture(body, args, pool):
-    """Record ``body(*args)`` as a CUDA graph (after two warm-up runs on a side stream)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            body(*args)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
-        body(*args)
-    return graph
 
 
 def pack_rows(rows: list[list[int]], nb: int, width: int, device) -> torch.Tensor:
@@ -169,7 +155,7 @@ class _Round(Replayable):
     def capture(self, args) -> None:
         # Nothing valid, nothing masked, nothing written: the warm-up changes no state that matters.
         self.packed.zero_()
-        self.graph = capture(self.body, args, self.target.static.pool)
+        self.graph, _ = capture(self.body, args, self.target.static.pool)
 
 
 class RoundGraphs:

@@ -16,8 +16,8 @@ import torch
 
 from .decoding import layouts
 from .decoding.remasking import reveal_positions, step_quota
-from .graphs import StaticForward, batch_bucket
-from .round_graph import Replayable, capture, folded_forward, pack_rows
+from .graphs import StaticForward, batch_bucket, capture
+from .round_graph import Replayable, folded_forward, pack_rows
 from .runner import ModelRunner
 
 SLOT, START, PENDING, STEP_INDEX, VALID = range(5)
@@ -90,6 +90,6 @@ class StepGraphs:
         if key not in self.graphs:
             step = _Step(self.runner, nb, self.block, fold, self.rule, self.threshold, self.steps, key[2])
             if self.runner.cuda_graphs:
-                step.graph = capture(step.body, args, self.runner.static.pool)
+                step.graph, _ = capture(step.body, args, self.runner.static.pool)
             self.graphs[key] = step
         return self.graphs[key].run(pack_rows(rows, nb, 5, self.runner.device), args)[:len(rows)]

@@ -23,6 +23,7 @@ from pipeline.reference_data import heldout_problems
 from workers.api import DecodeConfig, Request
 from workers.engine import Engine
 from workers.models import load_model
+from workers.runtime import warmup
 from workers.text.tokenizer import load_tokenizer
 
 REFERENCE = Path(__file__).resolve().parents[2] / "models" / "reference"
@@ -81,20 +82,24 @@ def run_case(name, target, draft, tok, requests, args, out: Path) -> tuple[dict,
     cfg = DecodeConfig(batch_size=args.batch, max_new_tokens=args.max_new, attention=args.attention, **kw)
     engine = Engine.from_models(target, draft if kw["decoder"] == "simsd" else None, tok, cfg)
     chunk = args.batch * 4
-    generate_chunks(engine, requests[:chunk], chunk)  # warm-up: graph capture, compile
     sync = torch.cuda.synchronize if engine.device.type == "cuda" else (lambda: None)
+    before, start = warmup.snapshot(), time.perf_counter()
+    generate_chunks(engine, requests[:chunk], chunk)  # warm-up: graph capture, compile
     sync()
-    start = time.perf_counter()
+    warm = {"wall_s": time.perf_counter() - start, **warmup.since(before)}
+    before, start = warmup.snapshot(), time.perf_counter()
     results = generate_chunks(engine, requests, chunk)
     sync()
     wall = time.perf_counter() - start
+    later = warmup.since(before)  # captures or compiles the timed chunks still paid for
     tokens = sum(len(r.token_ids) for r in results)
     rounds = sum(r.num_rounds for r in results)
     rec = {"case": name, **kw, "tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
            "tokens_per_round": tokens / max(rounds, 1),
            "target_forwards_per_row": sum(r.num_target_forwards for r in results) / len(results),
            "draft_forwards_per_row": sum(r.num_draft_forwards for r in results) / len(results),
-           "undrafted_round_fraction": sum(r.num_undrafted_rounds for r in results) / max(rounds, 1)}
+           "undrafted_round_fraction": sum(r.num_undrafted_rounds for r in results) / max(rounds, 1),
+           "first_chunk": warm, "timed_chunks_warmup": later}
     engine.timer.enabled = True
     engine.timer.reset()
     start = time.perf_counter()
@@ -111,6 +116,10 @@ def run_case(name, target, draft, tok, requests, args, out: Path) -> tuple[dict,
         (out / f"host-{name}.txt").write_text(host_profile(engine, requests, chunk))
     engine.close()
     return rec, [r.token_ids for r in results]
+
+
+def _warm(w: dict) -> str:
+    return f"{w['wall_s']:.1f} ({w['graph_captures']}/{w['capture_s']:.1f}, {w['compile_s']:.1f})"
 
 
 def main(argv=None) -> int:
@@ -148,14 +157,16 @@ def main(argv=None) -> int:
                                                          indent=1, default=str))
     print(f"\n{name} @ {commit}, batch {args.batch}, {args.problems} problems, attention {args.attention}")
     print("| case | tok/s | x first | tok/round | tgt fwd/row | draft fwd/row | undrafted | identical | "
-          "split (s, one chunk) | GPU busy |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "split (s, one chunk) | GPU busy | first chunk s (captures/s, compile s) | timed: captures/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         split = " ".join(f"{k}={v:.2f}" for k, v in r["split_s"].items())
         busy = f"{r['gpu']['busy_fraction']:.2f}" if "gpu" in r else "-"
         print(f"| {r['case']} | {r['tokens_per_s']:.0f} | {r['x_first']:.2f} | {r['tokens_per_round']:.2f} | "
               f"{r['target_forwards_per_row']:.1f} | {r['draft_forwards_per_row']:.1f} | "
-              f"{r['undrafted_round_fraction']:.3f} | {r['identical_rows']}/{len(requests)} | {split} | {busy} |")
+              f"{r['undrafted_round_fraction']:.3f} | {r['identical_rows']}/{len(requests)} | {split} | {busy} | "
+              f"{_warm(r['first_chunk'])} | {r['timed_chunks_warmup']['graph_captures']}/"
+              f"{r['timed_chunks_warmup']['capture_s']:.1f} |")
     return 0
 
 
