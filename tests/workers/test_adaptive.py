@@ -139,3 +139,31 @@ def test_adaptive_is_on_for_exact_and_refused_for_paper():
     assert not DecodeConfig(decoder="simsd", verify="exact", adaptive="off").adaptive_on
     with pytest.raises(ValueError, match="needs verify 'exact'"):
         DecodeConfig(decoder="simsd", verify="paper", adaptive="on")
+
+
+def test_a_round_that_captured_a_graph_is_not_timed(ckpts, near_draft, monkeypatch):  # noqa: F811
+    """A CUDA graph capture's one-off cost must not count as the arm's round time (on CPU no graph
+    is captured, so a capture is simulated on every third target round)."""
+    from workers.decoders.simsd import SimSDDecoder
+    from workers.graphs import CAPTURES
+
+    calls = {"n": 0}
+    real = SimSDDecoder._target_round
+
+    def capturing(self, seqs, stop_ids):
+        calls["n"] += 1
+        if calls["n"] % 3 == 1:
+            CAPTURES.count += 1
+        return real(self, seqs, stop_ids)
+
+    monkeypatch.setattr(SimSDDecoder, "_target_round", capturing)
+    policy = AdaptivePolicy(arms=(DRAFT, TARGET), window=64, warmup=3)
+    before = CAPTURES.count
+    try:
+        _tokens(ckpts, near_draft, policy, verify="exact")
+    finally:
+        captured, CAPTURES.count = CAPTURES.count - before, before
+    assert captured > 0
+    recorded = len(policy.stats[TARGET].seconds) + len(policy.stats[DRAFT].seconds)
+    assert len(policy.stats[TARGET].seconds) == min(calls["n"] - captured, 64)
+    assert recorded == policy.rounds

@@ -10,8 +10,9 @@ and feeds ``record``; ``choose`` picks the mode with more tokens per second, and
 the other mode once to keep its estimate fresh (acceptance drifts as the text changes): after
 ``probe_every`` rounds, and each probe that confirms the choice doubles the wait, up to
 ``max_probe_every`` (a probe is not free: a target-only round also leaves the draft a shorter block);
-a change of choice resets it. Estimates are medians of the last ``window`` rounds, so one slow round (a
-CUDA graph captured, a new batch size) cannot flip the decision.
+a change of choice resets it. Estimates are medians of the last ``window`` rounds, so one slow round
+cannot flip the decision; rounds that captured a CUDA graph are not recorded at all (the decoder
+skips them).
 """
 from __future__ import annotations
 
