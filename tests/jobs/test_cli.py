@@ -11,7 +11,7 @@ from jobs.cli import COMMANDS, main, run_main
 from tests.pipeline.helpers import finished_output, job_argv
 
 ROOT = Path(__file__).resolve().parents[2]
-REPEATS = 30
+REPEATS = 12  # each repeat runs two short processes (about 1 s): the suite stays under its time budget
 
 
 def test_run_main_turns_every_ending_into_a_status(capsys):
@@ -34,7 +34,7 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_short_paths_exit_with_their_code_every_time(tmp_path):
-    """A config error (2) and a rerun with nothing left (0), 30 times each: never 134 or -6."""
+    """A config error (2) and a rerun with nothing left (0), REPEATS times each: never 134 or -6."""
     model = finished_output(tmp_path)
     codes = {"error": [], "nothing to do": []}
     for _ in range(REPEATS):
