@@ -86,4 +86,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs.cli import exit_now, run_main
+
+    exit_now(run_main(main))  # no interpreter teardown: it can hang after CUDA graphs and compile workers
