@@ -58,16 +58,7 @@ def make_tiny_checkpoint(path, model_type: str = "sdar", seed: int = 0, hidden_s
                       rope_theta=1000000.0 if model_type == "sdar" else 10000.0,
                       bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
                       eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
-    model = Qwen3ForCausalLM(cfg)
-    with torch.no_grad():  # larger logits than the default init, so argmax ties never happen
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.2)
-    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
-    model.save_pretrained(path, safe_serialization=True, **kwargs)
-    tok.save_pretrained(path)
-    stops = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
-    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": stops, "do_sample": False}))
+    _randomize_and_save(Qwen3ForCausalLM(cfg), tok, path, max_shard_size)
     if model_type == "sdar":
         relabel_as_sdar(path, block_size, tok.convert_tokens_to_ids("<|MASK|>"))
     return path
@@ -96,17 +87,25 @@ def make_tiny_moe_checkpoint(path, seed: int = 0, hidden_size: int = 64, num_lay
                          max_position_embeddings=2048, tie_word_embeddings=False, rope_theta=1000000.0,
                          bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
                          eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
-    model = Qwen3MoeForCausalLM(cfg)
-    with torch.no_grad():  # as make_tiny_checkpoint: larger logits, and a decisive router
+    _randomize_and_save(Qwen3MoeForCausalLM(cfg), tok, path)
+    relabel_as_sdar(path, block_size, tok.convert_tokens_to_ids("<|MASK|>"), moe=True)
+    return path
+
+
+def _randomize_and_save(model, tok, path: Path, max_shard_size: str | None = None) -> None:
+    """Weights drawn larger than the default init (so argmax ties never happen and a MoE router is
+    decisive), then the model, the tokenizer and a generation config stopping at the chat ends."""
+    import torch
+
+    with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:
                 p.normal_(0.0, 0.2)
-    model.save_pretrained(path, safe_serialization=True)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(path, safe_serialization=True, **kwargs)
     tok.save_pretrained(path)
     stops = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
     (path / "generation_config.json").write_text(json.dumps({"eos_token_id": stops, "do_sample": False}))
-    relabel_as_sdar(path, block_size, tok.convert_tokens_to_ids("<|MASK|>"), moe=True)
-    return path
 
 
 def relabel_as_sdar(path: Path, block_size: int, mask_token_id: int, moe: bool = False) -> None:
