@@ -32,6 +32,8 @@ def run_case(name: str, prompts: Path, out: Path, args) -> dict:
     cmd = [sys.executable, "-m", "jobs.cli", "generate", "--input", str(prompts), "--output", str(dest),
            "--target", str(REFERENCE / "target"), "--batch-size", str(args.batch),
            "--max-new-tokens", str(args.max_new), "--overwrite", *CASES[name]]
+    if args.compile_cache_dir:
+        cmd += ["--compile-cache-dir", args.compile_cache_dir]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -51,6 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-new", type=int, default=256)
     p.add_argument("--cases", default="seq,dyn,draft")
     p.add_argument("--out", default="pipeline-pays")
+    p.add_argument("--compile-cache-dir", default=None, help="passed to every job (default: the product's)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

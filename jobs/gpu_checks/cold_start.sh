@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One device call for cold start (time to the first row), one machine, under 10 minutes:
+#  1. `simsd generate` (jobs.gpu_checks.pipeline_pays) for vanilla sequential and `--draft`,
+#     with a fresh compile cache directory (cold), then again with the same directory (warm);
+#  2. the engine path without Ray (jobs.bench.product_profile): what the first chunk paid for
+#     compilation and graph captures.
+# Needs Ray (importable, or carried in .carry/: see simsd_pays.sh). Results come back as
+# $OUT/cold_start.tgz; the tables are printed last.
+# Run: bash jobs/gpu_checks/cold_start.sh [problems] [batch] [cases]
+set -u
+FINAL=${OUT:-gpu-out}; OUT=$(mktemp -d); mkdir -p "$FINAL"
+N=${1:-512}; B=${2:-64}; CASES=${3:-seq,draft}
+if [ -d .carry ] && ! python3 -c "import ray" 2>/dev/null; then
+  mkdir -p /tmp/site && tar -C /tmp/site -xJf .carry/ray-slim.tar.xz && \
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, record the exit code
+  local name=$1 limit=$2; shift 2
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name rc=$?" | tee -a "$OUT/summary.txt"
+}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+CACHE=$(mktemp -d)/compile
+step cold 240 python -m jobs.gpu_checks.pipeline_pays --problems "$N" --batch "$B" --cases "$CASES" \
+  --compile-cache-dir "$CACHE" --out "$OUT/cold"
+step warm 200 python -m jobs.gpu_checks.pipeline_pays --problems "$N" --batch "$B" --cases "$CASES" \
+  --compile-cache-dir "$CACHE" --out "$OUT/warm"
+step engine 120 python -m jobs.bench.product_profile --problems 512 --batch "$B" --cases seq,auto \
+  --profile "" --out "$OUT/engine"
+rm -rf "$OUT"/*/out-* "$OUT"/*/prompts.parquet
+tar czf "$FINAL/cold_start.tgz" -C "$OUT" .
+for name in cold warm engine; do
+  [ -f "$OUT/$name.log" ] && { echo; echo "== $name"; grep -v -i "warn\|^$" "$OUT/$name.log" | tail -n 8; }
+done
+cat "$OUT/summary.txt"
