@@ -11,7 +11,7 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import cluster, columns, monitor, processor, progress, quiet, report, resume, sampling_params, summary, watchdog
+from . import cluster, columns, monitor, processor, progress, quiet, report, resume, sampling_params, startup, summary, watchdog
 from .config import GenerateConfig
 from .lease import Lease, new_run_id
 from .runs import record as record_run
@@ -31,6 +31,7 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
     lost: list[BaseException] = []  # set by the heartbeat thread: stop at once, commit nothing
     with Lease(out_fs, out, run_id, timeout_s=config.lease_timeout_s, on_lost=lost.append) as lease:
         _init_ray(config)
+        ray_ready = time.time()
         _prepare_output(out_fs, out, config, lease.record.generation)
         done = resume.done_keys(out_fs, out)  # (id, sample_index) keys already written
         _configure_data_context(config)
@@ -48,6 +49,7 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
         stats = summary.build(out_fs, out, committed, config, wall_time_s=time.time() - started,
                               num_workers=num_workers(config), started_at=started)
         stats.update(watchdog.run_stats(job_monitor))
+        stats["startup_breakdown"] = startup.as_json(startup.breakdown(started, ray_ready, stats.pop("actor_startup")))
         stats = record_run(out_fs, out, stats, run_id, started)  # an empty run keeps the earlier figures
         summary.write(out_fs, out, stats)
         report.write_quietly(out_fs, out)  # a warning, never a failed job

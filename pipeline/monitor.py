@@ -35,6 +35,7 @@ class JobMonitor:
         self.actors: set[str] = set()
         self.placed_actors: set[str] = set()
         self.actor_tokens: dict[str, int] = {}  # tokens each engine actor generated so far
+        self.first_started: dict | None = None  # start-up timeline of the first actor to finish a call
 
     # -- ledger ------------------------------------------------------------------------------
     def begin(self, key: str, allowed: int) -> int:
@@ -73,6 +74,13 @@ class JobMonitor:
         """An engine actor finished loading its models."""
         self.actors.add(actor_id)
 
+    def actor_started(self, actor_id: str, timeline: dict) -> None:
+        """An engine actor finished its first engine call; ``timeline`` is its start-up
+        (workers/runtime/startup.py). The earliest one to finish is the run's start-up."""
+        done = (timeline.get("first_call_at") or 0.0) + (timeline.get("first_call_s") or 0.0)
+        if self.first_started is None or done < self.first_started["done_at"]:
+            self.first_started = {**timeline, "actor_id": actor_id, "done_at": done}
+
     # -- messages ----------------------------------------------------------------------------
     def report(self, text: str) -> None:
         if text in self.messages:
@@ -93,7 +101,7 @@ class JobMonitor:
 
     def stats(self) -> dict:
         repeated = {t: n for t, n in self.messages.items() if n > 1}
-        return {"batch_retries": self.retries, "poison_rows": list(self.poison),
+        return {"batch_retries": self.retries, "poison_rows": list(self.poison), "startup": self.first_started,
                 "worker_messages": len(self.order), "repeated_messages": repeated}
 
 

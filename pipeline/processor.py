@@ -13,6 +13,7 @@ from typing import Callable
 
 import pyarrow as pa
 
+import workers.runtime.startup  # noqa: F401 - in an actor, its import time starts the start-up timeline
 from workers.api import SamplingParams
 from . import quiet, sampling_params
 from .columns import carry, is_auto, with_text_columns

@@ -14,6 +14,7 @@ SUMMARY_FILE = "summary.parquet"  # the output's summary, one row (pipeline/summ
 
 # The figures of one run (the rest of the summary covers the whole output).
 RUN_KEYS = ("rows_this_run", "generated_tokens_this_run", "wall_time_s", "startup_s", "time_to_first_row_s",
+            "startup_breakdown",
             "decode_s", "tokens_per_s", "tokens_per_s_e2e", "num_workers", "tokens_per_s_per_worker", "device",
             "preemptions_this_run", "undrafted_round_fraction_this_run", "batch_retries", "poison_rows")
 

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from . import resume
 from .resources import device_kind
 from .runs import SUMMARY_FILE, format_history
+from .startup import describe
 from .storage import is_transient, join, retry, write_atomic
 
 _SUMMED = ("num_input_tokens", "num_generated_tokens", "num_rounds", "num_drafted_tokens",
@@ -150,7 +151,7 @@ def format_table(stats: dict) -> str:
 
     history, stats = stats.get("runs"), {k: v for k, v in stats.items() if k != "runs"}
     width = max(len(k) for k in stats)
-    lines = [f"{k.ljust(width)}  {_fmt(v)}" for k, v in stats.items()]
+    lines = [f"{k.ljust(width)}  {describe(v) if k == 'startup_breakdown' else _fmt(v)}" for k, v in stats.items()]
     return "\n".join(filter(None, ["simsd run summary", "-" * (width + 20), *lines, format_history(history)]))
 
 

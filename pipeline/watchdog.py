@@ -148,11 +148,13 @@ def starved_resource(total: dict, free: dict, need: dict, placed: int, workers: 
 
 
 def run_stats(job_monitor) -> dict:
-    """The summary's retry figures from the monitor (zeros when it is gone)."""
+    """The summary's retry figures from the monitor (None when it is gone), and the first engine
+    actor's start-up timeline under ``actor_startup`` (None when no engine call finished)."""
     import ray
 
     try:
         stats = ray.get(job_monitor.stats.remote(), timeout=30)
     except Exception:  # noqa: BLE001
-        return {"batch_retries": None, "poison_rows": None}
-    return {"batch_retries": stats["batch_retries"], "poison_rows": len(stats["poison_rows"])}
+        return {"batch_retries": None, "poison_rows": None, "actor_startup": None}
+    return {"batch_retries": stats["batch_retries"], "poison_rows": len(stats["poison_rows"]),
+            "actor_startup": stats.get("startup")}

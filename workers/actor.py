@@ -7,6 +7,8 @@ so one bad prompt never fails a batch (and never makes Ray retry the whole batch
 """
 from __future__ import annotations
 
+from workers.runtime.startup import FirstCall, StartupTimeline  # first: its import time starts the timeline
+
 import errno
 import hashlib
 import logging
@@ -111,12 +113,17 @@ class GenerateUDF:
         # Loading a model takes far longer than a batch: do it once per actor, never per batch.
         self.config = config
         self.monitor = monitor
+        if engine_factory is None:
+            import workers.engine  # noqa: F401 - torch and the engine, timed as imports, not as loading
+        self.startup = StartupTimeline(constructed_at=time.time())
         self.actor_id = f"{socket.gethostname()}:{os.getpid()}"
         if monitor is not None:
             forward_logs(monitor)
             monitor.placed.remote(self.actor_id)  # the watchdog: placed, now loading
         self.engine = (engine_factory or _default_engine_factory)(config)
         self.tokenizer = self.engine.tokenizer
+        self.startup.loaded_at = time.time()
+        self.startup.load = dict(getattr(self.engine, "load_times", {}))
         if monitor is not None:
             monitor.ready.remote(self.actor_id)
             if hasattr(self.engine, "progress"):  # live token counts from inside each engine call
@@ -188,7 +195,11 @@ class GenerateUDF:
             return []
         self._tokens_live = 0
         try:
-            results = self.engine.generate(requests)
+            first = self.startup.first_call_at is None
+            with FirstCall(self.startup):
+                results = self.engine.generate(requests)
+            if first and self.monitor is not None:
+                self.monitor.actor_started.remote(self.actor_id, self.startup.as_dict())
             self._tokens_done += self._tokens_live
             return results
         except BaseException as err:  # noqa: BLE001 - filtered just below

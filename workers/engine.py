@@ -49,9 +49,14 @@ class Engine:
                  dtype: str = "auto", storage_options: dict | None = None, static_shapes: bool | None = None):
         """Load the target (and draft) checkpoints. static_shapes: fixed-shape decoding forwards
         replayed as CUDA graphs; the default is on for CUDA, off for CPU."""
+        began = time.perf_counter()
         dev = resolve_device(device)
+        if dev.type == "cuda":
+            torch.cuda.init()  # the CUDA context, timed on its own (it is not the weights' cost)
+        times = {"device_init_s": time.perf_counter() - began}
         target_dir = resolve_model_path(target, storage_options)
         tokenizer = load_tokenizer(target_dir)
+        times["tokenizer_s"] = time.perf_counter() - began - sum(times.values())
         target_model = load_model(target_dir, dev, dtype)
         draft_model = None
         if decode.decoder == "simsd":
@@ -62,7 +67,10 @@ class Engine:
             draft_dir = resolve_model_path(draft, storage_options)
             draft_model = load_model(draft_dir, dev, dtype)
             check_same_tokenizer(tokenizer, load_tokenizer(draft_dir), draft_model.config, target_model.config)
+        times["weights_s"] = time.perf_counter() - began - sum(times.values())
         self._setup(target_model, draft_model, tokenizer, decode, dev, static_shapes)
+        times["setup_s"] = time.perf_counter() - began - sum(times.values())
+        self.load_times = times  # where the engine's construction went (seconds), for start-up breakdowns
 
     @classmethod
     def from_models(cls, target_model, draft_model, tokenizer, decode: DecodeConfig,
@@ -71,6 +79,7 @@ class Engine:
         engine = cls.__new__(cls)
         device = next(target_model.parameters()).device
         engine._setup(target_model, draft_model, tokenizer, decode, device, static_shapes)
+        engine.load_times = {}
         return engine
 
     def _setup(self, target_model, draft_model, tokenizer, decode, device, static_shapes) -> None:

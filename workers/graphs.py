@@ -2,8 +2,8 @@
 
 Decoding forwards are tiny (a few tokens per sequence), so on a GPU their cost is dominated by
 kernel launches unless the whole forward is one CUDA graph. A graph needs fixed shapes and fixed
-addresses, so each :class:`StaticForward` owns input buffers for a batch-size bucket (1, 2, 4,
-8, 16, 32, 64, 128, 256, ...) and a query length ``q``: the active rows are copied into the
+addresses, so each :class:`StaticForward` owns input buffers for a batch-size bucket (2, 4, 8,
+16, 32, 64, 128, 256, ...) and a query length ``q``: the active rows are copied into the
 first rows, the padding rows read nothing (length 0) and write nothing. Graphs are captured
 lazily, only for the buckets and layouts a run uses. On CPU the same code runs eagerly, which is
 how the fixed-shape path is tested without a GPU.
@@ -53,9 +53,16 @@ def capture(body: Callable, args: tuple = (), pool=None, warmups: int = 2):
     return graph, out
 
 
+MIN_BUCKET = 2  # see batch_bucket
+
+
 def batch_bucket(b: int) -> int:
-    """The smallest power of two >= b: the batch size a fixed-shape forward is captured at."""
-    return 1 << max(0, (b - 1).bit_length())
+    """The smallest power of two >= max(b, MIN_BUCKET): the batch size a fixed-shape forward is
+    captured at. A single row runs in a bucket of 2 (the padding row reads and writes nothing):
+    torch.compile specializes a dimension of size 1, so a bucket of 1 cost every compiled model a
+    second compilation (CPU probe, tiny model, batches 1-8: 2 graphs, now 1), paid by the first
+    call that reached one row, while a GEMM of two rows reads the same weights as one of one."""
+    return 1 << max(MIN_BUCKET.bit_length() - 1, (b - 1).bit_length())
 
 
 def span_bucket(max_len: int, limit: int) -> int:

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
-from pipeline import cluster, columns, resume
+from pipeline import cluster, columns, resume, startup
 from pipeline.config import ConfigError, GenerateConfig
 from pipeline.storage import open_fs
 from tests.pipeline.fakes import FakeEngine, make_model_dir
@@ -152,6 +152,15 @@ def test_run_carries_columns_and_fills_throughput(ray_local, tmp_path, model_dir
     for key in ("tokens_per_s", "tokens_per_s_e2e", "startup_s", "time_to_first_row_s"):
         assert isinstance(stats[key], float) and stats[key] >= 0, key
     assert stats["tokens_per_s"] > stats["tokens_per_s_e2e"] > 0  # start-up is outside the decode window
+    # Start-up phases: all known, consecutive up to the end of the first engine call, whose rows
+    # are the first ones written; the phases before that call end before its first row began.
+    parts = json.loads(stats["startup_breakdown"])
+    assert set(parts) == set(startup.PHASES + startup.COUNTS), parts
+    assert all(isinstance(parts[k], float) and parts[k] >= 0 for k in startup.PHASES), parts
+    assert abs(sum(parts[k] for k in startup.PHASES) - stats["time_to_first_row_s"]) < 0.5, parts
+    before_call = sum(parts[k] for k in startup.PHASES[:5])
+    assert before_call <= stats["startup_s"] + 0.05, (parts, stats["startup_s"])
+    assert "startup_breakdown" in stats["runs"][-1]
 
 
 def test_default_is_a_private_local_ray(monkeypatch):

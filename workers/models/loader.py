@@ -76,6 +76,12 @@ def _destination(expected: dict, fused: dict, name: str, experts: dict | None = 
     return expected[name]
 
 
+def _safetensors_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+    return "cpu"
+
+
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu", dtype: str = "auto") -> Qwen3Model:
     model_dir = Path(model_dir)
     cfg = load_config(model_dir)
@@ -93,7 +99,8 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu", dtype:
     published = (set(expected) - stacked) | set(fused) | set(experts)
     seen = set()
     for file in weight_files(model_dir):
-        with safe_open(str(file), framework="pt", device="cpu") as f:
+        # Straight onto the device (no host copy of the checkpoint), converted there.
+        with safe_open(str(file), framework="pt", device=_safetensors_device(device)) as f:
             for name in f.keys():
                 if name not in published:
                     continue  # e.g. rotary inv_freq buffers some exporters add
@@ -102,7 +109,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu", dtype:
                 if tuple(tensor.shape) != tuple(target.shape):
                     raise ModelLoadError(f"{model_dir}: {name} has shape {tuple(tensor.shape)}, "
                                          f"config implies {tuple(target.shape)}")
-                target.copy_(tensor.to(torch_dtype))
+                target.copy_(tensor)
                 seen.add(name)
     if cfg.tie_word_embeddings:
         seen.add("lm_head.weight")

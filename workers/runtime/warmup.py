@@ -17,8 +17,18 @@ def compile_seconds() -> float:
     return float(table.get("_compile.compile_inner", 0.0))
 
 
+def compiled_graphs() -> int:
+    """Graphs torch.compile has compiled in this process (from its cache or not)."""
+    try:
+        from torch._dynamo.utils import counters
+    except Exception:  # noqa: BLE001 - as above
+        return 0
+    return int(counters["stats"]["unique_graphs"])
+
+
 def snapshot() -> dict:
-    return {"graph_captures": CAPTURES.count, "capture_s": CAPTURES.seconds, "compile_s": compile_seconds()}
+    return {"graph_captures": CAPTURES.count, "capture_s": CAPTURES.seconds, "compile_s": compile_seconds(),
+            "compiled_graphs": compiled_graphs()}
 
 
 def since(before: dict) -> dict:
