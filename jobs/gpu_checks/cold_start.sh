@@ -20,6 +20,9 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, record the
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name rc=$?" | tee -a "$OUT/summary.txt"
 }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+if [ "${CHECK:-0}" = 1 ]; then  # graphs + triton still give the eager float32 path's tokens
+  step check 120 python -m jobs.gpu_checks.engine_check --parts check --attention triton --out "$OUT/check"
+fi
 CACHE=$(mktemp -d)/compile
 step cold 240 python -m jobs.gpu_checks.pipeline_pays --problems "$N" --batch "$B" --cases "$CASES" \
   --compile-cache-dir "$CACHE" --out "$OUT/cold"
@@ -29,7 +32,7 @@ step engine 120 python -m jobs.bench.product_profile --problems 512 --batch "$B"
   --profile "" --out "$OUT/engine"
 rm -rf "$OUT"/*/out-* "$OUT"/*/prompts.parquet
 tar czf "$FINAL/cold_start.tgz" -C "$OUT" .
-for name in cold warm engine; do
-  [ -f "$OUT/$name.log" ] && { echo; echo "== $name"; grep -v -i "warn\|^$" "$OUT/$name.log" | tail -n 8; }
+for name in check cold warm engine; do
+  [ -f "$OUT/$name.log" ] && { echo; echo "== $name"; grep -v -i "warn\|^$" "$OUT/$name.log" | tail -n 10; }
 done
 cat "$OUT/summary.txt"

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.reference_data import heldout_problems
+from pipeline.startup import describe
 
 REFERENCE = Path(__file__).resolve().parents[2] / "models" / "reference"
 CASES = {
@@ -85,6 +86,8 @@ def main(argv=None) -> int:
         print(f"| {t['case']} | {f(t['steady_tok_s'])} | {f((t['steady_tok_s'] or 0) / first, 2)} | "
               f"{f(t['e2e_tok_s'])} | {f(t['first_row_s'], 1)} | {f(t['undrafted'], 3)} | "
               f"{t['identical']}/{args.problems} | {t['rc']} |")
+    for t in table:  # where each job's time to its first row went
+        print(f"{t['case']} start-up: {describe(t['summary'].get('startup_breakdown'))}")
     return 0
 
 
