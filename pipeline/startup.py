@@ -14,7 +14,9 @@ driver's start to the end of the first engine call.
 - ``first_batch_s``: the rest of the first engine call (decoding the first batch).
 
 Beside the phases, two counts of that first call: ``graph_captures`` (CUDA graphs captured) and
-``compiled_graphs`` (graphs torch.compile compiled, from its cache or not).
+``compiled_graphs`` (graphs torch.compile compiled, from its cache or not); ``load``, where the
+model load went (``device_init_s``, ``tokenizer_s``, ``weights_s``, ``setup_s``); and
+``actor_cpus``, the CPUs the actor's process may run on (torch.compile's worker count follows it).
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ def breakdown(started_at: float, ray_ready_at: float | None, actor: dict | None)
         capture_s = min(max(float(actor.get("capture_s") or 0.0) - compile_s, 0.0), call - compile_s)
         out.update(compile_s=compile_s, capture_s=capture_s, first_batch_s=call - compile_s - capture_s,
                    **{k: int(actor.get(k) or 0) for k in COUNTS})
+    out["load"] = {k: round(float(v), 2) for k, v in (actor.get("load") or {}).items()}
+    out["actor_cpus"] = actor.get("cpus")
     return out
 
 
@@ -67,5 +71,8 @@ def describe(parts: dict | str | None) -> str:
     if not parts:
         return "-"
     known = [f"{k[:-2]} {v:.1f} s" for k, v in parts.items() if k in PHASES and v is not None]
+    if parts.get("load") and parts.get("model_load_s") is not None:
+        inner = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in parts["load"].items())
+        known = [f"{k} ({inner})" if k.startswith("model_load ") else k for k in known]
     counts = [f"{parts[k]} {k.replace('_', ' ')}" for k in COUNTS if parts.get(k)]
     return ", ".join(known) + (f" ({', '.join(counts)})" if counts and known else "") if known else "-"

@@ -10,6 +10,7 @@ VERIFY = ("paper", "exact")
 ACCEPTANCE = ("auto", "greedy", "mrs")
 COMMIT_FOLDING = ("auto", "always", "never")
 ADAPTIVE = ("auto", "on", "off")
+COMPILE = ("auto", "on", "off")  # torch.compile of the layers inside CUDA graphs (runner.resolve_compile)
 ATTENTION_BACKENDS = ("auto", "torch", "triton")  # flex and flex-main were removed (docs/engine.md)
 
 
@@ -40,6 +41,7 @@ class DecodeConfig:
     gpu_memory_utilization: float = 0.9   # fraction of GPU memory the engine may use (weights + pool + activations)
     page_size: int | None = None          # KV page size in tokens (None: 128 on CUDA, 16 on CPU)
     attention: str = "auto"               # auto (the measured default), torch or triton
+    compile: str = "auto"                 # torch.compile the layers inside CUDA graphs: auto, on, off
 
     def __post_init__(self):
         _one_of("decoder", self.decoder, DECODERS)
@@ -67,6 +69,7 @@ class DecodeConfig:
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         _one_of("attention", self.attention, ATTENTION_BACKENDS)
+        _one_of("compile", self.compile, COMPILE)
         if self.max_total_tokens is not None and self.max_total_tokens < 1:
             raise ValueError(f"max_total_tokens must be >= 1, got {self.max_total_tokens}")
         if not 0.05 <= self.gpu_memory_utilization <= 1.0:

@@ -85,9 +85,9 @@ class Engine:
     def _setup(self, target_model, draft_model, tokenizer, decode, device, static_shapes) -> None:
         self.decode, self.device, self.tokenizer = decode, device, tokenizer
         self.timer = PhaseTimer(device)
-        self.target = ModelRunner(target_model, device, static_shapes, attention=decode.attention)
-        self.draft = (ModelRunner(draft_model, device, static_shapes, attention=decode.attention)
-                      if draft_model is not None else None)
+        kernels = {"attention": decode.attention, "compile": decode.compile}
+        self.target = ModelRunner(target_model, device, static_shapes, **kernels)
+        self.draft = ModelRunner(draft_model, device, static_shapes, **kernels) if draft_model is not None else None
         cfg = self.target.config
         self.block = decode.block_length or cfg.block_size
         if cfg.is_diffusion and self.block != cfg.block_size:

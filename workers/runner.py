@@ -6,7 +6,7 @@ import types
 import torch
 import torch.fx.experimental._config as shape_config
 
-from .api import ATTENTION_BACKENDS
+from .api import ATTENTION_BACKENDS, COMPILE
 from .decoding import layouts
 from .graphs import StaticForwards, batch_bucket
 from .models import ForwardBatch, KVCache, Qwen3Model
@@ -62,6 +62,14 @@ def resolve_attention(name: str, device: torch.device, hidden_size: int = TRITON
     return "triton" if device.type == "cuda" and hidden_size >= TRITON_MIN_HIDDEN else "torch"
 
 
+def resolve_compile(name: str, hidden_size: int) -> bool:
+    """Whether a model's layers are compiled (inside CUDA graphs only; eager paths never are).
+    ``auto`` is on (see docs/engine.md for what it costs at start-up and gains in decoding)."""
+    if name not in COMPILE:
+        raise ValueError(f"compile must be one of {COMPILE}, got {name!r}")
+    return name != "off"
+
+
 class ModelRunner:
     """Runs forwards of one model against its paged KV pool.
 
@@ -70,12 +78,14 @@ class ModelRunner:
     """
 
     def __init__(self, model: Qwen3Model, device: torch.device, static_shapes: bool | None = None,
-                 cuda_graphs: bool | None = None, compile_layers: bool | None = None, attention: str = "auto"):
+                 cuda_graphs: bool | None = None, compile_layers: bool | None = None, attention: str = "auto",
+                 compile: str = "auto"):
         """static_shapes: decode forwards run at fixed batch-bucket shapes (default: on CUDA);
         cuda_graphs: those forwards are captured and replayed as CUDA graphs (default: on CUDA);
         compile_layers: their layer function is fused by torch.compile (default: with graphs);
         attention: ``torch`` (plain PyTorch) or ``triton`` (one Triton kernel over the pool);
-        ``auto`` is the measured default (see resolve_attention)."""
+        ``auto`` is the measured default (see resolve_attention); compile: ``auto``, ``on`` or
+        ``off``, what compile_layers defaults to with graphs (see resolve_compile)."""
         self.model, self.device = model, device
         self.config = model.config
         self.dtype = next(model.parameters()).dtype
@@ -83,7 +93,9 @@ class ModelRunner:
         self.static_shapes = on_cuda if static_shapes is None else static_shapes
         self.cuda_graphs = (self.static_shapes and on_cuda) if cuda_graphs is None else cuda_graphs
         self.static_shapes = self.static_shapes or self.cuda_graphs
-        use_compile = self.cuda_graphs if compile_layers is None else compile_layers
+        if compile_layers is None:
+            compile_layers = self.cuda_graphs and resolve_compile(compile, self.config.hidden_size)
+        use_compile = compile_layers
         self.layer_fn = compiled_layer() if use_compile else None
         self.attention = resolve_attention(attention, device, self.config.hidden_size)
         if self.attention == "triton":

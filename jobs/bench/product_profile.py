@@ -79,7 +79,8 @@ def host_profile(engine: Engine, requests: list[Request], chunk: int) -> str:
 
 def run_case(name, target, draft, tok, requests, args, out: Path) -> tuple[dict, list]:
     kw = CASES[name]
-    cfg = DecodeConfig(batch_size=args.batch, max_new_tokens=args.max_new, attention=args.attention, **kw)
+    cfg = DecodeConfig(batch_size=args.batch, max_new_tokens=args.max_new, attention=args.attention,
+                       compile=args.compile, **kw)
     engine = Engine.from_models(target, draft if kw["decoder"] == "simsd" else None, tok, cfg)
     chunk = args.batch * 4
     sync = torch.cuda.synchronize if engine.device.type == "cuda" else (lambda: None)
@@ -129,6 +130,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--max-new", type=int, default=256)
     p.add_argument("--attention", default="auto")
+    p.add_argument("--compile", default="auto", help="torch.compile of the layers: auto, on, off")
     p.add_argument("--cases", default="seq,dyn,paper,exact,auto")
     p.add_argument("--profile", default="seq,exact", help="cases to profile (host and GPU)")
     p.add_argument("--out", default="product-profile")
@@ -155,7 +157,7 @@ def main(argv=None) -> int:
     (out / "product_profile.json").write_text(json.dumps({"device": name, "commit": commit, "args": vars(args)
                                                           | {"profile": sorted(args.profile)}, "rows": rows},
                                                          indent=1, default=str))
-    print(f"\n{name} @ {commit}, batch {args.batch}, {args.problems} problems, attention {args.attention}")
+    print(f"\n{name} @ {commit}, batch {args.batch}, {args.problems} problems, attention {args.attention}, compile {args.compile}")
     print("| case | tok/s | x first | tok/round | tgt fwd/row | draft fwd/row | undrafted | identical | "
           "split (s, one chunk) | GPU busy | first chunk s (captures/s, compile s) | timed: captures/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

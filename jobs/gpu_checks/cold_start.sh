@@ -2,8 +2,9 @@
 # One device call for cold start (time to the first row), one machine, under 10 minutes:
 #  1. `simsd generate` (jobs.gpu_checks.pipeline_pays) for vanilla sequential and `--draft`,
 #     with a fresh compile cache directory (cold), then again with the same directory (warm);
-#  2. the engine path without Ray (jobs.bench.product_profile): what the first chunk paid for
-#     compilation and graph captures.
+#  2. the same with --compile off, cold;
+#  3. the engine path without Ray (jobs.bench.product_profile), compile on and off: steady tok/s,
+#     and what the first chunk paid for compilation and graph captures.
 # Needs Ray (importable, or carried in .carry/: see simsd_pays.sh). Results come back as
 # $OUT/cold_start.tgz; the tables are printed last.
 # Run: bash jobs/gpu_checks/cold_start.sh [problems] [batch] [cases]
@@ -28,11 +29,15 @@ step cold 240 python -m jobs.gpu_checks.pipeline_pays --problems "$N" --batch "$
   --compile-cache-dir "$CACHE" --out "$OUT/cold"
 step warm 200 python -m jobs.gpu_checks.pipeline_pays --problems "$N" --batch "$B" --cases "$CASES" \
   --compile-cache-dir "$CACHE" --out "$OUT/warm"
-step engine 120 python -m jobs.bench.product_profile --problems 512 --batch "$B" --cases seq,auto \
-  --profile "" --out "$OUT/engine"
+step nocompile 150 python -m jobs.gpu_checks.pipeline_pays --problems "$N" --batch "$B" --cases "$CASES" \
+  --compile-cache-dir "$(mktemp -d)/compile" --extra "--compile off" --out "$OUT/nocompile"
+for c in on off; do
+  step "engine-$c" 100 python -m jobs.bench.product_profile --problems 1024 --batch "$B" --cases seq,auto \
+    --profile "" --compile "$c" --out "$OUT/engine-$c"
+done
 rm -rf "$OUT"/*/out-* "$OUT"/*/prompts.parquet
 tar czf "$FINAL/cold_start.tgz" -C "$OUT" .
-for name in check cold warm engine; do
+for name in check cold warm nocompile engine-on engine-off; do
   [ -f "$OUT/$name.log" ] && { echo; echo "== $name"; grep -v -i "warn\|^$" "$OUT/$name.log" | tail -n 10; }
 done
 cat "$OUT/summary.txt"

@@ -35,6 +35,7 @@ def run_case(name: str, prompts: Path, out: Path, args) -> dict:
            "--max-new-tokens", str(args.max_new), "--overwrite", *CASES[name]]
     if args.compile_cache_dir:
         cmd += ["--compile-cache-dir", args.compile_cache_dir]
+    cmd += args.extra.split()
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default="seq,dyn,draft")
     p.add_argument("--out", default="pipeline-pays")
     p.add_argument("--compile-cache-dir", default=None, help="passed to every job (default: the product's)")
+    p.add_argument("--extra", default="", help="more flags for every job, e.g. '--compile off'")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

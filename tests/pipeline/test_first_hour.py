@@ -155,7 +155,7 @@ def test_run_carries_columns_and_fills_throughput(ray_local, tmp_path, model_dir
     # Start-up phases: all known, consecutive up to the end of the first engine call, whose rows
     # are the first ones written; the phases before that call end before its first row began.
     parts = json.loads(stats["startup_breakdown"])
-    assert set(parts) == set(startup.PHASES + startup.COUNTS), parts
+    assert set(parts) == {*startup.PHASES, *startup.COUNTS, "load", "actor_cpus"}, parts
     assert all(isinstance(parts[k], float) and parts[k] >= 0 for k in startup.PHASES), parts
     assert abs(sum(parts[k] for k in startup.PHASES) - stats["time_to_first_row_s"]) < 0.5, parts
     before_call = sum(parts[k] for k in startup.PHASES[:5])

@@ -10,7 +10,8 @@ from workers.runtime.startup import FirstCall, StartupTimeline
 
 def _timeline(**kw) -> dict:
     base = dict(imported_at=103.0, constructed_at=105.5, loaded_at=107.0, first_call_at=109.0,
-                first_call_s=10.0, compile_s=4.0, capture_s=5.0, graph_captures=12, compiled_graphs=2)
+                first_call_s=10.0, compile_s=4.0, capture_s=5.0, graph_captures=12, compiled_graphs=2,
+                load={"device_init_s": 0.5, "weights_s": 1.0}, cpus=16)
     return {**base, **kw}
 
 
@@ -18,7 +19,8 @@ def test_phases_are_consecutive_and_capture_excludes_the_compilation_it_triggere
     parts = startup.breakdown(100.0, 101.0, _timeline())
     assert parts == {"ray_init_s": 1.0, "actor_start_s": 2.0, "actor_imports_s": 2.5, "model_load_s": 1.5,
                      "first_batch_wait_s": 2.0, "compile_s": 4.0, "capture_s": 1.0, "first_batch_s": 5.0,
-                     "graph_captures": 12, "compiled_graphs": 2}
+                     "graph_captures": 12, "compiled_graphs": 2, "load": {"device_init_s": 0.5, "weights_s": 1.0},
+                     "actor_cpus": 16}
     assert sum(parts[k] for k in startup.PHASES) == 119.0 - 100.0  # the driver's start to the end of the first call
 
 
@@ -54,4 +56,5 @@ def test_the_summary_table_prints_the_phases_as_one_line():
     text = startup.as_json(startup.breakdown(100.0, 101.0, _timeline()))
     assert json.loads(text)["compile_s"] == 4.0
     line = [l for l in format_table({"startup_breakdown": text}).splitlines() if l.startswith("startup_breakdown")][0]
+    assert "model_load 1.5 s (device_init 0.5, weights 1.0)" in line
     assert "ray_init 1.0 s" in line and "compile 4.0 s" in line and "first_batch 5.0 s (12 graph captures, 2 compiled graphs)" in line

@@ -4,6 +4,7 @@ engine call paid for warming up. The driver turns the first actor's timeline int
 ``startup_breakdown`` (pipeline/startup.py)."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -22,6 +23,8 @@ class StartupTimeline:
     capture_s: float = 0.0               # CUDA graph capture seconds inside it (compilation included)
     graph_captures: int = 0
     compiled_graphs: int = 0             # torch.compile graphs compiled inside it
+    cpus: int = field(default_factory=lambda: len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else (os.cpu_count() or 0))  # CPUs this process may run on
 
     def as_dict(self) -> dict:
         return asdict(self)
