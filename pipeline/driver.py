@@ -6,12 +6,13 @@ module only wires the stages together and handles the output directory's commit 
 from __future__ import annotations
 
 import re
+import sys
 import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import cluster, columns, monitor, processor, progress, quiet, report, resume, sampling_params, startup, summary, watchdog
+from . import cluster, columns, compile_choice, monitor, processor, progress, quiet, report, resume, sampling_params, startup, summary, watchdog
 from .config import GenerateConfig
 from .lease import Lease, new_run_id
 from .runs import record as record_run
@@ -34,11 +35,15 @@ def run(config: GenerateConfig, engine_factory=None) -> dict:
         ray_ready = time.time()
         _prepare_output(out_fs, out, config, lease.record.generation)
         done = resume.done_keys(out_fs, out)  # (id, sample_index) keys already written
+        pending = _pending_rows(config, done)
+        config, line = compile_choice.choose(config, pending)
+        if line:
+            print(line, file=sys.stderr, flush=True)
         _configure_data_context(config)
         job_monitor = monitor.start()
         dataset = _plan(config, done, engine_factory, job_monitor)
         staging = resume.staging_path(out, run_id, lease.record.generation)
-        with progress.Reporter(out_fs, staging, _pending_rows(config, done), config.progress_interval_s,
+        with progress.Reporter(out_fs, staging, pending, config.progress_interval_s,
                                state=lambda: watchdog.poll(job_monitor)):
             _fail_clearly_if_unplaced(config, lambda: watchdog.run_watched(
                 lambda: _write(dataset, staging, out_fs, config),
