@@ -63,16 +63,42 @@ def _check_messages(messages) -> list[dict]:
     return out
 
 
+def tokenizer_class(model_dir: Path):
+    """The transformers class ``tokenizer_config.json`` names (its fast variant first, as
+    AutoTokenizer picks), taken from ``transformers`` itself; None when it names none we know.
+
+    The reason not to ask AutoTokenizer: importing it imports transformers' model auto-factory,
+    which imports generation, tensor-parallel and FSDP helpers and through them scikit-learn,
+    SciPy and SymPy where installed: 6.3 s on an H100 machine's image, against 0.015 s for a
+    tokenizer class itself (jobs/gpu_checks/load_probe.py), paid by every engine actor's start."""
+    import transformers
+
+    try:
+        name = json.loads((model_dir / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(name, str) or not name.isidentifier():
+        return None
+    for candidate in (name if name.endswith("Fast") else f"{name}Fast", name):
+        try:
+            return getattr(transformers, candidate)
+        except (AttributeError, ImportError):
+            continue
+    return None
+
+
 def load_tokenizer(model_dir: str | Path) -> TokenizerBundle:
-    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     model_dir = Path(model_dir)
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # it warns that "sdar" is an unknown model type; we know
     try:
+        cls = tokenizer_class(model_dir)
+        if cls is None:
+            from transformers import AutoTokenizer as cls
         # trust_remote_code=False: SDAR configs carry an auto_map we must never execute.
-        tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+        tok = cls.from_pretrained(str(model_dir), trust_remote_code=False)
     except Exception as err:
         raise ModelLoadError(f"{model_dir}: cannot load the tokenizer ({type(err).__name__}: {err})") from None
     finally:
