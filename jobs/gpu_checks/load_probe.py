@@ -1,6 +1,6 @@
 """Where an engine actor's model load goes, step by step, in a fresh process: imports (torch,
-transformers), the tokenizer (twice: the second shows what the first paid for imports), the CUDA
-context and the weights. Prints one JSON line.
+transformers), the tokenizer (twice: the second shows what the first paid for imports), what
+importing AutoTokenizer would add, the CUDA context and the weights. Prints one JSON line.
 
 Run: python -m jobs.gpu_checks.load_probe [model_dir]
 """
@@ -28,14 +28,14 @@ def main(argv=None) -> int:
     mark("import_torch")
     import transformers  # noqa: F401
     mark("import_transformers")
-    from transformers import AutoTokenizer  # noqa: F401
-    mark("import_autotokenizer")
     from workers.text.tokenizer import load_tokenizer
     mark("import_tokenizer_module")
     load_tokenizer(model_dir)
     mark("tokenizer_first")
     load_tokenizer(model_dir)
     mark("tokenizer_second")
+    from transformers import AutoTokenizer  # noqa: F401 - what the product no longer imports
+    mark("import_autotokenizer_after")
     if torch.cuda.is_available():
         torch.cuda.init()
         torch.zeros(1, device="cuda")
