@@ -64,7 +64,8 @@ def resolve_attention(name: str, device: torch.device, hidden_size: int = TRITON
 
 def resolve_compile(name: str, hidden_size: int) -> bool:
     """Whether a model's layers are compiled (inside CUDA graphs only; eager paths never are).
-    ``auto`` is on (see docs/engine.md for what it costs at start-up and gains in decoding)."""
+    ``auto`` is on here; a `simsd generate` job resolves auto itself, by its length, before its
+    actors start (pipeline/compile_choice.py, docs/cold-start.md)."""
     if name not in COMPILE:
         raise ValueError(f"compile must be one of {COMPILE}, got {name!r}")
     return name != "off"
