@@ -25,12 +25,17 @@ class JobStalled(RuntimeError):
     """No row finished for longer than --stall-timeout-s."""
 
 
-def run_watched(fn, job_monitor, config, on_stall, interrupt=None) -> None:
+def run_watched(fn, job_monitor, config, on_stall, interrupt=None, unplaced=None) -> None:
     """Run ``fn()`` (the blocking write) in a thread, watching progress; re-raise its error.
 
     ``interrupt()``, polled every second (and as soon as it is set, through ``wake``), returns an
     exception when the job must stop at once (its lease was taken over): the execution is
-    stopped like a stalled one and that exception raised, with nothing committed."""
+    stopped like a stalled one and that exception raised, with nothing committed.
+
+    ``unplaced()``, when given, makes the error raised when fewer engine actors than the job's
+    workers have finished loading after --placement-timeout-s: for a pool Ray Data provisions
+    without waiting for it (the driver reads the input meanwhile), this is that wait's deadline."""
+    began = time.monotonic()
     box: dict = {}
 
     def target():
@@ -61,6 +66,11 @@ def run_watched(fn, job_monitor, config, on_stall, interrupt=None) -> None:
         if stop is not None:
             _stop_job(thread, others, stop)
             raise stop
+        if unplaced is not None and state is not None and state["actors_ready"] < num_workers(config) \
+                and time.monotonic() - began > config.placement_timeout_s:
+            _stop_job(thread, others)
+            on_stall()
+            raise unplaced()
         idle = time.monotonic() - last_change
         if idle > config.stall_timeout_s:
             message = stall_message(config, idle, marks[0], state)
