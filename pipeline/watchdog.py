@@ -36,6 +36,7 @@ def run_watched(fn, job_monitor, config, on_stall, interrupt=None, unplaced=None
     workers have finished loading after --placement-timeout-s: for a pool Ray Data provisions
     without waiting for it (the driver reads the input meanwhile), this is that wait's deadline."""
     began = time.monotonic()
+    workers = num_workers(config) if unplaced is not None else 0
     box: dict = {}
 
     def target():
@@ -66,7 +67,7 @@ def run_watched(fn, job_monitor, config, on_stall, interrupt=None, unplaced=None
         if stop is not None:
             _stop_job(thread, others, stop)
             raise stop
-        if unplaced is not None and state is not None and state["actors_ready"] < num_workers(config) \
+        if unplaced is not None and state is not None and state["actors_ready"] < workers \
                 and time.monotonic() - began > config.placement_timeout_s:
             _stop_job(thread, others)
             on_stall()
