@@ -64,7 +64,9 @@ def pipeline_run(config) -> dict:
     stats = run(config)
     wall = time.perf_counter() - start
     return {"tokens": stats["generated_tokens_this_run"], "wall_s": wall,
-            "tokens_per_s_e2e": stats["generated_tokens_this_run"] / wall}
+            "tokens_per_s_e2e": stats["generated_tokens_this_run"] / wall,
+            "startup_s": stats.get("startup_s"), "time_to_first_row_s": stats.get("time_to_first_row_s"),
+            "startup_breakdown": json.loads(stats.get("startup_breakdown") or "{}")}
 
 
 def main(argv=None) -> int:
@@ -103,6 +105,11 @@ def main(argv=None) -> int:
           f"prompts); {large['tokens_per_s_e2e']:.0f} tok/s end to end; start-up {report['pipeline_startup_s']:.1f} s")
     print(f"loss vs bare: {100 * report['loss_vs_bare_steady']:.1f}% steady state, "
           f"{100 * report['loss_vs_bare_e2e']:.1f}% end to end")
+    from pipeline.startup import describe
+
+    for n, run in runs.items():
+        print(f"start-up ({n} prompts): first row {run['time_to_first_row_s'] or 0:.1f} s; "
+              f"{describe(run['startup_breakdown'])}")
     return 0
 
 
