@@ -44,7 +44,7 @@ def breakdown(started_at: float, ray_ready_at: float | None, actor: dict | None)
         capture_s = min(max(float(actor.get("capture_s") or 0.0) - compile_s, 0.0), call - compile_s)
         out.update(compile_s=compile_s, capture_s=capture_s, first_batch_s=call - compile_s - capture_s,
                    **{k: int(actor.get(k) or 0) for k in COUNTS})
-    out["load"] = {k: round(float(v), 2) for k, v in (actor.get("load") or {}).items()}
+    out["load"] = dict(actor.get("load") or {})
     out["actor_cpus"] = actor.get("cpus")
     return out
 
@@ -57,7 +57,11 @@ def _gap(begin: float | None, end: float | None) -> float | None:
 
 def as_json(parts: dict) -> str:
     """The summary's ``startup_breakdown`` column: the phases as JSON, in seconds (2 decimals)."""
-    return json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in parts.items()})
+    def rounded(v):
+        if isinstance(v, dict):
+            return {k: rounded(x) for k, x in v.items()}
+        return round(v, 2) if isinstance(v, float) else v
+    return json.dumps(rounded(parts))
 
 
 def describe(parts: dict | str | None) -> str:
@@ -68,11 +72,16 @@ def describe(parts: dict | str | None) -> str:
             parts = json.loads(parts)
         except ValueError:
             return parts
-    if not parts:
+    parts = parts or {}
+    known = [_phase(k, parts) for k in PHASES if parts.get(k) is not None]
+    if not known:
         return "-"
-    known = [f"{k[:-2]} {v:.1f} s" for k, v in parts.items() if k in PHASES and v is not None]
-    if parts.get("load") and parts.get("model_load_s") is not None:
-        inner = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in parts["load"].items())
-        known = [f"{k} ({inner})" if k.startswith("model_load ") else k for k in known]
     counts = [f"{parts[k]} {k.replace('_', ' ')}" for k in COUNTS if parts.get(k)]
-    return ", ".join(known) + (f" ({', '.join(counts)})" if counts and known else "") if known else "-"
+    return ", ".join(known) + (f" ({', '.join(counts)})" if counts else "")
+
+
+def _phase(name: str, parts: dict) -> str:
+    text = f"{name[:-2]} {parts[name]:.1f} s"
+    if name == "model_load_s" and parts.get("load"):
+        text += " (" + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in parts["load"].items()) + ")"
+    return text

@@ -195,10 +195,9 @@ class GenerateUDF:
             return []
         self._tokens_live = 0
         try:
-            first = self.startup.first_call_at is None
-            with FirstCall(self.startup):
+            with FirstCall(self.startup) as call:
                 results = self.engine.generate(requests)
-            if first and self.monitor is not None:
+            if call.recorded and self.monitor is not None:
                 self.monitor.actor_started.remote(self.actor_id, self.startup.as_dict())
             self._tokens_done += self._tokens_live
             return results

@@ -49,14 +49,14 @@ class Engine:
                  dtype: str = "auto", storage_options: dict | None = None, static_shapes: bool | None = None):
         """Load the target (and draft) checkpoints. static_shapes: fixed-shape decoding forwards
         replayed as CUDA graphs; the default is on for CUDA, off for CPU."""
-        began = time.perf_counter()
+        lap = _LapTimer()
         dev = resolve_device(device)
         if dev.type == "cuda":
             torch.cuda.init()  # the CUDA context, timed on its own (it is not the weights' cost)
-        times = {"device_init_s": time.perf_counter() - began}
+        lap("device_init_s")
         target_dir = resolve_model_path(target, storage_options)
         tokenizer = load_tokenizer(target_dir)
-        times["tokenizer_s"] = time.perf_counter() - began - sum(times.values())
+        lap("tokenizer_s")
         target_model = load_model(target_dir, dev, dtype)
         draft_model = None
         if decode.decoder == "simsd":
@@ -67,10 +67,10 @@ class Engine:
             draft_dir = resolve_model_path(draft, storage_options)
             draft_model = load_model(draft_dir, dev, dtype)
             check_same_tokenizer(tokenizer, load_tokenizer(draft_dir), draft_model.config, target_model.config)
-        times["weights_s"] = time.perf_counter() - began - sum(times.values())
+        lap("weights_s")
         self._setup(target_model, draft_model, tokenizer, decode, dev, static_shapes)
-        times["setup_s"] = time.perf_counter() - began - sum(times.values())
-        self.load_times = times  # where the engine's construction went (seconds), for start-up breakdowns
+        lap("setup_s")
+        self.load_times = lap.seconds  # where the engine's construction went, for start-up breakdowns
 
     @classmethod
     def from_models(cls, target_model, draft_model, tokenizer, decode: DecodeConfig,
@@ -313,6 +313,18 @@ class Engine:
 
     def close(self) -> None:
         self.release_caches()
+
+
+class _LapTimer:
+    """Seconds since the previous lap (or construction), kept by name."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self._last = now - self._last, now
 
 
 ADMIT_FRACTION = 8  # admissions wait for batch_size / ADMIT_FRACTION free slots (Scheduler)

@@ -62,7 +62,7 @@ def resolve_attention(name: str, device: torch.device, hidden_size: int = TRITON
     return "triton" if device.type == "cuda" and hidden_size >= TRITON_MIN_HIDDEN else "torch"
 
 
-def resolve_compile(name: str, hidden_size: int) -> bool:
+def resolve_compile(name: str) -> bool:
     """Whether a model's layers are compiled (inside CUDA graphs only; eager paths never are).
     ``auto`` is on here; a `simsd generate` job resolves auto itself, by its length, before its
     actors start (pipeline/compile_choice.py, docs/cold-start.md)."""
@@ -95,9 +95,8 @@ class ModelRunner:
         self.cuda_graphs = (self.static_shapes and on_cuda) if cuda_graphs is None else cuda_graphs
         self.static_shapes = self.static_shapes or self.cuda_graphs
         if compile_layers is None:
-            compile_layers = self.cuda_graphs and resolve_compile(compile, self.config.hidden_size)
-        use_compile = compile_layers
-        self.layer_fn = compiled_layer() if use_compile else None
+            compile_layers = self.cuda_graphs and resolve_compile(compile)
+        self.layer_fn = compiled_layer() if compile_layers else None
         self.attention = resolve_attention(attention, device, self.config.hidden_size)
         if self.attention == "triton":
             load_triton_backend()

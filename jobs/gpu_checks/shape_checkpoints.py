@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -41,16 +42,12 @@ def write(shape: str, out: Path, device: torch.device, agree: bool, seed: int) -
     model = random_model(shape, device, seed=seed)
     if agree:
         make_agree(model, token=AGREE_TOKEN)
-    tok_dir = out.parent / f".tokenizer-{out.name}"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES:
-        (tok_dir / name).write_bytes((REFERENCE / name).read_bytes())
     vocab = json.loads((REFERENCE / "tokenizer.json").read_text())["added_tokens"]
     special = {t["content"]: t["id"] for t in vocab}
-    save_checkpoint(model, published_config(shape), tok_dir, out, special)
-    for f in tok_dir.iterdir():
-        f.unlink()
-    tok_dir.rmdir()
+    with tempfile.TemporaryDirectory() as tmp:  # save_checkpoint copies every file of its tokenizer dir
+        for name in TOKENIZER_FILES:
+            (Path(tmp) / name).write_bytes((REFERENCE / name).read_bytes())
+        save_checkpoint(model, published_config(shape), Path(tmp), out, special)
     del model
     return out
 

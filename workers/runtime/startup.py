@@ -35,6 +35,7 @@ class FirstCall:
 
     def __init__(self, timeline: StartupTimeline):
         self.timeline = timeline
+        self.recorded = False  # True after exiting the first call's context
         self._before: dict | None = None
 
     def __enter__(self):
@@ -54,5 +55,5 @@ class FirstCall:
             t.first_call_s = time.time() - t.first_call_at
             t.compile_s, t.capture_s = spent["compile_s"], spent["capture_s"]
             t.graph_captures, t.compiled_graphs = spent["graph_captures"], spent["compiled_graphs"]
-            self._before = None
+            self._before, self.recorded = None, True
         return False

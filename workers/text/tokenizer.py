@@ -79,7 +79,7 @@ def tokenizer_class(model_dir: Path):
         return None
     if not isinstance(name, str) or not name.isidentifier():
         return None
-    for candidate in (name if name.endswith("Fast") else f"{name}Fast", name):
+    for candidate in (name,) if name.endswith("Fast") else (f"{name}Fast", name):
         try:
             return getattr(transformers, candidate)
         except (AttributeError, ImportError):
