@@ -1,25 +1,35 @@
-"""GPU check of the fused MoE: the Triton grouped GEMM against the plain PyTorch experts, on one
+"""GPU check of the fused MoE: the Triton kernels against the plain PyTorch experts, on one
 random layer of the SDAR-30B-A3B shape (hidden 2048, 128 experts, top-8, expert FFN 768).
 
-Run on a GPU machine (bf16):     python -m jobs.gpu_checks.moe_check
+Run on a GPU machine (bf16):     python -m jobs.gpu_checks.moe_check [--parts check,time,sweep]
 On CPU, Triton's interpreter:    python -m jobs.gpu_checks.moe_check --interpret   (small shape, fp16)
 
-For each token count (4 = a batch-1 block, 256 = batch 64 x block 4) it prints:
-- the max abs error of the grouped GEMM (and of the sync-free PyTorch fallback) against the
-  float32 reference, relative to the reference's max, and a PASS/FAIL line;
-- that one MoE layer (router + grouping + experts) replays from a CUDA graph with the same output,
-  and that the MoE module compiles with torch.compile(fullgraph=True, dynamic=True) (as the
-  compiled decoder layer calls it) and gives the same output;
-- the time of one MoE layer (median of CUDA-event timings), the distinct experts the tokens touch,
-  their bytes, the HBM floor (those bytes / measured copy bandwidth) and time / floor.
+Parts (all by default; ``--interpret`` runs ``check`` only):
+- ``check``, for each token count (4 = a batch-1 block, 256 = batch 64 x block 4): the max error of
+  each implementation (``small``: the per-expert kernels, ``grouped``: the grouped GEMM, ``fused``:
+  the product's dispatch between them, ``torch-blocked``: the sync-free PyTorch fallback) against
+  the float32 reference, relative to the reference's max, with a PASS/FAIL line; that one MoE layer
+  (router + experts) replays from a CUDA graph with the same output; that the MoE module compiles
+  with torch.compile(fullgraph=True, dynamic=True), as the compiled decoder layer calls it.
+- ``time``: one MoE layer (router + experts) per implementation, replayed from a CUDA graph (as the
+  engine runs it) and launched eagerly; median of CUDA-event timings. With the distinct experts the
+  tokens touch, their bytes, the HBM floor (those bytes + the router's / measured copy bandwidth)
+  and time / floor.
+- ``sweep``: tile sizes of each kernel (graph-replayed), and the token count where the grouped GEMM
+  overtakes the per-expert kernels. Prints the best configurations; the defaults in
+  ``workers/models/moe_small.py`` and ``moe_kernels.py`` come from it.
+A table of the timings is printed last; every figure goes to ``$OUT/moe_check.json``.
 Exits 1 if any check fails.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 if "--interpret" in sys.argv:
     os.environ["TRITON_INTERPRET"] = "1"  # must be set before Triton is imported
@@ -79,6 +89,19 @@ def copy_bandwidth(device) -> float:
     return 2 * src.numel() / (ms / 1e3)
 
 
+def graph_time_ms(fn, reps: int = 50) -> float:
+    """Median time of ``fn()`` replayed from a CUDA graph (captured after a warm-up run)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return time_ms(graph.replay, iters=reps)
+
+
 def graph_replay_matches(fn, x: torch.Tensor) -> bool:
     """Capture ``fn(x)`` in a CUDA graph (fails if it syncs with the host) and compare a replay."""
     static_x = x.clone()
@@ -121,9 +144,23 @@ def compiled_matches(shape: Shape, layer, x: torch.Tensor) -> bool:
     return max_rel_error(got, want.float()) < REL_TOL[x.dtype]
 
 
-def check(tokens: int, shape: Shape, layer, device, dtype, bandwidth: float | None) -> bool:
-    from workers.models.moe import experts_blocked, experts_reference, route
-    from workers.models.moe_kernels import grouped_experts
+ROWS: list[dict] = []
+
+
+def implementations(tokens: int) -> dict:
+    from workers.models.moe import experts_blocked
+    from workers.models.moe_kernels import fused_experts, grouped_experts
+    from workers.models.moe_small import small_experts
+    impls = {"small": small_experts, "grouped": grouped_experts, "fused": fused_experts,
+             "torch-blocked": experts_blocked}
+    if tokens > 64:  # one tile holds every token: not meant for prefill sizes
+        del impls["small"]
+    return impls
+
+
+def part_check(tokens: int, shape: Shape, layer, device, dtype) -> bool:
+    from workers.models.moe import experts_reference, route
+    from workers.models.moe_kernels import fused_experts
 
     gate, gate_up, down = layer
     x = torch.randn(tokens, shape.hidden, device=device, dtype=dtype)
@@ -131,45 +168,130 @@ def check(tokens: int, shape: Shape, layer, device, dtype, bandwidth: float | No
     want = experts_reference(x.float(), weights.float(), ids, gate_up.float(), down.float())
     tol = REL_TOL[dtype]
     ok = True
-    for name, fn in (("triton", grouped_experts), ("torch-blocked", experts_blocked)):
+    for name, fn in implementations(tokens).items():
         err = max_rel_error(fn(x, weights, ids, gate_up, down), want)
         passed = err < tol
         ok &= passed
+        ROWS.append({"part": "check", "tokens": tokens, "impl": name, "max_rel_error": err, "ok": passed})
         print(f"{'PASS' if passed else 'FAIL'} tokens={tokens} {name}: max rel error {err:.2e} (tol {tol:.0e})")
     if device.type != "cuda":
         return ok
-    layer_fn = lambda inp: moe_layer(inp, gate, gate_up, down, shape.top_k, grouped_experts)  # noqa: E731
+    layer_fn = lambda inp: moe_layer(inp, gate, gate_up, down, shape.top_k, fused_experts)  # noqa: E731
     try:
         replay_ok = graph_replay_matches(layer_fn, x)
     except RuntimeError as err:
         replay_ok = False
         print(f"  capture error: {err}")
-    ok &= replay_ok
-    print(f"{'PASS' if replay_ok else 'FAIL'} tokens={tokens} CUDA graph capture and replay of the layer")
     compiled_ok = compiled_matches(shape, layer, x)
-    ok &= compiled_ok
-    print(f"{'PASS' if compiled_ok else 'FAIL'} tokens={tokens} MoE module under torch.compile(fullgraph, dynamic)")
-    touched = ids.unique().numel()
-    expert_bytes = 3 * shape.hidden * shape.inter * gate_up.element_size()
-    floor_bytes = touched * expert_bytes + gate.numel() * gate.element_size()
-    floor_ms = floor_bytes / bandwidth * 1e3
-    ms = {name: time_ms(lambda f=f: moe_layer(x, gate, gate_up, down, shape.top_k, f))
-          for name, f in (("triton", grouped_experts), ("torch-blocked", experts_blocked),
-                          ("torch-loop", experts_reference))}
-    print(f"  tokens={tokens}: {touched} distinct experts touched, {floor_bytes / 1e6:.1f} MB, "
-          f"HBM floor {floor_ms * 1e3:.1f} us at {bandwidth / 1e12:.2f} TB/s")
-    for name, t in ms.items():
-        print(f"  tokens={tokens} {name}: {t * 1e3:.1f} us per MoE layer ({t / floor_ms:.2f}x floor)")
+    for what, passed in (("CUDA graph capture and replay of the layer", replay_ok),
+                         ("MoE module under torch.compile(fullgraph, dynamic)", compiled_ok)):
+        ok &= passed
+        ROWS.append({"part": "check", "tokens": tokens, "impl": what, "ok": passed})
+        print(f"{'PASS' if passed else 'FAIL'} tokens={tokens} {what}")
     return ok
+
+
+def floor_us(tokens_ids: torch.Tensor, shape: Shape, gate: torch.Tensor, bandwidth: float):
+    touched = tokens_ids.unique().numel()
+    expert_bytes = 3 * shape.hidden * shape.inter * gate.element_size()
+    floor_bytes = touched * expert_bytes + gate.numel() * gate.element_size()
+    return touched, floor_bytes, floor_bytes / bandwidth * 1e6
+
+
+def part_time(tokens: int, shape: Shape, layer, device, dtype, bandwidth: float) -> None:
+    from workers.models.moe import experts_reference, route
+
+    gate, gate_up, down = layer
+    x = torch.randn(tokens, shape.hidden, device=device, dtype=dtype)
+    _, ids = route(x, gate, shape.top_k, True)
+    touched, floor_bytes, fl = floor_us(ids, shape, gate, bandwidth)
+    print(f"  tokens={tokens}: {touched} distinct experts touched, {floor_bytes / 1e6:.1f} MB, "
+          f"HBM floor {fl:.1f} us at {bandwidth / 1e12:.2f} TB/s")
+    impls = dict(implementations(tokens), **{"torch-loop": experts_reference})
+    for name, f in impls.items():
+        run = lambda f=f: moe_layer(x, gate, gate_up, down, shape.top_k, f)  # noqa: E731
+        eager = time_ms(run) * 1e3
+        graphed = graph_time_ms(run) * 1e3 if name != "torch-loop" else None  # the loop syncs
+        ROWS.append({"part": "time", "tokens": tokens, "impl": name, "experts_touched": touched,
+                     "floor_us": fl, "graph_us": graphed, "eager_us": eager,
+                     "graph_x_floor": graphed / fl if graphed else None, "eager_x_floor": eager / fl})
+        shown = f"graph {graphed:.1f} us ({graphed / fl:.2f}x floor), " if graphed else ""
+        print(f"  tokens={tokens} {name}: {shown}eager {eager:.1f} us ({eager / fl:.2f}x floor)")
+
+
+SMALL_TILES = [(bn, bk, w, s) for bn, bk, w, s in itertools.product((16, 32, 64), (128, 256, 512), (4, 8), (2, 3, 4))
+               if bn * bk <= 64 * 256]
+GROUPED_TILES = list(itertools.product((64, 128), (64, 128), (4, 8), (3, 4)))
+
+
+def _best(label: str, tokens: int, configs, run) -> tuple:
+    """Time ``run(config)`` replayed from a graph for each config; record all, return the fastest."""
+    timed = []
+    for cfg in configs:
+        try:
+            us = graph_time_ms(lambda: run(cfg), reps=20) * 1e3
+        except Exception as err:  # noqa: BLE001 - a tile that does not fit (shared memory) is skipped
+            ROWS.append({"part": "sweep", "kernel": label, "tokens": tokens, "config": cfg, "error": str(err)[:200]})
+            continue
+        timed.append((us, cfg))
+        ROWS.append({"part": "sweep", "kernel": label, "tokens": tokens, "config": cfg, "us": us})
+    us, cfg = min(timed)
+    print(f"  sweep {label} tokens={tokens}: best {cfg} {us:.1f} us (of {len(timed)} configs; "
+          f"slowest {max(timed)[0]:.1f} us)")
+    ROWS.append({"part": "sweep-best", "kernel": label, "tokens": tokens, "config": cfg, "us": us})
+    return cfg
+
+
+def part_sweep(shape: Shape, layer, device, dtype) -> None:
+    from workers.models import moe_kernels, moe_small
+    from workers.models.moe import route
+
+    gate, gate_up, down = layer
+    routed = {}
+    for t in (4, 8, 16, 32, 64, 256):
+        x = torch.randn(t, shape.hidden, device=device, dtype=dtype)
+        routed[t] = (x, *route(x, gate, shape.top_k, True), gate_up, down)
+    args = routed[4]
+    s_gu = _best("small gate_up", 4, SMALL_TILES, lambda c: moe_small.small_experts(*args, gate_up_config=c))
+    s_dn = _best("small down", 4, SMALL_TILES,
+                 lambda c: moe_small.small_experts(*args, gate_up_config=s_gu, down_config=c))
+    args = routed[256]
+    for bm in (16, 32, 64):
+        gu = _best(f"grouped gate_up bm{bm}", 256, GROUPED_TILES,
+                   lambda c: moe_kernels.grouped_experts(*args, block_m=bm, gate_up_config=c))
+        _best(f"grouped down bm{bm}", 256, GROUPED_TILES,
+              lambda c: moe_kernels.grouped_experts(*args, block_m=bm, gate_up_config=gu, down_config=c))
+    for t in (4, 8, 16, 32, 64):
+        small = graph_time_ms(lambda: moe_small.small_experts(*routed[t], gate_up_config=s_gu,
+                                                               down_config=s_dn)) * 1e3
+        grouped = graph_time_ms(lambda: moe_kernels.grouped_experts(*routed[t])) * 1e3
+        ROWS.append({"part": "crossover", "tokens": t, "small_us": small, "grouped_us": grouped})
+        print(f"  crossover tokens={t}: small {small:.1f} us, grouped {grouped:.1f} us")
+
+
+def print_table() -> None:
+    print("\n| tokens | impl | experts | floor us | graph us (x floor) | eager us (x floor) |\n|---|---|---|---|---|---|")
+    for r in ROWS:
+        if r["part"] == "time":
+            g = f"{r['graph_us']:.1f} ({r['graph_x_floor']:.2f}x)" if r["graph_us"] else "-"
+            print(f"| {r['tokens']} | {r['impl']} | {r['experts_touched']} | {r['floor_us']:.1f} | {g} | "
+                  f"{r['eager_us']:.1f} ({r['eager_x_floor']:.2f}x) |")
+    for r in ROWS:
+        if r["part"] in ("sweep-best", "crossover"):
+            print(f"| {r['part']} | {json.dumps({k: v for k, v in r.items() if k != 'part'})} |")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--interpret", action="store_true", help="CPU, Triton interpreter, tiny shape, fp16")
     p.add_argument("--tokens", type=int, nargs="+", default=[4, 256])
+    p.add_argument("--parts", default="check,time,sweep")
+    p.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     args = p.parse_args(argv)
+    parts = args.parts.split(",")
     if args.interpret:
         device, dtype, shape, bandwidth = torch.device("cpu"), torch.float16, SHAPES["tiny"], None
+        parts = ["check"]
     else:
         if not torch.cuda.is_available():
             print("FAIL no CUDA device (use --interpret for the CPU check)")
@@ -177,9 +299,21 @@ def main(argv=None) -> int:
         device, dtype, shape = torch.device("cuda"), torch.bfloat16, SHAPES["30b-a3b"]
         bandwidth = copy_bandwidth(device)
         print(f"device {torch.cuda.get_device_name()}, copy bandwidth {bandwidth / 1e12:.2f} TB/s")
+        ROWS.append({"part": "device", "name": torch.cuda.get_device_name(), "copy_bandwidth": bandwidth})
     torch.manual_seed(0)
     layer = random_layer(shape, device, dtype)
-    ok = all([check(t, shape, layer, device, dtype, bandwidth) for t in args.tokens])
+    ok = True
+    if "check" in parts:
+        ok = all([part_check(t, shape, layer, device, dtype) for t in args.tokens])
+    with torch.inference_mode():
+        if "time" in parts:
+            for t in args.tokens:
+                part_time(t, shape, layer, device, dtype, bandwidth)
+        if "sweep" in parts:
+            part_sweep(shape, layer, device, dtype)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    Path(args.out, "moe_check.json").write_text(json.dumps(ROWS, indent=1, default=str))
+    print_table()
     print("PASS all" if ok else "FAIL some checks")
     return 0 if ok else 1
 

@@ -9,12 +9,15 @@ Weights are held stacked, one tensor per projection kind for all experts of a la
 [E, H, I]. The loader fills them from the published per-expert names
 (``mlp.experts.N.{gate,up,down}_proj.weight``); the router is ``mlp.gate.weight`` [E, H].
 
-Three implementations of the experts, one contract (x [T, H], routing [T, k] -> [T, H]):
+Implementations of the experts, one contract (x [T, H], routing [T, k] -> [T, H]):
 - ``experts_reference``: plain PyTorch, one matmul pair per expert that has tokens. The CPU path
   (and ``kernel="torch"``); it reads the expert counts on the host, so it is not graph-capturable.
-- ``moe_kernels.grouped_experts``: tokens grouped by expert with sync-free tensor ops
-  (``moe_grouping.align_by_expert``), then two Triton grouped GEMMs (gate/up fused with SiLU*mul, then down
-  scaled by the routing weight). Used on CUDA for bf16/fp16 when Triton imports; capturable.
+- ``moe_kernels.fused_experts``: the Triton path, used on CUDA for bf16/fp16 when Triton imports;
+  capturable. A few tokens (decode) take ``moe_small.small_experts``: per-expert kernels that read
+  each touched expert once, routing folded into their index math. More tokens take
+  ``moe_kernels.grouped_experts``: tokens grouped by expert with sync-free tensor ops
+  (``moe_grouping.align_by_expert``), then two Triton grouped GEMMs (gate/up fused with SiLU*mul,
+  then down scaled by the routing weight).
 - ``experts_blocked``: the same row blocks with batched matmuls (gathers weights per block): the
   sync-free CUDA fallback without Triton.
 """
@@ -104,21 +107,21 @@ def expert_slices(model: nn.Module) -> dict[str, tuple[str, int, int, int]]:
     return out
 
 
-_grouped_experts = None  # moe_kernels.grouped_experts once imported (a plain global: Dynamo reads it)
+_fused_experts = None  # moe_kernels.fused_experts once imported (a plain global: Dynamo reads it)
 
 
 def kernels_available() -> bool:
     """Whether the Triton grouped GEMM can run here (Triton imports; needs a CUDA device).
     The import happens on the first call, which should be eager (the first forward is a prefill)."""
-    global _grouped_experts
-    if _grouped_experts is None:
+    global _fused_experts
+    if _fused_experts is None:
         try:
-            from .moe_kernels import grouped_experts
+            from .moe_kernels import fused_experts
         except ImportError:
-            _grouped_experts = False
+            _fused_experts = False
         else:
-            _grouped_experts = grouped_experts
-    return bool(_grouped_experts) and torch.cuda.is_available()
+            _fused_experts = fused_experts
+    return bool(_fused_experts) and torch.cuda.is_available()
 
 
 class Experts(nn.Module):
@@ -159,7 +162,7 @@ class MoE(nn.Module):
         args = (x, weights, ids, self.experts.gate_up_proj, self.experts.down_proj)
         impl = self._implementation(x)
         if impl == "triton":
-            out = _grouped_experts(*args)
+            out = _fused_experts(*args)
         elif impl == "blocked":
             out = experts_blocked(*args)
         else:

@@ -1,4 +1,5 @@
-"""Fused MoE on the GPU: tokens grouped by expert, then two Triton grouped GEMMs.
+"""Fused MoE on the GPU: tokens grouped by expert, then two Triton grouped GEMMs (``fused_experts``
+sends a few tokens to the per-expert kernels of ``moe_small`` instead).
 
 Importing this module imports Triton (present on the GPU machines, not on CPU-only hosts); the
 model imports it lazily through ``moe.kernels_available``.
@@ -24,6 +25,7 @@ import triton
 import triton.language as tl
 
 from .moe_grouping import align_by_expert, block_m_for
+from .moe_small import SMALL_MAX_TOKENS, small_experts
 
 
 @triton.jit
@@ -95,8 +97,24 @@ def _down_kernel(h_ptr, w_ptr, out_ptr, slots_ptr, block_expert_ptr, used_rows_p
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=valid[:, None] & col_ok[None, :])
 
 
+# Tile sizes (BN, BK, num_warps, num_stages) of the two grouped kernels; chosen by the sweep of
+# ``jobs.gpu_checks.moe_check --parts sweep`` on an H100 at the SDAR-30B-A3B shape.
+GATE_UP_CONFIG = (64, 128, 4, 3)
+DOWN_CONFIG = (64, 64, 4, 3)
+
+
+def fused_experts(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,
+                  gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """The MoE experts on the GPU (contract of ``moe.experts_reference``): a few tokens take the
+    per-expert kernels of ``moe_small`` (no grouping), more take the grouped GEMM."""
+    if ids.shape[0] <= SMALL_MAX_TOKENS:
+        return small_experts(x, weights, ids, gate_up, down)
+    return grouped_experts(x, weights, ids, gate_up, down)
+
+
 def grouped_experts(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,
-                    gate_up: torch.Tensor, down: torch.Tensor, block_m: int | None = None) -> torch.Tensor:
+                    gate_up: torch.Tensor, down: torch.Tensor, block_m: int | None = None,
+                    gate_up_config: tuple = GATE_UP_CONFIG, down_config: tuple = DOWN_CONFIG) -> torch.Tensor:
     """Same contract as ``moe.experts_reference``: x [T, H]; weights, ids [T, k];
     gate_up [E, 2I, H]; down [E, H, I] (all contiguous, on CUDA) -> [T, H] in x's dtype."""
     T, k = ids.shape
@@ -108,15 +126,16 @@ def grouped_experts(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,
     slots, block_expert, used_rows = align_by_expert(ids, E, bm)
     rows = slots.shape[0]
     act = torch.empty(rows, inter, dtype=x.dtype, device=x.device)
-    bn, bk = 64, 128
+    bn, bk, warps, stages = gate_up_config
     grid = (rows // bm, triton.cdiv(inter, bn))
     _gate_up_silu_kernel[grid](x, gate_up, act, slots, block_expert, used_rows, A, k, H, inter,
                                x.stride(0), gate_up.stride(0), gate_up.stride(1), act.stride(0),
-                               BM=bm, BN=bn, BK=bk, num_warps=4, num_stages=3)
+                               BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
     out = torch.empty(A, H, dtype=torch.float32, device=x.device)
     route_w = weights.reshape(-1).contiguous()
+    bn, bk, warps, stages = down_config
     grid = (rows // bm, triton.cdiv(H, bn))
     _down_kernel[grid](act, down, out, slots, block_expert, used_rows, route_w, A, H, inter,
                        act.stride(0), down.stride(0), down.stride(1), out.stride(0),
-                       BM=bm, BN=bn, BK=64, num_warps=4, num_stages=3)
+                       BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
     return out.view(T, k, H).sum(dim=1).to(x.dtype)
