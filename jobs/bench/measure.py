@@ -76,8 +76,9 @@ def run_engine_case(case: Case, target, draft, tokenizer, prompts: list[list[int
     engine.generate(requests)
     split = engine.timer.snapshot()
     split["wall"] = time.perf_counter() - start
+    pool = {"pool_tokens": engine.pool_tokens, "preemptions": engine.num_preemptions}
     engine.close()
-    record = _summarise(results, wall, split, counters)
+    record = _summarise(results, wall, split, counters) | pool
     if engine.device.type == "cuda":
         record["peak_memory_gb"] = torch.cuda.max_memory_allocated(engine.device) / 2**30
     if keep_results:

@@ -241,9 +241,23 @@ def _graph_time_ms(body, reps: int) -> float:
 FLOORS: dict[tuple[str, int], float] = {}
 
 
+def moe_floor_ms(model, m: int, bandwidth: float) -> float:
+    """A mixture-of-experts forward of m query tokens: its attention, router and LM-head weights
+    plus the experts m tokens touch (expected count under uniform routing, as random routers give:
+    E * (1 - (1 - k/E)^m) per layer), read once at the measured copy bandwidth."""
+    cfg = model.config
+    E, k = cfg.num_experts, cfg.num_experts_per_tok
+    touched = E * (1 - (1 - k / E) ** m)
+    per_expert = 3 * cfg.hidden_size * cfg.moe_intermediate_size
+    size = next(model.parameters()).element_size()
+    dense = sum(p.numel() for n, p in model.named_parameters() if "experts" not in n and "embed" not in n)
+    return 1e3 * size * (dense + cfg.num_hidden_layers * touched * per_expert) / bandwidth
+
+
 def floor(shape: str, model, m: int) -> float:
     if (shape, m) not in FLOORS:
-        FLOORS[(shape, m)] = matmul_floor_ms(model, m)
+        moe = getattr(model.config, "num_experts", 0) > 0
+        FLOORS[(shape, m)] = moe_floor_ms(model, m, hbm_bandwidth()) if moe else matmul_floor_ms(model, m)
         ROWS.append({"part": "floors", "shape": shape, "M": m, "ms": FLOORS[(shape, m)]})
         log(f"floor {shape} M={m}: {FLOORS[(shape, m)]:.3f} ms")
     return FLOORS[(shape, m)]
@@ -281,6 +295,11 @@ STEP_CASES = [  # label, target shape, draft shape, agree, batch, prompt, max_ne
     ("4B b128 dynamic, full acceptance, fold", "sdar-4b", None, True, 128, 256, 128, "vanilla", "dynamic", "", "always"),
     ("4B b128 sequential, fold", "sdar-4b", None, False, 128, 256, 128, "vanilla", "sequential", "", "always"),
     ("8B b1 p4096 sequential", "sdar-8b", None, False, 1, 4096, 128, "vanilla", "sequential", ""),
+    ("30B-A3B b1 sequential", "sdar-30b-a3b", None, False, 1, 256, 128, "vanilla", "sequential", ""),
+    ("30B-A3B b64 sequential", "sdar-30b-a3b", None, False, 64, 256, 128, "vanilla", "sequential", ""),
+    ("30B-A3B+1.7B b1 simsd exact, full acceptance", "sdar-30b-a3b", "sdar-1.7b", True, 1, 256, 128, "simsd",
+     "sequential", "exact"),
+    ("30B-A3B b64 p4096 sequential", "sdar-30b-a3b", None, False, 64, 4096, 128, "vanilla", "sequential", ""),
 ]
 
 
@@ -316,7 +335,8 @@ def part_steps(args) -> None:
             f"(draft {rec['ms_draft_per_round']:.2f} verify {rec['ms_verify_per_round']:.2f} commit "
             f"{rec['ms_commit_per_round']:.2f} host {rec['ms_host_per_round']:.2f})  "
             f"{rec['ms_per_target_forward']:.2f} ms/target fwd  floor {fl:.2f}+kv {kv_ms:.2f} ms  "
-            f"x{rec['floor_ratio_step']:.2f}  acc/round {rec['mean_accepted_per_round']:.2f}")
+            f"x{rec['floor_ratio_step']:.2f}  acc/round {rec['mean_accepted_per_round']:.2f}  "
+            f"pool {rec['pool_tokens']} tokens, preemptions {rec['preemptions']}, peak {rec.get('peak_memory_gb', 0):.1f} GB")
 
 
 def _model(models, shape, agree):
