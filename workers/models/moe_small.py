@@ -32,13 +32,14 @@ SMALL_MAX_TOKENS = 16
 @triton.jit
 def _expert_tokens(ids_ptr, a, T, TOP_K: tl.constexpr, BT: tl.constexpr, BJ: tl.constexpr,
                    BA: tl.constexpr):
-    """For assignment ``a``: (its expert, whether it is that expert's first assignment, for each
-    token row t < BT whether t is routed to the expert, and the flat assignment index t*k + j)."""
+    """For assignment ``a``: (its expert, how many earlier assignments hold the same expert (0: this
+    program owns it), for each token row t < BT whether t is routed to the expert, and the flat
+    assignment index t*k + j)."""
     A = T * TOP_K
     flat = tl.arange(0, BA)
     all_ids = tl.load(ids_ptr + flat, mask=flat < A, other=-1)
     expert = tl.load(ids_ptr + a)
-    owner = tl.sum(((all_ids == expert) & (flat < a)).to(tl.int32), axis=0) == 0
+    earlier = tl.sum(((all_ids == expert) & (flat < a)).to(tl.int32), axis=0)
     toks = tl.arange(0, BT)
     js = tl.arange(0, BJ)
     tid = tl.load(ids_ptr + toks[:, None] * TOP_K + js[None, :],
@@ -46,7 +47,7 @@ def _expert_tokens(ids_ptr, a, T, TOP_K: tl.constexpr, BT: tl.constexpr, BJ: tl.
     match = tid == expert
     uses = tl.sum(match.to(tl.int32), axis=1) > 0
     slot = toks * TOP_K + tl.sum(tl.where(match, js[None, :], 0), axis=1)
-    return expert.to(tl.int64), owner, uses, slot
+    return expert.to(tl.int64), earlier, uses, slot
 
 
 @triton.jit
@@ -55,8 +56,8 @@ def _small_gate_up_kernel(x_ptr, ids_ptr, w_ptr, act_ptr, T, H, I, s_xm, s_we, s
                           BN: tl.constexpr, BK: tl.constexpr):
     a = tl.program_id(0)
     pid_n = tl.program_id(1)
-    expert, owner, uses, slot = _expert_tokens(ids_ptr, a, T, TOP_K, BT, BJ, BA)
-    if not owner:
+    expert, earlier, uses, slot = _expert_tokens(ids_ptr, a, T, TOP_K, BT, BJ, BA)
+    if earlier > 0:  # another program owns this expert
         return
     toks = tl.arange(0, BT)
     cols = pid_n * BN + tl.arange(0, BN)
@@ -89,8 +90,8 @@ def _small_down_kernel(act_ptr, ids_ptr, w_ptr, route_w_ptr, out_ptr, T, H, I, s
                        BN: tl.constexpr, BK: tl.constexpr):
     a = tl.program_id(0)
     pid_n = tl.program_id(1)
-    expert, owner, uses, slot = _expert_tokens(ids_ptr, a, T, TOP_K, BT, BJ, BA)
-    if not owner:
+    expert, earlier, uses, slot = _expert_tokens(ids_ptr, a, T, TOP_K, BT, BJ, BA)
+    if earlier > 0:  # another program owns this expert
         return
     cols = pid_n * BN + tl.arange(0, BN)
     col_ok = cols < H
@@ -118,8 +119,8 @@ GATE_UP_CONFIG = (32, 256, 4, 3)
 DOWN_CONFIG = (64, 128, 4, 3)
 
 
-def _pow2(n: int, least: int = 1) -> int:
-    return max(least, triton.next_power_of_2(n))
+def _pow2(n: int) -> int:
+    return triton.next_power_of_2(n)
 
 
 def small_experts(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,
@@ -135,7 +136,10 @@ def small_experts(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,
     A = T * k
     x, ids = x.contiguous(), ids.contiguous()
     gate_up, down = gate_up.contiguous(), down.contiguous()
-    shared = dict(TOP_K=k, BT=_pow2(T, 16), BJ=_pow2(k), BA=_pow2(A))
+    # Tile sizes depend on T only through T <= 16 (a guard, not a specialisation, when
+    # torch.compile traces this with a dynamic batch): one compiled graph serves every small batch.
+    bt = 16 if T <= 16 else triton.next_power_of_2(T)
+    shared = dict(TOP_K=k, BT=bt, BJ=_pow2(k), BA=_pow2(bt * k))
     act = torch.empty(A, inter, dtype=x.dtype, device=x.device)
     bn, bk, warps, stages = gate_up_config
     _small_gate_up_kernel[(A, triton.cdiv(inter, bn))](
