@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-SMALL_MAX_TOKENS = 16
+SMALL_MAX_TOKENS = 32  # the crossover with the grouped GEMM: between 32 and 64 tokens on an H100
 
 
 @triton.jit
@@ -116,7 +116,7 @@ def _small_down_kernel(act_ptr, ids_ptr, w_ptr, route_w_ptr, out_ptr, T, H, I, s
 # Tile sizes (BN, BK, num_warps, num_stages) of the two kernels; chosen by the sweep of
 # ``jobs.gpu_checks.moe_check --parts sweep`` on an H100 at the SDAR-30B-A3B shape.
 GATE_UP_CONFIG = (32, 256, 4, 3)
-DOWN_CONFIG = (64, 128, 4, 3)
+DOWN_CONFIG = (32, 128, 4, 4)
 
 
 def _pow2(n: int) -> int:
@@ -136,9 +136,9 @@ def small_experts(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,
     A = T * k
     x, ids = x.contiguous(), ids.contiguous()
     gate_up, down = gate_up.contiguous(), down.contiguous()
-    # Tile sizes depend on T only through T <= 16 (a guard, not a specialisation, when
-    # torch.compile traces this with a dynamic batch): one compiled graph serves every small batch.
-    bt = 16 if T <= 16 else triton.next_power_of_2(T)
+    # Tile sizes depend on T only through T <= 16 / T <= 32 (guards, not specialisations, when
+    # torch.compile traces this with a dynamic batch): one compiled graph serves many batch sizes.
+    bt = 16 if T <= 16 else 32 if T <= 32 else triton.next_power_of_2(T)
     shared = dict(TOP_K=k, BT=bt, BJ=_pow2(k), BA=_pow2(bt * k))
     act = torch.empty(A, inter, dtype=x.dtype, device=x.device)
     bn, bk, warps, stages = gate_up_config
