@@ -11,8 +11,9 @@ Parts (all by default; ``--interpret`` runs ``check`` only):
   the float32 reference, relative to the reference's max, with a PASS/FAIL line; that one MoE layer
   (router + experts) replays from a CUDA graph with the same output; that the MoE module compiles
   with torch.compile(fullgraph=True, dynamic=True), as the compiled decoder layer calls it.
-- ``time``: one MoE layer (router + experts) per implementation, replayed from a CUDA graph (as the
-  engine runs it) and launched eagerly; median of CUDA-event timings. With the distinct experts the
+- ``time``: one MoE layer (router + experts; the Triton paths with the fused router, the PyTorch
+  ones with ``moe.route``) per implementation, replayed from a CUDA graph (as the engine runs it)
+  and launched eagerly; median of CUDA-event timings. The router alone, both ways, too. With the distinct experts the
   tokens touch, their bytes, the HBM floor (those bytes + the router's / measured copy bandwidth)
   and time / floor.
 - ``sweep``: tile sizes of each kernel (graph-replayed), and the token count where the grouped GEMM
@@ -57,9 +58,10 @@ def random_layer(shape: Shape, device, dtype, seed: int = 0):
     return gate.to(dtype), gate_up.to(dtype), down.to(dtype)
 
 
-def moe_layer(x, gate, gate_up, down, top_k, experts_fn):
+def moe_layer(x, gate, gate_up, down, top_k, experts_fn, router=None):
+    """Router then experts, as ``MoE.forward`` runs them (the Triton paths with the fused router)."""
     from workers.models.moe import route
-    weights, ids = route(x, gate, top_k, True)
+    weights, ids = (router or route)(x, gate, top_k, True)
     return experts_fn(x, weights, ids, gate_up, down)
 
 
@@ -176,7 +178,13 @@ def part_check(tokens: int, shape: Shape, layer, device, dtype) -> bool:
         print(f"{'PASS' if passed else 'FAIL'} tokens={tokens} {name}: max rel error {err:.2e} (tol {tol:.0e})")
     if device.type != "cuda":
         return ok
-    layer_fn = lambda inp: moe_layer(inp, gate, gate_up, down, shape.top_k, fused_experts)  # noqa: E731
+    from workers.models.moe_route import fused_route
+    got_w, got_ids = fused_route(x, gate, shape.top_k, True)
+    route_ok = torch.equal(got_ids, ids) and max_rel_error(got_w, weights.float()) < 1e-2
+    ok &= route_ok
+    ROWS.append({"part": "check", "tokens": tokens, "impl": "fused router: same experts, same weights", "ok": route_ok})
+    print(f"{'PASS' if route_ok else 'FAIL'} tokens={tokens} fused router: same experts and weights as route()")
+    layer_fn = lambda inp: moe_layer(inp, gate, gate_up, down, shape.top_k, fused_experts, fused_route)  # noqa: E731
     try:
         replay_ok = graph_replay_matches(layer_fn, x)
     except RuntimeError as err:
@@ -200,6 +208,7 @@ def floor_us(tokens_ids: torch.Tensor, shape: Shape, gate: torch.Tensor, bandwid
 
 def part_time(tokens: int, shape: Shape, layer, device, dtype, bandwidth: float) -> None:
     from workers.models.moe import experts_reference, route
+    from workers.models.moe_route import fused_route
 
     gate, gate_up, down = layer
     x = torch.randn(tokens, shape.hidden, device=device, dtype=dtype)
@@ -207,9 +216,14 @@ def part_time(tokens: int, shape: Shape, layer, device, dtype, bandwidth: float)
     touched, floor_bytes, fl = floor_us(ids, shape, gate, bandwidth)
     print(f"  tokens={tokens}: {touched} distinct experts touched, {floor_bytes / 1e6:.1f} MB, "
           f"HBM floor {fl:.1f} us at {bandwidth / 1e12:.2f} TB/s")
+    for name, r in (("router torch", route), ("router fused", fused_route)):
+        us = graph_time_ms(lambda r=r: r(x, gate, shape.top_k, True)) * 1e3
+        ROWS.append({"part": "router", "tokens": tokens, "impl": name, "graph_us": us})
+        print(f"  tokens={tokens} {name}: graph {us:.1f} us")
     impls = dict(implementations(tokens), **{"torch-loop": experts_reference})
     for name, f in impls.items():
-        run = lambda f=f: moe_layer(x, gate, gate_up, down, shape.top_k, f)  # noqa: E731
+        router = fused_route if name in ("small", "grouped", "fused") else route
+        run = lambda f=f, r=router: moe_layer(x, gate, gate_up, down, shape.top_k, f, r)  # noqa: E731
         eager = time_ms(run) * 1e3
         graphed = graph_time_ms(run) * 1e3 if name != "torch-loop" else None  # the loop syncs
         ROWS.append({"part": "time", "tokens": tokens, "impl": name, "experts_touched": touched,
@@ -277,7 +291,7 @@ def print_table() -> None:
             print(f"| {r['tokens']} | {r['impl']} | {r['experts_touched']} | {r['floor_us']:.1f} | {g} | "
                   f"{r['eager_us']:.1f} ({r['eager_x_floor']:.2f}x) |")
     for r in ROWS:
-        if r["part"] in ("sweep-best", "crossover"):
+        if r["part"] in ("sweep-best", "crossover", "router"):
             print(f"| {r['part']} | {json.dumps({k: v for k, v in r.items() if k != 'part'})} |")
 
 

@@ -52,3 +52,19 @@ def test_dispatch_takes_each_path_at_its_size(T, monkeypatch):
     args = random_experts(T, 8, 2, seed=T)
     assert_close(fused_experts(*args), experts_reference(*args))
     assert calls == ["small_experts" if T <= SMALL_MAX_TOKENS else "grouped_experts"]
+
+
+@pytest.mark.parametrize("T,E,k,norm", [(4, 128, 8, True), (3, 16, 4, False), (7, 60, 6, True), (1, 8, 1, True)])
+def test_fused_router_picks_the_same_experts_with_the_same_weights(T, E, k, norm):
+    """One kernel after the linear layer: the same experts in the same (descending) order as
+    softmax + topk, and weights equal to float32 rounding."""
+    from workers.models.moe import route
+    from workers.models.moe_route import fused_route
+
+    g = torch.Generator().manual_seed(T * E)
+    x, gate = torch.randn(T, 32, generator=g), torch.randn(E, 32, generator=g)
+    want_w, want_ids = route(x, gate, k, norm)
+    got_w, got_ids = fused_route(x, gate, k, norm)
+    assert torch.equal(got_ids, want_ids)
+    assert torch.allclose(got_w, want_w, rtol=1e-6, atol=1e-7)
+    assert (got_w[:, :-1] >= got_w[:, 1:]).all()
