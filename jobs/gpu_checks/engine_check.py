@@ -37,7 +37,7 @@ import torch
 
 from jobs.bench.measure import Case, run_engine_case
 from jobs.bench.shapes import make_agree, random_model, shape_config
-from jobs.gpu_checks.moe_check import copy_bandwidth
+from jobs.gpu_checks.moe_check import copy_bandwidth, graph_time_ms
 from workers.api import ATTENTION_BACKENDS, DecodeConfig, Request
 from workers.engine import Engine
 from workers.text.tokenizer import TokenizerBundle
@@ -215,28 +215,7 @@ def matmul_floor_ms(model, m: int, reps: int = 20) -> float:
             torch.nn.functional.linear(u, layer.mlp.down_proj.weight)
         torch.nn.functional.linear(x, model.lm_head.weight)
 
-    return _graph_time_ms(body, reps)
-
-
-def _graph_time_ms(body, reps: int) -> float:
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        body()
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        body()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    del graph
-    return sorted(times)[len(times) // 2]
+    return graph_time_ms(body, reps)
 
 
 FLOORS: dict[tuple[str, int], float] = {}
@@ -280,7 +259,7 @@ def hbm_bandwidth() -> float:
     """Measured device-to-device copy bandwidth (bytes read + written per second)."""
     x = torch.empty(1 << 30, dtype=torch.bfloat16, device="cuda")
     y = torch.empty_like(x)
-    ms = _graph_time_ms(lambda: y.copy_(x), 10)
+    ms = graph_time_ms(lambda: y.copy_(x), 10)
     return 2 * x.numel() * x.element_size() / (ms / 1e3)
 
 

@@ -26,6 +26,7 @@ import triton.language as tl
 
 from .moe_grouping import align_by_expert, block_m_for
 from .moe_small import SMALL_MAX_TOKENS, small_experts
+from .moe_tiles import matmul_tile, swiglu_tile
 
 
 @triton.jit
@@ -40,27 +41,10 @@ def _gate_up_silu_kernel(x_ptr, w_ptr, out_ptr, slots_ptr, block_expert_ptr, use
     rows = pid_m * BM + tl.arange(0, BM)
     assign = tl.load(slots_ptr + rows)
     valid = assign < num_assign
-    token = (assign // top_k).to(tl.int64)
     cols = pid_n * BN + tl.arange(0, BN)
     col_ok = cols < I
-    ks = tl.arange(0, BK)
-    x_ptrs = x_ptr + token[:, None] * s_xm + ks[None, :]
-    # W[e] is [2I, H] row-major: gate row n at n, up row n at I + n; tiles are loaded as [BK, BN].
-    wg_ptrs = w_ptr + expert * s_we + cols[None, :].to(tl.int64) * s_wn + ks[:, None]
-    wu_ptrs = wg_ptrs + I * s_wn
-    acc_g = tl.zeros((BM, BN), dtype=tl.float32)
-    acc_u = tl.zeros((BM, BN), dtype=tl.float32)
-    for k0 in range(0, H, BK):
-        k_ok = ks + k0 < H
-        xt = tl.load(x_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
-        wg = tl.load(wg_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        wu = tl.load(wu_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc_g = tl.dot(xt, wg, acc_g)
-        acc_u = tl.dot(xt, wu, acc_u)
-        x_ptrs += BK
-        wg_ptrs += BK
-        wu_ptrs += BK
-    act = acc_g * tl.sigmoid(acc_g) * acc_u
+    act = swiglu_tile(x_ptr, assign // top_k, valid, s_xm, w_ptr + expert * s_we, cols, col_ok, s_wn,
+                      I, H, BM, BN, BK)
     out_ptrs = out_ptr + rows[:, None].to(tl.int64) * s_om + cols[None, :]
     tl.store(out_ptrs, act.to(out_ptr.dtype.element_ty), mask=col_ok[None, :])
 
@@ -79,18 +63,7 @@ def _down_kernel(h_ptr, w_ptr, out_ptr, slots_ptr, block_expert_ptr, used_rows_p
     valid = assign < num_assign
     cols = pid_n * BN + tl.arange(0, BN)
     col_ok = cols < H
-    ks = tl.arange(0, BK)
-    h_ptrs = h_ptr + rows[:, None].to(tl.int64) * s_hm + ks[None, :]
-    # W[e] is [H, I] row-major; tiles are loaded as [BK, BN].
-    w_ptrs = w_ptr + expert * s_we + cols[None, :].to(tl.int64) * s_wn + ks[:, None]
-    acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for k0 in range(0, I, BK):
-        k_ok = ks + k0 < I
-        ht = tl.load(h_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
-        wt = tl.load(w_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc = tl.dot(ht, wt, acc)
-        h_ptrs += BK
-        w_ptrs += BK
+    acc = matmul_tile(h_ptr, rows, valid, s_hm, w_ptr + expert * s_we, cols, col_ok, s_wn, I, BM, BN, BK)
     rw = tl.load(route_w_ptr + assign, mask=valid, other=0.0).to(tl.float32)
     acc = acc * rw[:, None]
     out_ptrs = out_ptr + assign[:, None].to(tl.int64) * s_om + cols[None, :]

@@ -26,6 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .moe_tiles import matmul_tile, swiglu_tile
+
 SMALL_MAX_TOKENS = 32  # the crossover with the grouped GEMM: between 32 and 64 tokens on an H100
 
 
@@ -54,32 +56,13 @@ def _expert_tokens(ids_ptr, a, T, TOP_K: tl.constexpr, BT: tl.constexpr, BJ: tl.
 def _small_gate_up_kernel(x_ptr, ids_ptr, w_ptr, act_ptr, T, H, I, s_xm, s_we, s_wn, s_am,
                           TOP_K: tl.constexpr, BT: tl.constexpr, BJ: tl.constexpr, BA: tl.constexpr,
                           BN: tl.constexpr, BK: tl.constexpr):
-    a = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    expert, earlier, uses, slot = _expert_tokens(ids_ptr, a, T, TOP_K, BT, BJ, BA)
+    expert, earlier, uses, slot = _expert_tokens(ids_ptr, tl.program_id(0), T, TOP_K, BT, BJ, BA)
     if earlier > 0:  # another program owns this expert
         return
-    toks = tl.arange(0, BT)
-    cols = pid_n * BN + tl.arange(0, BN)
+    cols = tl.program_id(1) * BN + tl.arange(0, BN)
     col_ok = cols < I
-    ks = tl.arange(0, BK)
-    x_ptrs = x_ptr + toks[:, None].to(tl.int64) * s_xm + ks[None, :]
-    # W[e] is [2I, H] row-major: gate row n at n, up row n at I + n; tiles are loaded as [BK, BN].
-    wg_ptrs = w_ptr + expert * s_we + cols[None, :].to(tl.int64) * s_wn + ks[:, None]
-    wu_ptrs = wg_ptrs + I * s_wn
-    acc_g = tl.zeros((BT, BN), dtype=tl.float32)
-    acc_u = tl.zeros((BT, BN), dtype=tl.float32)
-    for k0 in range(0, H, BK):
-        k_ok = ks + k0 < H
-        xt = tl.load(x_ptrs, mask=uses[:, None] & k_ok[None, :], other=0.0)
-        wg = tl.load(wg_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        wu = tl.load(wu_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc_g = tl.dot(xt, wg, acc_g)
-        acc_u = tl.dot(xt, wu, acc_u)
-        x_ptrs += BK
-        wg_ptrs += BK
-        wu_ptrs += BK
-    act = acc_g * tl.sigmoid(acc_g) * acc_u
+    act = swiglu_tile(x_ptr, tl.arange(0, BT), uses, s_xm, w_ptr + expert * s_we, cols, col_ok, s_wn,
+                      I, H, BT, BN, BK)
     out_ptrs = act_ptr + slot[:, None].to(tl.int64) * s_am + cols[None, :]
     tl.store(out_ptrs, act.to(act_ptr.dtype.element_ty), mask=uses[:, None] & col_ok[None, :])
 
@@ -88,29 +71,15 @@ def _small_gate_up_kernel(x_ptr, ids_ptr, w_ptr, act_ptr, T, H, I, s_xm, s_we, s
 def _small_down_kernel(act_ptr, ids_ptr, w_ptr, route_w_ptr, out_ptr, T, H, I, s_am, s_we, s_wn, s_om,
                        TOP_K: tl.constexpr, BT: tl.constexpr, BJ: tl.constexpr, BA: tl.constexpr,
                        BN: tl.constexpr, BK: tl.constexpr):
-    a = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    expert, earlier, uses, slot = _expert_tokens(ids_ptr, a, T, TOP_K, BT, BJ, BA)
+    expert, earlier, uses, slot = _expert_tokens(ids_ptr, tl.program_id(0), T, TOP_K, BT, BJ, BA)
     if earlier > 0:  # another program owns this expert
         return
-    cols = pid_n * BN + tl.arange(0, BN)
+    cols = tl.program_id(1) * BN + tl.arange(0, BN)
     col_ok = cols < H
-    ks = tl.arange(0, BK)
-    a_ptrs = act_ptr + slot[:, None].to(tl.int64) * s_am + ks[None, :]
-    # W[e] is [H, I] row-major; tiles are loaded as [BK, BN].
-    w_ptrs = w_ptr + expert * s_we + cols[None, :].to(tl.int64) * s_wn + ks[:, None]
-    acc = tl.zeros((BT, BN), dtype=tl.float32)
-    for k0 in range(0, I, BK):
-        k_ok = ks + k0 < I
-        at = tl.load(a_ptrs, mask=uses[:, None] & k_ok[None, :], other=0.0)
-        wt = tl.load(w_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc = tl.dot(at, wt, acc)
-        a_ptrs += BK
-        w_ptrs += BK
+    acc = matmul_tile(act_ptr, slot, uses, s_am, w_ptr + expert * s_we, cols, col_ok, s_wn, I, BT, BN, BK)
     rw = tl.load(route_w_ptr + slot, mask=uses, other=0.0).to(tl.float32)
-    acc = acc * rw[:, None]
     out_ptrs = out_ptr + slot[:, None].to(tl.int64) * s_om + cols[None, :]
-    tl.store(out_ptrs, acc, mask=uses[:, None] & col_ok[None, :])
+    tl.store(out_ptrs, acc * rw[:, None], mask=uses[:, None] & col_ok[None, :])
 
 
 # Tile sizes (BN, BK, num_warps, num_stages) of the two kernels; chosen by the sweep of
