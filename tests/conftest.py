@@ -34,16 +34,27 @@ def _ray_session():
         ray.shutdown()
 
 
-@pytest.fixture
-def ray_local(_ray_session):
-    """One small local Ray shared by the in-process tests (starting Ray costs seconds); restarted
-    only when a test (the multi-node one) replaced it with its own cluster."""
+def _shared_ray():
+    """The small local Ray of the in-process tests, started on first use (starting Ray costs
+    seconds); started again if a test stopped it."""
     import ray
 
     if not ray.is_initialized():
         # address="local": never join a Ray cluster someone started on this machine.
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     return ray
+
+
+@pytest.fixture
+def ray_local(_ray_session):
+    """One small local Ray shared by the in-process tests."""
+    return _shared_ray()
+
+
+@pytest.fixture(scope="module")
+def ray_module(_ray_session):
+    """The same shared Ray, for module-scoped fixtures (one job run checked by several tests)."""
+    return _shared_ray()
 
 
 @pytest.fixture(scope="session")

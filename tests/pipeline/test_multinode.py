@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_nodes_two_actors(tmp_path, tiny_models):
-    write_prompts(tmp_path / "in", 48, shards=12)
+    write_prompts(tmp_path / "in", 16, shards=8)
     # --device cpu with --gpus-per-worker 1: each actor reserves a (fake) GPU, so one per node.
     flags = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--target",
              str(tiny_models["target"]), "--max-new-tokens", "4", "--batch-size", "1", "--device", "cpu",
@@ -25,7 +25,7 @@ def test_two_nodes_two_actors(tmp_path, tiny_models):
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     table = read_output(tmp_path / "out")
-    assert sorted(table.column("id").to_pylist()) == list(range(48))
+    assert sorted(table.column("id").to_pylist()) == list(range(16))
     # The driver gates the pool on every actor having started (DataContext.wait_for_min_actors_s),
     # so the first actor to load cannot drain the input alone: both generate rows.
     per_actor = {}

@@ -1,6 +1,7 @@
 """Rows that kill their worker, CPU starvation, and jobs that cannot progress (Ray, fake engines)."""
 import os
 import re
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -9,7 +10,7 @@ import pytest
 from pipeline import driver, resources
 from pipeline.config import GenerateConfig
 from pipeline.watchdog import starved_resource
-from tests.pipeline.fake_job import run_job
+from tests.pipeline.fake_job import start_job
 from tests.pipeline.fakes import FakeEngine, make_model_dir
 from tests.pipeline.helpers import read_output, write_prompts
 
@@ -44,10 +45,14 @@ class PoisonEngine(FakeEngine):
 
 
 def test_poison_row_is_isolated_and_written_as_an_error_row(ray_local, tmp_path, model_dir):
+    """Calls of 4 rows (batch size 1): the call holding row 5 kills its worker, is re-run once and
+    kills it again, then is bisected (rows 4-5, then row 5 alone, each killing a worker) until row
+    5 alone is written as an error row. Each death costs an actor restart (seconds), so the calls
+    are as small as still needs two levels of bisection."""
     prompts = {i: "hello world" for i in range(8)}
     prompts[5] = "about the sea"
     _write(tmp_path, prompts)
-    stats = driver.run(_config(tmp_path, model_dir, max_batch_retries=1), engine_factory=PoisonEngine)
+    stats = driver.run(_config(tmp_path, model_dir, max_batch_retries=1, batch_size=1), engine_factory=PoisonEngine)
     rows = {r["id"]: r for r in read_output(tmp_path / "out").to_pylist()}
     assert sorted(rows) == list(range(8))  # every row exactly once
     assert rows[5]["finish_reason"] == "error" and "killed its worker process" in rows[5]["error"]
@@ -81,27 +86,47 @@ def _flags(tmp_path, model_dir, *extra: str) -> list[str]:
             "--max-new-tokens", "3", "--device", "cpu", *extra]
 
 
-# The watchdog stops Ray (and with it every task of the job), so these jobs run in a process of
-# their own (tests.pipeline.fake_job): exit code 1 and the message on stderr are what a user sees.
-@pytest.mark.slow  # waits out a 20 s stall timeout
-def test_watchdog_fails_a_job_without_progress_and_keeps_written_rows(tmp_path, model_dir):
-    write_prompts(tmp_path / "in", 12, shards=1)
+def _first_batch_staged(out) -> bool:
+    return any(out.glob("_staging/*/*.parquet")) or any(out.glob("data/*.parquet"))
+
+
+# Jobs the watchdog fails run in a process of their own (tests.pipeline.fake_job): exit code 1 and
+# the message on stderr are what a user sees, and the pytest process's shared Ray is never touched.
+@pytest.fixture(scope="module")
+def watchdog_jobs(tmp_path_factory, model_dir):
+    """Two failed jobs: one whose engine hangs after its first batch (20 s stall timeout) and one
+    whose actors need a GPU the machine lacks (4 s). The second starts once the first has staged
+    its first batch: from then on the first only waits out its stall timeout, so the second's
+    start-up (Ray, seconds of CPU) runs in that idle time instead of after it."""
+    hang_dir, gpu_dir = tmp_path_factory.mktemp("hang"), tmp_path_factory.mktemp("no-gpu")
+    write_prompts(hang_dir / "in", 12, shards=1)
+    write_prompts(gpu_dir / "in", 4)
     # The clock restarts at each finished row and each actor placed or loaded: 20 s without any
     # (start-up, placement and the first batch each take a few seconds at most).
-    done = run_job(FAKE_HANG, _flags(tmp_path, model_dir, "--batch-size", "1", "--stall-timeout-s", "20"))
+    hang = start_job(FAKE_HANG, _flags(hang_dir, model_dir, "--batch-size", "1", "--stall-timeout-s", "20"),
+                     hang_dir / "logs")
+    deadline = time.monotonic() + 240
+    while hang.running() and not _first_batch_staged(hang_dir / "out") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    no_gpu = start_job("tests.pipeline.fakes:FakeEngine",
+                       _flags(gpu_dir, model_dir, "--gpus-per-worker", "1", "--stall-timeout-s", "4"), gpu_dir / "logs")
+    return {"hang": hang.wait(), "hang_out": hang_dir / "out", "no_gpu": no_gpu.wait()}
+
+
+@pytest.mark.slow  # waits out a 20 s stall timeout
+def test_watchdog_fails_a_job_without_progress_and_keeps_written_rows(watchdog_jobs):
+    done = watchdog_jobs["hang"]
     assert done.returncode == 1, done.stderr[-3000:]
     assert re.search(r"failed: JobStalled: no row finished and no token generated for .* s.*an engine call is hung", done.stderr), \
         done.stderr[-3000:]
-    kept = read_output(tmp_path / "out").column("id").to_pylist()
+    kept = read_output(watchdog_jobs["hang_out"]).column("id").to_pylist()
     assert len(kept) == 4 and len(set(kept)) == 4  # the first batch (4 rows per call) was committed
-    assert not list((tmp_path / "out").glob("_lease*"))  # the lease was released
+    assert not list(watchdog_jobs["hang_out"].glob("_lease*"))  # the lease was released
 
 
 @pytest.mark.slow  # a job of its own (Ray start, 4 s stall timeout)
-def test_watchdog_names_a_missing_gpu(tmp_path, model_dir):
-    write_prompts(tmp_path / "in", 4)
-    done = run_job("tests.pipeline.fakes:FakeEngine",
-                   _flags(tmp_path, model_dir, "--gpus-per-worker", "1", "--stall-timeout-s", "4"))
+def test_watchdog_names_a_missing_gpu(watchdog_jobs):
+    done = watchdog_jobs["no_gpu"]
     assert done.returncode == 1, done.stderr[-3000:]
     assert "starved resource: GPU: engine actors need 1 GPU each" in done.stderr, done.stderr[-3000:]
 

@@ -67,35 +67,46 @@ def head(tmp_path):
 
 
 def _wait_for_job_server(address, env, proc, log, timeout_s=120):
+    """Until `ray job list` answers. Each try of it is a Ray CLI start-up (seconds of CPU that the
+    starting head competes for on a 2-core machine), so it is tried only once the dashboard's
+    HTTP port answers at all, which a cheap request in this process sees."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"ray start --head exited:\n{log.read_text()[-3000:]}"
-        ok = subprocess.run([*_ray_cli(), "job", "list", "--address", address], env=env,
-                            capture_output=True, text=True, timeout=60)
-        if ok.returncode == 0:
-            return
-        time.sleep(2)
+        if _http_answers(address):
+            ok = subprocess.run([*_ray_cli(), "job", "list", "--address", address], env=env,
+                                capture_output=True, text=True, timeout=60)
+            if ok.returncode == 0:
+                return
+        time.sleep(0.5)
     raise AssertionError(f"the job server at {address} did not answer in {timeout_s}s:\n{log.read_text()[-3000:]}")
 
 
+def _http_answers(address: str) -> bool:
+    """Whether an HTTP server answers at ``address`` (any status: with token auth on, an
+    unauthenticated request may be refused, and that is an answer too)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{address}/api/version", timeout=2).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:  # refused, reset, timed out: not listening yet
+        return False
+    return True
+
+
 def _stop(proc) -> None:
-    """The head and everything it started share its process group (start_new_session). The
-    head is private to the test, so a few seconds' grace is enough (`ray start --block` often
-    takes longer than 20 s to exit on SIGTERM) before the whole group is killed."""
-    for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            time.sleep(1)  # children of the group exit after their parent
-        except subprocess.TimeoutExpired:
-            continue
+    """Kill ``proc``'s process group (start_new_session: everything it started) at once. The
+    head is private to the test (its own temp dir, removed after): `ray start --block` often
+    takes longer than 20 s to exit on SIGTERM, and a grace period only cost each run seconds of
+    waiting."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    proc.wait(timeout=30)
 
 
 def _inputs(tmp_path, tiny_models):
@@ -107,20 +118,35 @@ def _inputs(tmp_path, tiny_models):
 
 
 def test_ray_job_submit_to_a_local_head(head, tmp_path, tiny_models):
+    """The submitted job joins the head; a plain run beside it, with that cluster discoverable
+    (same RAY_TMPDIR), starts its own Ray. The two run at once: a job's start-up mostly waits, so
+    on 2 cores the pair takes little longer than one of them."""
     address, env = head
     common = _inputs(tmp_path, tiny_models)
-    submit = subprocess.run([*_ray_cli(), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
-                             "python", "-m", "jobs.generate", *common, "--output", str(tmp_path / "submitted")],
-                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=480)
+    plain = _start_plain_run(common, tmp_path, env)
+    try:
+        job = ["python", "-m", "jobs.generate", *common, "--output", str(tmp_path / "submitted")]
+        submit = subprocess.run([*_ray_cli(), "job", "submit", "--address", address, "--working-dir", str(ROOT),
+                                 "--", *job], env=env, cwd=ROOT, capture_output=True, text=True, timeout=480)
+        plain.wait(timeout=480)
+    finally:
+        _stop(plain)  # at once when it is still running after a failure; nothing when it has exited
     logs = submit.stdout + submit.stderr
     assert submit.returncode == 0, logs[-5000:]
     assert "simsd: joined the Ray cluster at" in logs and "from RAY_ADDRESS" in logs, logs[-3000:]
     table = read_output(tmp_path / "submitted")
     assert sorted(zip(table.column("id").to_pylist(), table.column("qid").to_pylist())) == [(1, "x"), (2, "y"), (3, "z")]
 
-    # A plain run on the same machine, with that cluster discoverable (same RAY_TMPDIR): its own Ray.
-    plain = subprocess.run([sys.executable, "-m", "jobs.generate", *common, "--output", str(tmp_path / "plain")],
-                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=480)
-    assert plain.returncode == 0, (plain.stdout + plain.stderr)[-5000:]
-    assert "simsd: started a private local Ray" in plain.stdout, plain.stdout
+    plain_out = (tmp_path / "plain.out").read_text(errors="replace")
+    plain_logs = plain_out + (tmp_path / "plain.err").read_text(errors="replace")
+    assert plain.returncode == 0, plain_logs[-5000:]
+    assert "simsd: started a private local Ray" in plain_out, plain_out
     assert read_output(tmp_path / "plain").num_rows == 3
+
+
+def _start_plain_run(common: list[str], tmp_path, env) -> subprocess.Popen:
+    """`python -m jobs.generate` into tmp_path/plain, in a process group of its own, its output
+    in plain.out and plain.err."""
+    with open(tmp_path / "plain.out", "wb") as out, open(tmp_path / "plain.err", "wb") as err:
+        return subprocess.Popen([sys.executable, "-m", "jobs.generate", *common, "--output", str(tmp_path / "plain")],
+                                env=env, cwd=ROOT, stdout=out, stderr=err, start_new_session=True)
