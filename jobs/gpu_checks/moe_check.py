@@ -8,12 +8,13 @@ Parts (all by default; ``--interpret`` runs ``check`` only):
 - ``check``, for each token count (4 = a batch-1 block, 256 = batch 64 x block 4): the max error of
   each implementation (``small``: the per-expert kernels, ``grouped``: the grouped GEMM, ``fused``:
   the product's dispatch between them, ``torch-blocked``: the sync-free PyTorch fallback) against
-  the float32 reference, relative to the reference's max, with a PASS/FAIL line; that one MoE layer
-  (router + experts) replays from a CUDA graph with the same output; that the MoE module compiles
+  the float32 reference, relative to the reference's max, with a PASS/FAIL line; that the fused
+  router picks the same experts with the same weights as ``moe.route``; that one MoE layer
+  (router + experts, either router) replays from a CUDA graph with the same output; that the MoE module compiles
   with torch.compile(fullgraph=True, dynamic=True), as the compiled decoder layer calls it.
-- ``time``: one MoE layer (router + experts; the Triton paths with the fused router, the PyTorch
-  ones with ``moe.route``) per implementation, replayed from a CUDA graph (as the engine runs it)
-  and launched eagerly; median of CUDA-event timings. The router alone, both ways, too. With the distinct experts the
+- ``time``: one MoE layer (router + experts) per implementation, replayed from a CUDA graph (as
+  the engine runs it) and launched eagerly; median of CUDA-event timings. The product's layer
+  with the fused router (``moe_route``) instead of ``moe.route``, and each router alone, too. With the distinct experts the
   tokens touch, their bytes, the HBM floor (those bytes + the router's / measured copy bandwidth)
   and time / floor.
 - ``sweep``: tile sizes of each kernel (graph-replayed), and the token count where the grouped GEMM
@@ -59,7 +60,7 @@ def random_layer(shape: Shape, device, dtype, seed: int = 0):
 
 
 def moe_layer(x, gate, gate_up, down, top_k, experts_fn, router=None):
-    """Router then experts, as ``MoE.forward`` runs them (the Triton paths with the fused router)."""
+    """Router then experts, as ``MoE.forward`` runs them (``router``: another router, to compare)."""
     from workers.models.moe import route
     weights, ids = (router or route)(x, gate, top_k, True)
     return experts_fn(x, weights, ids, gate_up, down)
@@ -184,15 +185,26 @@ def part_check(tokens: int, shape: Shape, layer, device, dtype) -> bool:
     ok &= route_ok
     ROWS.append({"part": "check", "tokens": tokens, "impl": "fused router: same experts, same weights", "ok": route_ok})
     print(f"{'PASS' if route_ok else 'FAIL'} tokens={tokens} fused router: same experts and weights as route()")
-    layer_fn = lambda inp: moe_layer(inp, gate, gate_up, down, shape.top_k, fused_experts, fused_route)  # noqa: E731
-    try:
-        replay_ok = graph_replay_matches(layer_fn, x)
-    except RuntimeError as err:
-        replay_ok = False
-        print(f"  capture error: {err}")
+    replays = {}
+    for label, router in (("the layer", None), ("the layer with the fused router", fused_route)):
+        layer_fn = lambda inp, r=router: moe_layer(inp, gate, gate_up, down, shape.top_k, fused_experts, r)  # noqa: E731
+        try:
+            replays[label] = graph_replay_matches(layer_fn, x)
+        except RuntimeError as err:
+            replays[label] = False
+            print(f"  capture error: {err}")
     compiled_ok = compiled_matches(shape, layer, x)
-    for what, passed in (("CUDA graph capture and replay of the layer", replay_ok),
-                         ("MoE module under torch.compile(fullgraph, dynamic)", compiled_ok)):
+    fused_layer = lambda inp: moe_layer(inp, gate, gate_up, down, shape.top_k, fused_experts, fused_route)  # noqa: E731
+    try:
+        got = torch.compile(fused_layer, fullgraph=True, dynamic=True)(x)
+        compiled_router_ok = max_rel_error(got, fused_layer(x).float()) < tol
+    except Exception as err:  # noqa: BLE001 - report any compile failure as a FAIL line
+        print(f"  compile error: {type(err).__name__}: {str(err)[:300]}")
+        compiled_router_ok = False
+    checks = [(f"CUDA graph capture and replay of {label}", passed) for label, passed in replays.items()]
+    checks += [("MoE module under torch.compile(fullgraph, dynamic)", compiled_ok),
+               ("the layer with the fused router under torch.compile(fullgraph, dynamic)", compiled_router_ok)]
+    for what, passed in checks:
         ok &= passed
         ROWS.append({"part": "check", "tokens": tokens, "impl": what, "ok": passed})
         print(f"{'PASS' if passed else 'FAIL'} tokens={tokens} {what}")
@@ -220,9 +232,11 @@ def part_time(tokens: int, shape: Shape, layer, device, dtype, bandwidth: float)
         us = graph_time_ms(lambda r=r: r(x, gate, shape.top_k, True)) * 1e3
         ROWS.append({"part": "router", "tokens": tokens, "impl": name, "graph_us": us})
         print(f"  tokens={tokens} {name}: graph {us:.1f} us")
-    impls = dict(implementations(tokens), **{"torch-loop": experts_reference})
-    for name, f in impls.items():
-        router = fused_route if name in ("small", "grouped", "fused") else route
+    from workers.models.moe_kernels import fused_experts
+    runs = {name: (f, route) for name, f in implementations(tokens).items()}
+    runs["fused, fused router"] = (fused_experts, fused_route)
+    runs["torch-loop"] = (experts_reference, route)
+    for name, (f, router) in runs.items():
         run = lambda f=f, r=router: moe_layer(x, gate, gate_up, down, shape.top_k, f, r)  # noqa: E731
         eager = time_ms(run) * 1e3
         graphed = graph_time_ms(run) * 1e3 if name != "torch-loop" else None  # the loop syncs

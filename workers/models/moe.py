@@ -13,8 +13,8 @@ Implementations of the experts, one contract (x [T, H], routing [T, k] -> [T, H]
 - ``experts_reference``: plain PyTorch, one matmul pair per expert that has tokens. The CPU path
   (and ``kernel="torch"``); it reads the expert counts on the host, so it is not graph-capturable.
 - ``moe_kernels.fused_experts``: the Triton path, used on CUDA for bf16/fp16 when Triton imports;
-  capturable; its router decision (softmax, top-k, renormalisation) is one kernel too
-  (``moe_route.fused_route``). A few tokens (decode) take ``moe_small.small_experts``: per-expert kernels that read
+  capturable. (``moe_route.fused_route``, the router's softmax, top-k and renormalisation in one
+  kernel, is checked on CPU and timed by ``moe_check`` but not used here until its GPU check has run.) A few tokens (decode) take ``moe_small.small_experts``: per-expert kernels that read
   each touched expert once, routing folded into their index math. More tokens take
   ``moe_kernels.grouped_experts``: tokens grouped by expert with sync-free tensor ops
   (``moe_grouping.align_by_expert``), then two Triton grouped GEMMs (gate/up fused with SiLU*mul,
@@ -108,22 +108,20 @@ def expert_slices(model: nn.Module) -> dict[str, tuple[str, int, int, int]]:
     return out
 
 
-_fused_experts = None  # moe_kernels.fused_experts once imported (plain globals: Dynamo reads them)
-_fused_route = None    # moe_route.fused_route
+_fused_experts = None  # moe_kernels.fused_experts once imported (a plain global: Dynamo reads it)
 
 
 def kernels_available() -> bool:
     """Whether the Triton kernels can run here (Triton imports; needs a CUDA device).
     The import happens on the first call, which should be eager (the first forward is a prefill)."""
-    global _fused_experts, _fused_route
+    global _fused_experts
     if _fused_experts is None:
         try:
             from .moe_kernels import fused_experts
-            from .moe_route import fused_route
         except ImportError:
             _fused_experts = False
         else:
-            _fused_experts, _fused_route = fused_experts, fused_route
+            _fused_experts = fused_experts
     return bool(_fused_experts) and torch.cuda.is_available()
 
 
@@ -162,8 +160,7 @@ class MoE(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         x = h.reshape(-1, h.shape[-1])
         impl = self._implementation(x)
-        router = _fused_route if impl == "triton" else route
-        weights, ids = router(x, self.gate.weight, self.top_k, self.norm_topk_prob)
+        weights, ids = route(x, self.gate.weight, self.top_k, self.norm_topk_prob)
         args = (x, weights, ids, self.experts.gate_up_proj, self.experts.down_proj)
         if impl == "triton":
             out = _fused_experts(*args)
