@@ -25,6 +25,7 @@ Run: python -m jobs.gpu_checks.engine_check [--parts check,steps]
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -235,10 +236,16 @@ def moe_floor_ms(model, m: int, bandwidth: float) -> float:
     return 1e3 * size * (dense + cfg.num_hidden_layers * touched * per_expert) / bandwidth
 
 
+@functools.cache
+def _copy_bandwidth() -> float:
+    """moe_check's copy bandwidth, measured once per process (every MoE floor uses the same one)."""
+    return copy_bandwidth("cuda")
+
+
 def floor(shape: str, model, m: int) -> float:
     if (shape, m) not in FLOORS:
         moe = getattr(model.config, "num_experts", 0) > 0
-        FLOORS[(shape, m)] = moe_floor_ms(model, m, copy_bandwidth("cuda")) if moe else matmul_floor_ms(model, m)
+        FLOORS[(shape, m)] = moe_floor_ms(model, m, _copy_bandwidth()) if moe else matmul_floor_ms(model, m)
         ROWS.append({"part": "floors", "shape": shape, "M": m, "ms": FLOORS[(shape, m)]})
         log(f"floor {shape} M={m}: {FLOORS[(shape, m)]:.3f} ms")
     return FLOORS[(shape, m)]

@@ -93,29 +93,18 @@ def copy_bandwidth(device) -> float:
 
 
 def graph_time_ms(fn, reps: int = 50) -> float:
-    """Median time of ``fn()`` replayed from a CUDA graph (captured after a warm-up run)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
+    """Median time of ``fn()`` replayed from a CUDA graph (``workers.graphs.capture``: warm-up runs
+    on a side stream, then the capture)."""
+    from workers.graphs import capture
+    graph, _ = capture(fn)
     return time_ms(graph.replay, iters=reps)
 
 
 def graph_replay_matches(fn, x: torch.Tensor) -> bool:
     """Capture ``fn(x)`` in a CUDA graph (fails if it syncs with the host) and compare a replay."""
+    from workers.graphs import capture
     static_x = x.clone()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn(static_x)  # warm-up (Triton compiles outside the capture)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = fn(static_x)
+    graph, static_out = capture(fn, (static_x,))  # warm-up first: Triton compiles outside the capture
     static_x.copy_(x.flip(0))
     graph.replay()
     torch.cuda.synchronize()

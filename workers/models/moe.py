@@ -13,12 +13,13 @@ Implementations of the experts, one contract (x [T, H], routing [T, k] -> [T, H]
 - ``experts_reference``: plain PyTorch, one matmul pair per expert that has tokens. The CPU path
   (and ``kernel="torch"``); it reads the expert counts on the host, so it is not graph-capturable.
 - ``moe_kernels.fused_experts``: the Triton path, used on CUDA for bf16/fp16 when Triton imports;
-  capturable. (``moe_route.fused_route``, the router's softmax, top-k and renormalisation in one
-  kernel, is checked on CPU and timed by ``moe_check`` but not used here until its GPU check has run.) A few tokens (decode) take ``moe_small.small_experts``: per-expert kernels that read
+  capturable. A few tokens (decode) take ``moe_small.small_experts``: per-expert kernels that read
   each touched expert once, routing folded into their index math. More tokens take
   ``moe_kernels.grouped_experts``: tokens grouped by expert with sync-free tensor ops
   (``moe_grouping.align_by_expert``), then two Triton grouped GEMMs (gate/up fused with SiLU*mul,
   then down scaled by the routing weight).
+  (``moe_route.fused_route``, the router's softmax, top-k and renormalisation in one kernel, is
+  checked on CPU and timed by ``moe_check``; it is not used here until its GPU check has run.)
 - ``experts_blocked``: the same row blocks with batched matmuls (gathers weights per block): the
   sync-free CUDA fallback without Triton.
 """
@@ -159,9 +160,9 @@ class MoE(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         x = h.reshape(-1, h.shape[-1])
-        impl = self._implementation(x)
         weights, ids = route(x, self.gate.weight, self.top_k, self.norm_topk_prob)
         args = (x, weights, ids, self.experts.gate_up_proj, self.experts.down_proj)
+        impl = self._implementation(x)
         if impl == "triton":
             out = _fused_experts(*args)
         elif impl == "blocked":
