@@ -16,8 +16,8 @@ from pathlib import Path
 from .cli_parser import Parser
 from .errors import ConfigError
 from .locations import is_inside, normalize
-from workers.api import (ACCEPTANCE, ADAPTIVE, ATTENTION_BACKENDS, COMMIT_FOLDING, COMPILE, DECODERS, REMASKING,
-                         VERIFY, DecodeConfig)
+from workers.api import (ACCEPTANCE, ADAPTIVE, ATTENTION_BACKENDS, COMMIT_FOLDING, COMPILE, DECODERS, LAYER_KERNELS,
+                         REMASKING, VERIFY, DecodeConfig)
 from workers.row_params import PROMPT
 from .sampling_params import SAMPLING_FLAGS, int_list, job_sampling_params
 
@@ -28,7 +28,7 @@ _FINGERPRINT_FIELDS = ("input", "target", "draft", "id_column", "prompt_column",
                        "no_chat_template", "dtype", "keep_columns", "keep_prompt", *SAMPLING_FLAGS)
 # Decode fields that only change speed, not outputs.
 _DECODE_SPEED_ONLY = ("batch_size", "commit_folding", "adaptive", "max_total_tokens", "gpu_memory_utilization", "page_size",
-                      "attention", "compile")
+                      "attention", "compile", "layer_kernels")
 
 
 def _f(default, help: str, choices=None, flag_type=None):
@@ -90,6 +90,7 @@ class GenerateConfig:
     page_size: int | None = _f(None, "KV pool page size in tokens (default: 128 on cuda, 16 on cpu)", flag_type=int)
     attention: str = _f("auto", "attention backend over the KV pool: torch (plain PyTorch), triton (one Triton kernel; cuda); auto: the one measured fastest (docs/engine.md)", ATTENTION_BACKENDS)
     compile: str = _f("auto", "fuse each layer with torch.compile inside the CUDA graphs (cuda): faster decoding for seconds of compilation at start-up, cached in --compile-cache-dir; auto: the measured default (docs/engine.md)", COMPILE)
+    layer_kernels: str = _f("auto", "the dense layers' Triton kernels (cuda): a weight-streaming matmul for forwards of at most 32 tokens (batch-1 and small-batch decoding) with the residual add fused, and a one-kernel K/V store; torch: cuBLAS and PyTorch indexing; auto: triton on cuda with a bf16/fp16 model (docs/engine.md)", LAYER_KERNELS)
     workers: int | None = _f(None, "number of engine actors (default: GPUs in the cluster on cuda, 1 on cpu)", flag_type=int)
     gpus_per_worker: float | None = _f(None, "GPUs reserved per actor (default: 1 on cuda, 0 on cpu)", flag_type=float)
     device: str = _f("auto", "where the engine runs (auto: cuda when available)", DEVICES)

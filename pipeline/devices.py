@@ -17,7 +17,7 @@ import sys
 
 from .config import ConfigError
 
-CUDA_ONLY_ATTENTION = ("triton",)
+CUDA_ONLY_KERNELS = ("triton",)  # values of --attention and --layer-kernels
 
 
 def check_device(config, in_process: bool = False) -> None:
@@ -28,10 +28,13 @@ def check_device(config, in_process: bool = False) -> None:
         raise ConfigError("--device cuda, but " + _where_no_gpu(config, in_process) + "; use --device cpu (or auto), "
                           "or --address a Ray cluster with GPUs")
     device = config.device if config.device != "auto" else (None if gpus is None else ("cuda" if gpus else "cpu"))
-    if config.attention in CUDA_ONLY_ATTENTION and device == "cpu":
-        why = "--device cpu was given" if config.device == "cpu" else _where_no_gpu(config, in_process)
-        raise ConfigError(f"--attention {config.attention} runs only on CUDA GPUs, but this job runs on CPU ({why}); "
-                          "use --attention auto or torch")
+    for flag in ("attention", "layer_kernels"):
+        value = getattr(config, flag)
+        if value in CUDA_ONLY_KERNELS and device == "cpu":
+            why = "--device cpu was given" if config.device == "cpu" else _where_no_gpu(config, in_process)
+            name = "--" + flag.replace("_", "-")
+            raise ConfigError(f"{name} {value} runs only on CUDA GPUs, but this job runs on CPU ({why}); "
+                              f"use {name} auto or torch")
 
 
 def _known_gpus(config, in_process: bool) -> int | None:

@@ -12,6 +12,7 @@ COMMIT_FOLDING = ("auto", "always", "never")
 ADAPTIVE = ("auto", "on", "off")
 COMPILE = ("auto", "on", "off")  # torch.compile of the layers inside CUDA graphs (runner.resolve_compile)
 ATTENTION_BACKENDS = ("auto", "torch", "triton")  # flex and flex-main were removed (docs/engine.md)
+LAYER_KERNELS = ("auto", "torch", "triton")  # the dense layers' matmuls of small forwards and K/V store
 
 
 @dataclass(slots=True)
@@ -42,6 +43,7 @@ class DecodeConfig:
     page_size: int | None = None          # KV page size in tokens (None: 128 on CUDA, 16 on CPU)
     attention: str = "auto"               # auto (the measured default), torch or triton
     compile: str = "auto"                 # torch.compile the layers inside CUDA graphs: auto, on, off
+    layer_kernels: str = "auto"           # Triton matmuls for forwards of <= 32 tokens and K/V store (auto: on CUDA)
 
     def __post_init__(self):
         _one_of("decoder", self.decoder, DECODERS)
@@ -70,6 +72,7 @@ class DecodeConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         _one_of("attention", self.attention, ATTENTION_BACKENDS)
         _one_of("compile", self.compile, COMPILE)
+        _one_of("layer_kernels", self.layer_kernels, LAYER_KERNELS)
         if self.max_total_tokens is not None and self.max_total_tokens < 1:
             raise ValueError(f"max_total_tokens must be >= 1, got {self.max_total_tokens}")
         if not 0.05 <= self.gpu_memory_utilization <= 1.0:

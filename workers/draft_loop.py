@@ -24,7 +24,7 @@ class _Loop:
                  steps: int | None = None):
         dev = runner.device
         self.runner, self.k, self.rule, self.num_steps = runner, k, rule, steps
-        self.fwd = StaticForward(runner.model, runner.cache, nb, block, span, runner.attention, runner.layer_fn)
+        self.fwd = StaticForward.of(runner, nb, block, span)
         self.fwd.visible.fill_(True)
         self.masked = torch.zeros(nb, block, dtype=torch.bool, device=dev)
         self.steps = torch.zeros(nb, block, dtype=torch.long, device=dev)

@@ -85,7 +85,7 @@ class Engine:
     def _setup(self, target_model, draft_model, tokenizer, decode, device, static_shapes) -> None:
         self.decode, self.device, self.tokenizer = decode, device, tokenizer
         self.timer = PhaseTimer(device)
-        kernels = {"attention": decode.attention, "compile": decode.compile}
+        kernels = {"attention": decode.attention, "compile": decode.compile, "layer_kernels": decode.layer_kernels}
         self.target = ModelRunner(target_model, device, static_shapes, **kernels)
         self.draft = ModelRunner(draft_model, device, static_shapes, **kernels) if draft_model is not None else None
         cfg = self.target.config

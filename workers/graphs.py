@@ -73,9 +73,10 @@ class StaticForward:
     """One fixed shape: ``nb`` rows of ``q`` new tokens (and, for the torch backend, a cache span)."""
 
     def __init__(self, model: Qwen3Model, cache: KVCache, nb: int, q: int, span: int, attention: str,
-                 layer_fn=None):
+                 layer_fn=None, fast: bool = False):
         dev = cache.lengths.device
         self.model, self.cache, self.nb, self.span, self.layer_fn = model, cache, nb, span, layer_fn
+        self.fast = fast
         self.ids = torch.zeros(nb, q, dtype=torch.long, device=dev)
         self.positions = torch.zeros(nb, q, dtype=torch.long, device=dev)
         self.visible = torch.eye(q, dtype=torch.bool, device=dev).repeat(nb, 1, 1)
@@ -93,6 +94,11 @@ class StaticForward:
         self.out = None
         self.graph = None
 
+    @classmethod
+    def of(cls, runner, nb: int, q: int, span: int) -> "StaticForward":
+        """A fixed shape of ``runner``'s model, run with the runner's kernels (a ModelRunner)."""
+        return cls(runner.model, runner.cache, nb, q, span, runner.attention, runner.layer_fn, runner.fast_layers)
+
     def body(self) -> torch.Tensor:
         """The forward over the buffers (what a graph records)."""
         new_mask = self.visible[:, None]
@@ -101,7 +107,7 @@ class StaticForward:
         else:
             meta = gather_meta(self.cache, self.page_rows, self.lens, self.span, new_mask)
         write_idx = self.cache.write_index(self.page_rows, self.positions, self.write)
-        batch = ForwardBatch(self.positions, meta, self.cache, write_idx, self.layer_fn)
+        batch = ForwardBatch(self.positions, meta, self.cache, write_idx, self.layer_fn, self.fast)
         return self.model.hidden(self.ids, batch)
 
     def capture(self, pool) -> None:
@@ -135,8 +141,9 @@ class StaticForward:
 class StaticForwards:
     """The :class:`StaticForward` of every (bucket, query length, span) a decoder has used."""
 
-    def __init__(self, model: Qwen3Model, cache: KVCache, capture: bool, attention: str, layer_fn=None):
-        self.model, self.cache, self.capture, self.layer_fn = model, cache, capture, layer_fn
+    def __init__(self, model: Qwen3Model, cache: KVCache, capture: bool, attention: str, layer_fn=None,
+                 fast: bool = False):
+        self.model, self.cache, self.capture, self.layer_fn, self.fast = model, cache, capture, layer_fn, fast
         self.attention = attention
         self.pool = torch.cuda.graph_pool_handle() if capture else None
         self.forwards: dict[tuple[int, int, int], StaticForward] = {}
@@ -148,7 +155,7 @@ class StaticForwards:
     def get(self, b: int, q: int, max_len: int) -> StaticForward:
         key = (batch_bucket(b), q, self.span(max_len))
         if key not in self.forwards:
-            fwd = StaticForward(self.model, self.cache, key[0], q, key[2], self.attention, self.layer_fn)
+            fwd = StaticForward(self.model, self.cache, key[0], q, key[2], self.attention, self.layer_fn, self.fast)
             if self.capture:
                 fwd.capture(self.pool)
             self.forwards[key] = fwd

@@ -6,10 +6,10 @@ import types
 import torch
 import torch.fx.experimental._config as shape_config
 
-from .api import ATTENTION_BACKENDS, COMPILE
+from .api import ATTENTION_BACKENDS, COMPILE, LAYER_KERNELS
 from .decoding import layouts
 from .graphs import StaticForwards, batch_bucket
-from .models import ForwardBatch, KVCache, Qwen3Model
+from .models import ForwardBatch, KVCache, Qwen3Model, dense_kernels
 from .models.attention import NewOnlyMeta, PagedMeta, gather_meta, load_triton_backend
 from .models.qwen3 import decoder_layer
 
@@ -71,6 +71,25 @@ def resolve_compile(name: str) -> bool:
     return name != "off"
 
 
+def resolve_layer_kernels(name: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the dense layers run their Triton kernels (``models/dense_kernels.py``): the
+    weight-streaming matmul of forwards of at most 32 tokens and the one-kernel K/V store.
+    ``auto`` is on for a bf16/fp16 model on CUDA where Triton imports (docs/engine.md has the
+    measurements); ``triton`` insists and says why it cannot; ``torch`` is cuBLAS and indexing."""
+    if name not in LAYER_KERNELS:
+        raise ValueError(f"layer_kernels must be one of {LAYER_KERNELS}, got {name!r}")
+    if name == "torch":
+        return False
+    usable = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+    if name == "triton" and not usable:
+        raise ValueError(f"layer_kernels 'triton' needs a bf16 or fp16 model on CUDA (here: {dtype} on {device.type})")
+    if usable and not dense_kernels.load():
+        if name == "triton":
+            raise ValueError("layer_kernels 'triton' needs triton installed")
+        return False
+    return usable
+
+
 class ModelRunner:
     """Runs forwards of one model against its paged KV pool.
 
@@ -80,13 +99,14 @@ class ModelRunner:
 
     def __init__(self, model: Qwen3Model, device: torch.device, static_shapes: bool | None = None,
                  cuda_graphs: bool | None = None, compile_layers: bool | None = None, attention: str = "auto",
-                 compile: str = "auto"):
+                 compile: str = "auto", layer_kernels: str = "auto"):
         """static_shapes: decode forwards run at fixed batch-bucket shapes (default: on CUDA);
         cuda_graphs: those forwards are captured and replayed as CUDA graphs (default: on CUDA);
         compile_layers: their layer function is fused by torch.compile (default: with graphs);
         attention: ``torch`` (plain PyTorch) or ``triton`` (one Triton kernel over the pool);
         ``auto`` is the measured default (see resolve_attention); compile: ``auto``, ``on`` or
-        ``off``, what compile_layers defaults to with graphs (see resolve_compile)."""
+        ``off``, what compile_layers defaults to with graphs (see resolve_compile); layer_kernels:
+        the dense layers' Triton kernels or not (see resolve_layer_kernels)."""
         self.model, self.device = model, device
         self.config = model.config
         self.dtype = next(model.parameters()).dtype
@@ -100,6 +120,7 @@ class ModelRunner:
         self.attention = resolve_attention(attention, device, self.config.hidden_size)
         if self.attention == "triton":
             load_triton_backend()
+        self.fast_layers = resolve_layer_kernels(layer_kernels, device, self.dtype)
         self.cache: KVCache | None = None
         self.static: StaticForwards | None = None
         self.num_forwards = 0        # decoding forwards run (prefill excluded)
@@ -116,7 +137,8 @@ class ModelRunner:
         self.close()  # graphs point at the old pool: free both before allocating
         self.cache = KVCache(self.config, num_slots, num_pages, page_size, pages_per_slot, self.device, self.dtype)
         if self.static_shapes:
-            self.static = StaticForwards(self.model, self.cache, self.cuda_graphs, self.attention, self.layer_fn)
+            self.static = StaticForwards(self.model, self.cache, self.cuda_graphs, self.attention, self.layer_fn,
+                                         self.fast_layers)
 
     def batch_rows(self, b: int) -> int:
         """Rows a forward of ``b`` rows computes (fixed shapes run at the batch bucket)."""
@@ -151,7 +173,7 @@ class ModelRunner:
         else:
             meta = gather_meta(cache, page_rows, lens, bound, visible[:, None])
         write_idx = None if write is None else cache.write_index(page_rows, positions, write)
-        return self.model.hidden(ids, ForwardBatch(positions, meta, cache, write_idx))
+        return self.model.hidden(ids, ForwardBatch(positions, meta, cache, write_idx, fast=self.fast_layers))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.logits(hidden)
@@ -185,7 +207,7 @@ class ModelRunner:
         ids, doc, pos, row = (t.to(dev) for t in (ids, doc, pos, row))
         write_idx = self.cache.flat_index(self.cache.page_table[row], pos[:, None])[:, 0]
         meta = self._prefill_meta(doc, pos, block)
-        batch = ForwardBatch(pos[None], meta, self.cache, write_idx[None])
+        batch = ForwardBatch(pos[None], meta, self.cache, write_idx[None], fast=self.fast_layers)
         self.model.hidden(ids[None], batch)
 
     def _prefill_meta(self, doc: torch.Tensor, pos: torch.Tensor, block: int) -> NewOnlyMeta:

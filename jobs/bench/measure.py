@@ -22,6 +22,7 @@ class Case:
     block_length: int = 4
     threshold: float = 0.9
     attention: str = "auto"   # the engine's attention backend (auto: the measured default)
+    layer_kernels: str = "auto"  # the dense layers' Triton kernels (auto: on CUDA)
     commit_folding: str = "auto"
     adaptive: str = "off"     # simsd exact: "on" lets the engine run target-only rounds when drafting does not pay
     draft_remasking: str = "static"
@@ -53,7 +54,7 @@ def run_engine_case(case: Case, target, draft, tokenizer, prompts: list[list[int
     cfg = DecodeConfig(decoder=case.decoder, remasking=case.remasking, threshold=case.threshold,
                        block_length=case.block_length, max_new_tokens=max_new,
                        verify=case.verify or "paper", batch_size=case.batch_size,
-                       attention=case.attention, commit_folding=case.commit_folding,
+                       attention=case.attention, commit_folding=case.commit_folding, layer_kernels=case.layer_kernels,
                        adaptive=case.adaptive if case.decoder == "simsd" else "off",
                        draft_remasking=case.draft_remasking, denoising_steps=case.denoising_steps)
     engine = Engine.from_models(target, draft, tokenizer, cfg, static_shapes=static_shapes)

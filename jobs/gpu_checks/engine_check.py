@@ -308,27 +308,41 @@ def part_steps(args) -> None:
         draft = _model(models, d_shape, agree) if d_shape else None
         g = torch.Generator().manual_seed(batch)
         prompts = [torch.randint(0, 150000, (prompt,), generator=g).tolist() for _ in range(batch)]
-        case = Case(label, decoder, rule, verify, "sdar", batch, 4, attention=args.attention,
-                    commit_folding=fold[0] if fold else "auto")
-        t0 = time.perf_counter()
-        rec = run_engine_case(case, target, draft, TokenizerBundle(tokenizer=None, stop_ids=()), prompts, max_new)
-        rec["case_wall_s"] = time.perf_counter() - t0
-        # Rounds captured whole (forward, head and rule in one graph) bypass the runner's counter:
-        # one target forward per round then.
-        forwards = rec.get("target_forwards") or rec["steps"]
-        rec["ms_per_target_forward"] = 1e3 * rec["decode_s"] / max(forwards, 1)
-        q = 4 if decoder == "vanilla" else (16 if verify == "exact" else 8)
-        fl = floor(t_shape, target, batch * q)
-        kv_ms = 1e3 * batch * (prompt + max_new / 2) * _kv_bytes(t_shape) / bw
-        rec.update(part="steps", case=f"{label} [{args.attention}]", floor_ms=fl, kv_read_ms=kv_ms,
-                   floor_ratio_step=rec["ms_per_target_forward"] / (fl + kv_ms))
-        ROWS.append(rec)
-        log(f"steps {label:<44} {rec['tokens_per_s']:9.1f} tok/s  {rec['ms_per_round']:7.2f} ms/round "
-            f"(draft {rec['ms_draft_per_round']:.2f} verify {rec['ms_verify_per_round']:.2f} commit "
-            f"{rec['ms_commit_per_round']:.2f} host {rec['ms_host_per_round']:.2f})  "
-            f"{rec['ms_per_target_forward']:.2f} ms/target fwd  floor {fl:.2f}+kv {kv_ms:.2f} ms  "
-            f"x{rec['floor_ratio_step']:.2f}  acc/round {rec['mean_accepted_per_round']:.2f}  "
-            f"pool {rec['pool_tokens']} tokens, preemptions {rec['preemptions']}, peak {rec.get('peak_memory_gb', 0):.1f} GB")
+        for kernels in args.layer_kernels.split(","):
+            case = Case(label, decoder, rule, verify, "sdar", batch, 4, attention=args.attention,
+                        commit_folding=fold[0] if fold else "auto", layer_kernels=kernels)
+            _step_case(case, target, draft, prompts, max_new, t_shape, bw, args)
+
+
+def _step_case(case: Case, target, draft, prompts, max_new: int, t_shape: str, bw: float, args) -> None:
+    label, decoder, verify, batch, prompt = case.model_pair, case.decoder, case.verify, case.batch_size, len(prompts[0])
+    label = f"{label} ({case.layer_kernels})"
+    t0 = time.perf_counter()
+    rec = run_engine_case(case, target, draft, TokenizerBundle(tokenizer=None, stop_ids=()), prompts, max_new)
+    rec["case_wall_s"] = time.perf_counter() - t0
+    # Rounds captured whole (forward, head and rule in one graph) bypass the runner's counter:
+    # one target forward per round then.
+    forwards = rec.get("target_forwards") or rec["steps"]
+    rec["ms_per_target_forward"] = 1e3 * rec["decode_s"] / max(forwards, 1)
+    q = 4 if decoder == "vanilla" else (16 if verify == "exact" else 8)
+    fl = floor(t_shape, target, batch * q)
+    kv_ms = 1e3 * batch * (prompt + max_new / 2) * _kv_bytes(t_shape) / bw
+    copy_ms = 1e3 * _dense_weight_bytes(target) / bw if not getattr(target.config, "num_experts", 0) else fl
+    rec.update(part="steps", case=f"{label} [{args.attention}]", floor_ms=fl, kv_read_ms=kv_ms,
+               floor_ratio_step=rec["ms_per_target_forward"] / (fl + kv_ms), copy_floor_ms=copy_ms,
+               copy_ratio_step=rec["ms_per_target_forward"] / (copy_ms + kv_ms))
+    ROWS.append(rec)
+    log(f"steps {label:<52} {rec['tokens_per_s']:9.1f} tok/s  {rec['ms_per_round']:7.2f} ms/round "
+        f"(draft {rec['ms_draft_per_round']:.2f} verify {rec['ms_verify_per_round']:.2f} commit "
+        f"{rec['ms_commit_per_round']:.2f} host {rec['ms_host_per_round']:.2f})  "
+        f"{rec['ms_per_target_forward']:.2f} ms/target fwd  floor {fl:.2f}+kv {kv_ms:.2f} ms  "
+        f"x{rec['floor_ratio_step']:.2f} (copy floor {copy_ms:.2f} ms: x{rec['copy_ratio_step']:.2f})  acc/round {rec['mean_accepted_per_round']:.2f}  "
+        f"pool {rec['pool_tokens']} tokens, preemptions {rec['preemptions']}, peak {rec.get('peak_memory_gb', 0):.1f} GB")
+
+
+def _dense_weight_bytes(model) -> int:
+    """Bytes of every weight a decode step reads once (all but the embedding table)."""
+    return sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "embed" not in n)
 
 
 def _model(models, shape, agree):
@@ -365,21 +379,24 @@ def part_preempt(args) -> None:
 # -- profile -------------------------------------------------------------------------------------
 
 def part_profile(args) -> None:
+    """Kernels of whole generate calls whose decoding is mostly graphed steps: 64 new tokens (16
+    blocks of 4 steps) after a 256-token prompt, so the prefill is a small part."""
     out = Path(args.out)
-    for shape, batch in (("sdar-8b", 1), ("sdar-4b", 128)):
+    kernels = args.layer_kernels.split(",")[-1]
+    for shape, batch in (("sdar-8b", 1), ("sdar-1.7b", 1), ("sdar-4b", 128)):
         model = random_model(shape, "cuda")
         g = torch.Generator().manual_seed(0)
         prompts = [torch.randint(0, 150000, (256,), generator=g).tolist() for _ in range(batch)]
         eng = Engine.from_models(model, None, TokenizerBundle(tokenizer=None, stop_ids=()),
-                                 DecodeConfig(batch_size=batch, attention=args.attention))
-        reqs = [Request(i, p, max_new_tokens=16) for i, p in enumerate(prompts)]
+                                 DecodeConfig(batch_size=batch, attention=args.attention, layer_kernels=kernels))
+        reqs = [Request(i, p, max_new_tokens=64) for i, p in enumerate(prompts)]
         eng.generate(reqs)  # warm-up and capture
         torch.cuda.synchronize()
         acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
         with torch.profiler.profile(activities=acts) as prof:
             eng.generate(reqs)
             torch.cuda.synchronize()
-        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15)
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
         (out / f"profile_{shape}_b{batch}.txt").write_text(table)
         log(f"profile {shape} b{batch}:\n{table}")
         eng.close()
@@ -401,6 +418,8 @@ def main(argv=None) -> int:
     p.add_argument("--parts", default=",".join(PARTS))
     p.add_argument("--only", default="", help="steps: only cases whose label contains one of these (|-separated)")
     p.add_argument("--attention", default="auto", choices=ATTENTION_BACKENDS, help="the attention backend of the fast path (check, agreement, steps, profile)")
+    p.add_argument("--layer-kernels", default="auto", help="steps, profile: the dense layers' kernels, one or "
+                   "several of auto/torch/triton (comma separated: each step case runs with each)")
     p.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -23,11 +23,13 @@ def test_device_cuda_without_a_gpu_is_refused(no_gpu):
         devices.check_device(GenerateConfig(device="cuda"))
 
 
-def test_cuda_only_attention_on_cpu_is_refused(no_gpu):
+def test_cuda_only_kernels_on_cpu_are_refused(no_gpu):
     with pytest.raises(ConfigError, match="--attention triton runs only on CUDA.*--device cpu was given"):
         devices.check_device(GenerateConfig(device="cpu", attention="triton"))
     with pytest.raises(ConfigError, match="no usable CUDA GPU"):  # auto resolves to cpu here
         devices.check_device(GenerateConfig(attention="triton"))
+    with pytest.raises(ConfigError, match="--layer-kernels triton runs only on CUDA.*use --layer-kernels auto or torch"):
+        devices.check_device(GenerateConfig(device="cpu", layer_kernels="triton"))
 
 
 def test_a_named_cluster_decides_the_device(no_gpu, monkeypatch):

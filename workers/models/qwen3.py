@@ -16,6 +16,7 @@ from torch import nn
 
 from .attention import NewOnlyMeta, attend
 from .config import ModelConfig
+from .dense_kernels import linear, write_kv
 from .kv_cache import KVCache
 from .moe import MoE
 
@@ -69,6 +70,7 @@ class LayerShape(NamedTuple):
     num_kv_heads: int
     head_dim: int
     eps: float
+    fast: bool = False  # the Triton matmul and K/V-store kernels (dense_kernels.py), on CUDA
 
 
 def decoder_layer(x, cos, sin, w: LayerWeights, shape: LayerShape, k_pool, v_pool, meta, mlp=None):
@@ -80,22 +82,22 @@ def decoder_layer(x, cos, sin, w: LayerWeights, shape: LayerShape, k_pool, v_poo
     Returns the layer output and the new tokens' K and V [b, Hkv, q, head_dim] (stored by the
     caller: an in-place write into a graph input is kept out of the compiled region).
     """
-    H, Hkv, D, eps = shape
+    H, Hkv, D, eps, fast = shape
     b, q, _ = x.shape
     h = rms_norm(x, w.input_norm, eps)
-    qkv = F.linear(h, w.qkv)
+    qkv = linear(h, w.qkv, fast=fast)
     # [b, heads, q, head_dim]; per-head RMSNorm on q and k comes before RoPE.
     qs = rms_norm(qkv[..., :H * D].view(b, q, H, D), w.q_norm, eps).transpose(1, 2)
     ks = rms_norm(qkv[..., H * D:(H + Hkv) * D].view(b, q, Hkv, D), w.k_norm, eps).transpose(1, 2)
     vs = qkv[..., (H + Hkv) * D:].view(b, q, Hkv, D).transpose(1, 2)
     qs, ks = apply_rope(qs, cos, sin), apply_rope(ks, cos, sin)
     out = attend(qs, ks, vs, k_pool, v_pool, meta)
-    x = x + F.linear(out.transpose(1, 2).reshape(b, q, -1), w.o)
+    x = linear(out.transpose(1, 2).reshape(b, q, -1), w.o, x, fast=fast)
     h = rms_norm(x, w.post_norm, eps)
     if mlp is not None:
         return x + mlp(h), ks, vs
-    gate, up = F.linear(h, w.gate_up).chunk(2, dim=-1)
-    return x + F.linear(F.silu(gate) * up, w.down), ks, vs
+    gate, up = linear(h, w.gate_up, fast=fast).chunk(2, dim=-1)
+    return linear(F.silu(gate) * up, w.down, x, fast=fast), ks, vs
 
 
 class Attention(nn.Module):
@@ -144,18 +146,11 @@ class DecoderLayer(nn.Module):
         cache = batch.cache
         ck = cache.k[self.layer_idx] if cache is not None else None
         cv = cache.v[self.layer_idx] if cache is not None else None
-        x, ks, vs = batch.layer_fn(x, cos, sin, self.weights(), self.shape, ck, cv, batch.meta, self.sparse_mlp())
+        shape = self.shape._replace(fast=True) if batch.fast else self.shape
+        x, ks, vs = batch.layer_fn(x, cos, sin, self.weights(), shape, ck, cv, batch.meta, self.sparse_mlp())
         if batch.write_idx is not None:
-            write_kv(ck, cv, ks, vs, batch.write_idx)
+            write_kv(ck, cv, ks, vs, batch.write_idx, fast=batch.fast)
         return x
-
-
-def write_kv(k_pool, v_pool, ks, vs, write_idx) -> None:
-    """Store new K/V [b, Hkv, q, D] at flat pool indices ``write_idx[b, q]``."""
-    Hkv, D = ks.shape[1], ks.shape[3]
-    flat = write_idx.reshape(-1)
-    k_pool[:, flat] = ks.transpose(0, 1).reshape(Hkv, -1, D)
-    v_pool[:, flat] = vs.transpose(0, 1).reshape(Hkv, -1, D)
 
 
 class ForwardBatch:
@@ -169,13 +164,16 @@ class ForwardBatch:
     write_idx: [b, q] flat pool index where each new token's K/V is stored (the pool's scratch
                index for tokens that are not stored), or None to store nothing.
     layer_fn:  the layer implementation (``decoder_layer``, or a compiled version of it).
+    fast:      the dense layers' Triton kernels (``dense_kernels``; loaded by the caller).
     """
 
-    def __init__(self, positions, meta, cache: KVCache | None = None, write_idx=None, layer_fn=None):
+    def __init__(self, positions, meta, cache: KVCache | None = None, write_idx=None, layer_fn=None,
+                 fast: bool = False):
         if isinstance(meta, torch.Tensor):
             meta = NewOnlyMeta(meta[:, None])
         self.positions, self.meta, self.cache, self.write_idx = positions, meta, cache, write_idx
         self.layer_fn = layer_fn or decoder_layer
+        self.fast = fast
 
 
 class Qwen3Model(nn.Module):

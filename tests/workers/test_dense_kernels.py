@@ -1,0 +1,109 @@
+"""The dense layers' Triton kernels (run by Triton's CPU interpreter here, as on the GPU there):
+the weight-streaming matmul equals a float32 matmul (with and without the fused residual), its
+operator sends larger forwards to cuBLAS, the one-kernel K/V store writes what PyTorch indexing
+writes, and a whole layer with the kernels equals the layer without them.
+
+The interpreter mis-stores bfloat16, so half precision is checked in float16 here; bf16 runs on
+the GPU (``jobs.gpu_checks.dense_check``)."""
+import pytest
+import torch
+
+from tests.needs import import_or_skip
+
+import_or_skip("triton", "pip install triton")
+
+from workers.models import dense_kernels, skinny_linear  # noqa: E402
+from workers.models.kv_store import store_kv  # noqa: E402
+from workers.models.qwen3 import LayerShape, LayerWeights, decoder_layer, rope_cos_sin  # noqa: E402
+from workers.models.attention import NewOnlyMeta  # noqa: E402
+from workers.runner import resolve_layer_kernels  # noqa: E402
+
+
+def rand(*shape, seed, dtype=torch.float32, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * scale).to(dtype)
+
+
+# one row; a batch-1 step (8 rows); 16 and 32 rows (the two row tiles); N and K not multiples of
+# the tiles; a 3-d input.
+@pytest.mark.parametrize("shape,n,k", [((1, 64), 48, 64), ((8, 512), 96, 512), ((16, 300), 40, 300),
+                                       ((32, 256), 64, 256), ((2, 4, 96), 33, 96)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_skinny_linear_equals_a_float32_matmul(shape, n, k, dtype):
+    x, w = rand(*shape, seed=1, dtype=dtype), rand(n, k, seed=2, dtype=dtype, scale=k ** -0.5)
+    res = rand(*shape[:-1], n, seed=3, dtype=dtype)
+    want = x.float() @ w.float().T
+    tol = 1e-5 if dtype == torch.float32 else 4e-3
+    got = skinny_linear.skinny_linear(x, w)
+    assert got.shape == (*shape[:-1], n) and got.dtype == dtype
+    assert (got.float() - want).abs().max() <= tol * want.abs().max()
+    # The residual is added to the float32 accumulator, and the sum rounded once.
+    got = skinny_linear.skinny_linear(x, w, res)
+    assert (got.float() - (want + res.float())).abs().max() <= tol * (want + res.float()).abs().max()
+
+
+@pytest.mark.parametrize("rows,dtype,kernel", [(skinny_linear.MAX_ROWS, torch.float16, True),
+                                               (skinny_linear.MAX_ROWS + 1, torch.float16, False),
+                                               (8, torch.float32, False)])
+def test_operator_takes_the_kernel_for_few_half_precision_rows(rows, dtype, kernel, monkeypatch):
+    calls = []
+    real = skinny_linear.skinny_linear
+    monkeypatch.setattr(skinny_linear, "skinny_linear", lambda *a: calls.append(1) or real(*a))
+    x, w, res = rand(rows, 64, seed=4, dtype=dtype), rand(32, 64, seed=5, dtype=dtype, scale=0.125), rand(rows, 32, seed=6, dtype=dtype)
+    got = skinny_linear.linear(x, w, res)
+    assert bool(calls) == kernel
+    want = res.float() + x.float() @ w.float().T
+    assert (got.float() - want).abs().max() <= 4e-3 * want.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_store_kv_writes_what_indexing_writes(dtype):
+    b, hkv, q, d, slots = 3, 2, 4, 16, 40
+    ks, vs = rand(b, hkv, q, d, seed=7, dtype=dtype), rand(b, hkv, q, d, seed=8, dtype=dtype)
+    ks = ks.transpose(1, 2).contiguous().transpose(1, 2)  # the strided layout the layer returns
+    scratch = slots
+    idx = torch.randperm(slots, generator=torch.Generator().manual_seed(9))[:b * q].view(b, q)
+    idx[1, 2] = idx[2, 0] = scratch  # tokens not stored go to scratch
+    pools = [[torch.zeros(hkv, slots + 1, d, dtype=dtype) for _ in range(2)] for _ in range(2)]
+    dense_kernels.write_kv(*pools[0], ks, vs, idx, fast=False)
+    store_kv(*pools[1], ks, vs, idx)
+    for want, got in zip(pools[0], pools[1]):
+        assert torch.equal(want[:, :scratch], got[:, :scratch])
+    assert pools[1][0][:, idx[0, 0]].abs().sum() > 0  # something was written
+
+
+def test_a_layer_with_the_kernels_equals_the_layer_without():
+    """decoder_layer with ``fast`` (Triton matmuls, residual fused) against plain PyTorch, fp16."""
+    assert dense_kernels.load()
+    H, Hkv, D, hidden, inter, b, q = 4, 2, 16, 64, 96, 2, 4
+    dt = torch.float16
+    w = LayerWeights(1 + rand(hidden, seed=10) * 0.1, rand((H + 2 * Hkv) * D, hidden, seed=11, scale=0.1),
+                     1 + rand(D, seed=12) * 0.1, 1 + rand(D, seed=13) * 0.1, rand(hidden, H * D, seed=14, scale=0.1),
+                     1 + rand(hidden, seed=15) * 0.1, rand(2 * inter, hidden, seed=16, scale=0.1),
+                     rand(hidden, inter, seed=17, scale=0.1))
+    w = LayerWeights(*(t.to(dt) for t in w))
+    x = rand(b, q, hidden, seed=18, dtype=dt)
+    cos, sin = rope_cos_sin(torch.arange(q).repeat(b, 1), D, 10000.0, dt)
+    meta = NewOnlyMeta(torch.ones(b, 1, q, q, dtype=torch.bool))
+    outs = [decoder_layer(x.float(), cos.float(), sin.float(), LayerWeights(*(t.float() for t in w)),
+                          LayerShape(H, Hkv, D, 1e-6), None, None, meta)]
+    for fast in (False, True):
+        outs.append(decoder_layer(x, cos, sin, w, LayerShape(H, Hkv, D, 1e-6, fast), None, None, meta))
+    ref = outs[0][0]
+    for got in outs[1:]:
+        assert (got[0].float() - ref).abs().max() <= 1e-2 * ref.abs().max()
+    # The kernels' layer is no further from float32 than PyTorch's own fp16 layer, give or take.
+    err_torch, err_fast = ((o[0].float() - ref).abs().max() for o in outs[1:])
+    assert err_fast <= 2 * err_torch + 1e-3
+    for i in (1, 2):  # K and V come from the same q/k/v matmul
+        assert (outs[2][i].float() - outs[1][i].float()).abs().max() <= 1e-2 * outs[1][i].float().abs().max()
+
+
+def test_layer_kernels_resolve_per_device():
+    cpu = torch.device("cpu")
+    assert resolve_layer_kernels("auto", cpu, torch.bfloat16) is False
+    assert resolve_layer_kernels("torch", cpu, torch.bfloat16) is False
+    with pytest.raises(ValueError, match="needs a bf16 or fp16 model on CUDA"):
+        resolve_layer_kernels("triton", cpu, torch.bfloat16)
+    with pytest.raises(ValueError, match="layer_kernels must be one of"):
+        resolve_layer_kernels("cublas", cpu, torch.bfloat16)

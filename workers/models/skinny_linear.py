@@ -1,0 +1,89 @@
+"""Weight-streaming matmuls for forwards of a few query tokens (batch-1 and small-batch decode steps).
+
+A decode step of one row multiplies 8 to 32 query tokens (a block of 4, in a batch bucket of 2,
+sometimes with a folded block) by every weight matrix of the model: the cost is reading the
+weights, and nothing else. cuBLAS picks split-K kernels for these shapes that read at about 80%
+of the copy bandwidth and add a reduction kernel per matmul. Here one Triton kernel per matmul
+streams the weight once: every program holds all the query rows in one tile and a block of
+``BN`` output features, walks the whole K dimension (no split, so no reduction and a result that
+does not depend on launch order), and can add the residual in its epilogue, so
+``x + h W^T`` is rounded to the model dtype once.
+
+``linear`` is the entry point (a ``torch.library`` operator, so ``torch.compile`` treats it as
+one opaque call and CUDA graphs capture it): forwards of at most ``MAX_ROWS`` rows take the
+kernel, larger ones ``F.linear`` (cuBLAS), decided at run time, so a compiled layer is not
+specialised on the batch. Importing this module imports Triton.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from .moe_tiles import matmul_tile
+
+MAX_ROWS = 32  # query rows (tokens) the kernel takes; larger forwards go to cuBLAS
+
+
+@triton.jit
+def _skinny_kernel(x_ptr, w_ptr, res_ptr, out_ptr, M, N, K, s_xm, s_wn, s_rm, s_om,
+                   HAS_RES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    rows = tl.arange(0, BM)
+    row_ok = rows < M
+    cols = tl.program_id(0) * BN + tl.arange(0, BN)
+    col_ok = cols < N
+    acc = matmul_tile(x_ptr, rows, row_ok, s_xm, w_ptr, cols, col_ok, s_wn, K, BM, BN, BK)
+    ok = row_ok[:, None] & col_ok[None, :]
+    if HAS_RES:
+        acc += tl.load(res_ptr + rows[:, None] * s_rm + cols[None, :], mask=ok, other=0.0).to(tl.float32)
+    tl.store(out_ptr + rows[:, None] * s_om + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def tile_config(n: int, k: int, sms: int = 132) -> tuple[int, int, int, int]:
+    """(BN, BK, num_warps, num_stages) for an [n, k] weight: output blocks of 32 features when
+    that still gives two programs per SM, else 16 (a weight's programs must fill the GPU, since
+    each one reads its share of the weight once)."""
+    bn = 32 if n // 32 >= 2 * sms else 16
+    return bn, 256 if k >= 256 else triton.next_power_of_2(max(k, 16)), 4, 4
+
+
+CONFIG_OVERRIDE: dict[tuple[int, int], tuple[int, int, int, int]] = {}  # (n, k) -> tiles (sweeps)
+
+
+def skinny_linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None,
+                  config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """``x @ w.T (+ residual)`` for x [..., K] with at most MAX_ROWS rows, w [N, K] -> [..., N],
+    accumulated in float32 and rounded to x's dtype once."""
+    n, k = w.shape
+    x2 = x.reshape(-1, k)
+    m = x2.shape[0]
+    if x2.stride(1) != 1:
+        x2 = x2.contiguous()
+    w = w if w.stride(1) == 1 else w.contiguous()
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    res = out if residual is None else residual.reshape(m, n)
+    if res.stride(1) != 1:
+        res = res.contiguous()
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 132
+    bn, bk, warps, stages = config or CONFIG_OVERRIDE.get((n, k)) or tile_config(n, k, sms)
+    _skinny_kernel[(triton.cdiv(n, bn),)](
+        x2, w, res, out, m, n, k, x2.stride(0), w.stride(0), res.stride(0), out.stride(0),
+        HAS_RES=residual is not None, BM=16 if m <= 16 else 32, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
+    return out.view(*x.shape[:-1], n)
+
+
+@torch.library.custom_op("simsd::linear", mutates_args=())
+def linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, w) (+ residual)``: the weight-streaming kernel for at most MAX_ROWS rows of
+    a half-precision x, cuBLAS otherwise (an opaque operator under torch.compile)."""
+    rows = x.numel() // max(x.shape[-1], 1)
+    if 0 < rows <= MAX_ROWS and x.dtype in (torch.bfloat16, torch.float16) and w.dtype == x.dtype:
+        return skinny_linear(x, w, residual)
+    out = F.linear(x, w)
+    return out if residual is None else residual + out
+
+
+@linear.register_fake
+def _(x, w, residual=None):
+    return x.new_empty(*x.shape[:-1], w.shape[0])
