@@ -12,7 +12,8 @@ does not depend on launch order), and can add the residual in its epilogue, so
 ``linear`` is the entry point (a ``torch.library`` operator, so ``torch.compile`` treats it as
 one opaque call and CUDA graphs capture it): forwards of at most ``MAX_ROWS`` rows take the
 kernel, larger ones ``F.linear`` (cuBLAS), decided at run time, so a compiled layer is not
-specialised on the batch. Importing this module imports Triton.
+specialised on the batch; there the residual is cuBLAS's own addend (``addmm``), so a larger
+forward also adds it without a kernel of its own. Importing this module imports Triton.
 """
 from __future__ import annotations
 
@@ -80,8 +81,11 @@ def linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = Non
     rows = x.numel() // max(x.shape[-1], 1)
     if 0 < rows <= MAX_ROWS and x.dtype in (torch.bfloat16, torch.float16) and w.dtype == x.dtype:
         return skinny_linear(x, w, residual)
-    out = F.linear(x, w)
-    return out if residual is None else residual + out
+    if residual is None:
+        return F.linear(x, w)
+    # cuBLAS adds the residual itself (beta = 1): one kernel, the sum rounded once, as above.
+    k = x.shape[-1]
+    return torch.addmm(residual.reshape(-1, w.shape[0]), x.reshape(-1, k), w.t()).view(*x.shape[:-1], w.shape[0])
 
 
 @linear.register_fake
