@@ -176,6 +176,8 @@ class ModelRunner:
         return self.model.hidden(ids, ForwardBatch(positions, meta, cache, write_idx, fast=self.fast_layers))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.fast_layers:  # the LM head streamed by the same kernel as the layers' weights
+            return dense_kernels.linear(hidden, self.model.lm_head.weight, fast=True).float()
         return self.model.logits(hidden)
 
     def prefill(self, slots: torch.Tensor, prompts: list[list[int]], block: int) -> None:

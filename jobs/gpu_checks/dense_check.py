@@ -3,8 +3,10 @@ prints a table.
 
 Parts (``--parts``, comma separated; all by default):
 - ``check``: the weight-streaming matmul (bf16) against a float32 matmul at every SDAR weight
-  shape and 1 to 32 rows, with and without the residual; the operator under CUDA-graph replay;
-  the K/V store against PyTorch indexing.
+  shape and 1 to 32 rows, with and without the residual; RMSNorm fused into q/k/v and into
+  gate/up with SwiGLU; the operator under CUDA-graph replay; the K/V store against PyTorch
+  indexing; one SDAR-1.7B-shaped layer with the kernels, eager and compiled (fullgraph, dynamic,
+  as the engine compiles it), against the layer without them and against float32.
 - ``time``: every dense matmul of a forward of M rows (all layers' q/k/v, o, gate/up and down,
   distinct weights, so nothing stays in L2), one CUDA graph, cuBLAS (``F.linear``) against the
   Triton kernel; figures in ms and in TB/s of weights read, next to a plain copy's bandwidth.
@@ -75,6 +77,8 @@ def part_check(args) -> None:
                              "rel_err": err, "rel_err_residual": err_res, "rel_err_cublas": err_cublas})
                 if not ok or m == 8:
                     log(f"check {shape} {name} M={m}: rel err {err:.2e} (+res {err_res:.2e}, cuBLAS {err_cublas:.2e})")
+    check_norm_fused(g)
+    check_layer(g)
     # the operator replayed from a CUDA graph equals its eager call
     from workers.graphs import capture
     w = torch.randn(4096, 4096, device="cuda", generator=g).bfloat16() * 0.02
@@ -98,21 +102,82 @@ def part_check(args) -> None:
     log(f"check K/V store: {'OK' if ok else 'MISMATCH'}")
 
 
+def check_norm_fused(g) -> None:
+    from workers.models.dense_kernels import rms_norm
+    from workers.models.norm_linear import norm_linear, norm_swiglu
+    for shape in SHAPES:
+        shapes = weight_shapes(shape)
+        for name, op in (("qkv", norm_linear), ("gate_up", norm_swiglu)):
+            n, k = shapes[name]
+            w = torch.randn(n, k, device="cuda", generator=g).bfloat16() * 0.02
+            nw = (1 + 0.1 * torch.randn(k, device="cuda", generator=g)).bfloat16()
+            for m in (8, 32, 64):
+                x = torch.randn(m, k, device="cuda", generator=g).bfloat16() * 3
+                want = rms_norm(x.float(), nw.float(), 1e-6) @ w.float().T
+                if name == "gate_up":
+                    want = F.silu(want[:, :n // 2]) * want[:, n // 2:]
+                err = max_rel_error(op(x, nw, 1e-6, w), want)
+                ok = err < 1e-2
+                ROWS.append({"part": "check", "case": f"{shape} norm+{name} M={m}", "ok": ok, "rel_err": err})
+                if not ok or m == 8:
+                    log(f"check {shape} norm+{name} M={m}: rel err {err:.2e}")
+
+
+def check_layer(g) -> None:
+    """One layer with the kernels (eager and compiled) against the layer without them."""
+    from jobs.bench.shapes import random_model
+    from workers.models.attention import NewOnlyMeta
+    from workers.models.qwen3 import rope_cos_sin
+    from workers.models import dense_kernels
+    from workers.models.qwen3 import decoder_layer
+    from workers.runner import compile_dynamic, private_copy
+    assert dense_kernels.load()
+    model = random_model("sdar-1.7b", "cuda")
+    layer, cfg = model.model.layers[0], model.config
+    compiled = compile_dynamic(private_copy(decoder_layer))
+    for b, q in ((2, 4), (2, 8), (16, 4)):
+        x = torch.randn(b, q, cfg.hidden_size, device="cuda", generator=g).bfloat16()
+        cos, sin = rope_cos_sin(torch.arange(q, device="cuda").repeat(b, 1), cfg.head_dim, cfg.rope_theta, x.dtype)
+        meta = NewOnlyMeta(torch.ones(b, 1, q, q, dtype=torch.bool, device="cuda"))
+        w = layer.weights()
+        ref = decoder_layer(x.float(), cos.float(), sin.float(), type(w)(*(t.float() for t in w)),
+                            layer.shape, None, None, meta)[0]
+        plain = decoder_layer(x, cos, sin, w, layer.shape, None, None, meta)[0]
+        fast_shape = layer.shape._replace(fast=True)
+        fast = decoder_layer(x, cos, sin, w, fast_shape, None, None, meta)[0]
+        fast_c = compiled(x, cos, sin, w, fast_shape, None, None, meta)[0]
+        errs = [max_rel_error(t, ref) for t in (plain, fast, fast_c)]
+        ok = errs[1] < 1e-2 and errs[2] < 1e-2 and errs[1] <= 2 * errs[0] + 1e-3
+        ROWS.append({"part": "check", "case": f"sdar-1.7b layer b={b} q={q}: kernels eager/compiled vs float32",
+                     "ok": ok, "rel_err": errs[1], "rel_err_compiled": errs[2], "rel_err_plain_bf16": errs[0]})
+        log(f"check layer b={b} q={q}: rel err vs float32: plain bf16 {errs[0]:.2e}, kernels {errs[1]:.2e}, "
+            f"compiled {errs[2]:.2e}")
+
+
 # -- time ----------------------------------------------------------------------------------------
 
 def forward_matmuls_ms(layers, m: int, impl: str, config=None) -> float:
-    """Every matmul of one forward of m rows over ``layers`` (a CUDA graph), in ms."""
+    """Every matmul of one forward of m rows over ``layers`` (a CUDA graph), in ms. ``fused``:
+    the layer's kernels as the engine runs them (RMSNorm in q/k/v, RMSNorm and SwiGLU in gate/up,
+    the residual in o and down)."""
+    from workers.models.norm_linear import norm_linear, norm_swiglu
     from workers.models.skinny_linear import skinny_linear
     k_of = {name: w.shape[1] for name, w in layers[0].items()}
     xs = {name: torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for name, k in k_of.items()}
+    res = {name: torch.randn(m, w.shape[0], device="cuda", dtype=torch.bfloat16) for name, w in layers[0].items()}
+    nw = {name: torch.ones(k, device="cuda", dtype=torch.bfloat16) for name, k in k_of.items()}
 
     def body():
         for layer in layers:
             for name, w in layer.items():
                 if impl == "cublas":
                     F.linear(xs[name], w)
-                else:
+                elif impl == "triton":
                     skinny_linear(xs[name], w, config=config)
+                elif name in ("qkv", "gate_up"):
+                    (norm_linear if name == "qkv" else norm_swiglu)(xs[name], nw[name], 1e-6, w)
+                else:
+                    skinny_linear(xs[name], w, res[name])
     return graph_time_ms(body, 20)
 
 
@@ -125,12 +190,13 @@ def part_time(args) -> None:
         size = sum(w.numel() * w.element_size() for layer in layers for w in layer.values())
         for m in args.rows:
             rec = {"part": "time", "case": f"{shape} M={m}", "weight_bytes": size, "floor_ms": 1e3 * size / bw}
-            for impl in ("cublas", "triton"):
+            for impl in ("cublas", "triton", "fused"):
                 ms = forward_matmuls_ms(layers, m, impl)
                 rec[f"{impl}_ms"], rec[f"{impl}_tb_s"] = ms, size / (ms / 1e3) / 1e12
             ROWS.append(rec)
             log(f"time {shape} M={m}: cuBLAS {rec['cublas_ms']:.3f} ms ({rec['cublas_tb_s']:.2f} TB/s), "
-                f"triton {rec['triton_ms']:.3f} ms ({rec['triton_tb_s']:.2f} TB/s), copy floor {rec['floor_ms']:.3f} ms")
+                f"triton {rec['triton_ms']:.3f} ms ({rec['triton_tb_s']:.2f} TB/s), fused {rec['fused_ms']:.3f} ms, "
+                f"copy floor {rec['floor_ms']:.3f} ms")
         del layers
         torch.cuda.empty_cache()
 
@@ -204,7 +270,8 @@ def _print_table() -> None:
     for r in ROWS:
         if r["part"] == "time" and "cublas_ms" in r:
             print(f"| time | {r['case']} | cuBLAS {r['cublas_ms']:.3f} ms ({r['cublas_tb_s']:.2f} TB/s), triton "
-                  f"{r['triton_ms']:.3f} ms ({r['triton_tb_s']:.2f} TB/s), copy floor {r['floor_ms']:.3f} ms |")
+                  f"{r['triton_ms']:.3f} ms ({r['triton_tb_s']:.2f} TB/s), fused {r['fused_ms']:.3f} ms, "
+                  f"copy floor {r['floor_ms']:.3f} ms |")
         elif r["part"] == "sweep" and r.get("config") == "cublas":
             print(f"| sweep | {r['shape']} {r['weight']} M={r['M']} | best {r['best']}, cuBLAS {r['ms']:.3f} ms |")
         elif "error" in r:

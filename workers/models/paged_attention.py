@@ -44,6 +44,18 @@ def _attend_tile(q, k, v, visible, m_i, l_i, acc, qk_scale, IEEE: tl.constexpr):
     return m_new, l_i, acc
 
 
+MIN_SPLIT = tl.constexpr(256)  # cached tokens a split holds at least (a shorter prefix uses fewer splits)
+
+
+@triton.jit
+def _split_len(length, num_splits, BLOCK_N: tl.constexpr):
+    """Cached tokens per split of a row of ``length``: the row uses ceil(length / split_len)
+    splits (at least one), so a short prefix is not spread over programs that read nothing and
+    a merge that reads their empty partials."""
+    even = tl.cdiv(tl.cdiv(length, num_splits), BLOCK_N) * BLOCK_N
+    return tl.maximum(even, MIN_SPLIT)
+
+
 @triton.jit
 def _paged_attention_kernel(
         q_ptr, kp_ptr, vp_ptr, table_ptr, lens_ptr, kn_ptr, vn_ptr, mask_ptr, out_ptr, lse_ptr,
@@ -57,6 +69,10 @@ def _paged_attention_kernel(
     num_m = tl.cdiv(GROUP * num_q, BLOCK_M)
     split = pid_m // num_m
     pid_m = pid_m % num_m
+    length = tl.load(lens_ptr + row).to(tl.int32)
+    split_len = _split_len(length, num_splits, BLOCK_N)
+    if (split > 0) & (split * split_len >= length):  # this row needs fewer splits: nothing to read
+        return
     r = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)          # query rows of this KV head
     r_ok = r < GROUP * num_q
     head = kvh * GROUP + r // num_q
@@ -68,8 +84,6 @@ def _paged_attention_kernel(
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
-    length = tl.load(lens_ptr + row).to(tl.int32)
-    split_len = tl.cdiv(tl.cdiv(length, num_splits), BLOCK_N) * BLOCK_N
     start = split * split_len
     stop = tl.minimum(length, start + split_len)
     kp_base = kp_ptr + kvh.to(tl.int64) * s_ph
@@ -101,11 +115,14 @@ def _paged_attention_kernel(
 
 
 @triton.jit
-def _merge_splits_kernel(part_ptr, lse_ptr, out_ptr, num_splits, s_pb, s_ps, s_lb, s_ls, s_ob,
-                         ROW_DIM: tl.constexpr, BLOCK: tl.constexpr):
-    """out[row, i] = sum_s w_s part[row, s, i] with w_s = 2^(lse_s - max) / sum (per query and head)."""
+def _merge_splits_kernel(part_ptr, lse_ptr, out_ptr, lens_ptr, num_splits, s_pb, s_ps, s_lb, s_ls, s_ob,
+                         ROW_DIM: tl.constexpr, BLOCK: tl.constexpr, BLOCK_N: tl.constexpr):
+    """out[row, i] = sum_s w_s part[row, s, i] with w_s = 2^(lse_s - max) / sum (per query and
+    head), over the splits the row used."""
     row = tl.program_id(0)
     qh = tl.program_id(1)                        # one (query, head) pair: HEAD_DIM outputs
+    length = tl.load(lens_ptr + row).to(tl.int32)
+    num_splits = tl.maximum(1, tl.cdiv(length, _split_len(length, num_splits, BLOCK_N)))
     d = tl.arange(0, BLOCK)
     d_ok = d < ROW_DIM
     m = tl.full((), float("-inf"), tl.float32)
@@ -163,9 +180,9 @@ def paged_attention(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, k_pool
     if splits == 1:
         return out[:, 0]
     merged = torch.empty(b, q, H, D, device=qs.device, dtype=qs.dtype)
-    _merge_splits_kernel[(b, q * H)](out, lse, merged, splits, out.stride(0), out.stride(1),
+    _merge_splits_kernel[(b, q * H)](out, lse, merged, lens, splits, out.stride(0), out.stride(1),
                                      lse.stride(0), lse.stride(1), merged.stride(0),
-                                     ROW_DIM=D, BLOCK=_pow2(D, 16))
+                                     ROW_DIM=D, BLOCK=_pow2(D, 16), BLOCK_N=block_n)
     return merged
 
 
@@ -186,7 +203,8 @@ def _(qs, ks, vs, k_pool, v_pool, page_rows, lens, new_mask, page_size, splits):
 
 def num_splits(rows: int, kv_heads: int, group: int, q: int, max_len: int, sms: int = 132) -> int:
     """Prefix splits so that a forward of ``rows`` x ``q`` new tokens (``group`` query heads per
-    KV head) launches about two programs per SM, and no split holds less than 256 cached tokens."""
+    KV head) launches about two programs per SM, and no split holds less than MIN_SPLIT cached
+    tokens. The kernel then uses, per row, only the splits its own length needs."""
     programs = rows * kv_heads * query_tiles(group, q)[1]
     want = -(-2 * sms // programs)
-    return max(1, min(want, max_len // 256, 64))
+    return max(1, min(want, max_len // MIN_SPLIT.value, 64))

@@ -17,11 +17,11 @@ from workers.models.kv_cache import KVCache  # noqa: E402
 from .test_paged_engine import PROMPTS  # noqa: E402
 
 
-def _cache(page_size):
+def _cache(page_size, num_pages=24, pages_per_slot=8):
     cfg = parse_config({"model_type": "qwen3", "vocab_size": 16, "hidden_size": 16, "intermediate_size": 8,
                         "num_hidden_layers": 1, "num_attention_heads": 8, "num_key_value_heads": 2,
                         "head_dim": 16, "max_position_embeddings": 4096})
-    cache = KVCache(cfg, num_slots=3, num_pages=24, page_size=page_size, pages_per_slot=8,
+    cache = KVCache(cfg, num_slots=3, num_pages=num_pages, page_size=page_size, pages_per_slot=pages_per_slot,
                     device=torch.device("cpu"), dtype=torch.float32)
     cache.k[0].normal_()
     cache.v[0].normal_()
@@ -46,6 +46,26 @@ def test_kernel_equals_the_gather_path(q, splits, page_size):
     want = attend(qs, ks, vs, cache.k[0], cache.v[0], gather_meta(cache, rows, lens, 8 * page_size, new_mask))
     got = attend(qs, ks, vs, cache.k[0], cache.v[0], PagedMeta(rows, lens, new_mask, page_size, splits))
     assert got.shape == want.shape
+    assert (got - want).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("splits", [2, 4, 16])
+def test_each_row_uses_the_splits_its_length_needs(splits):
+    """Long prefixes are split, at least MIN_SPLIT (256) tokens a split: under a launch of 4 or 16
+    splits, rows of 0, 300 and 700 cached tokens use 1, 2 and 3 of them (under 2 splits: 1, 1, 2),
+    and the merge reads only those."""
+    torch.manual_seed(splits)
+    load_triton_backend()
+    cache = _cache(16, num_pages=48, pages_per_slot=48)
+    perm = torch.randperm(48).tolist()
+    cache.set_pages([0, 1, 2], [perm[:1], perm[1:20], perm[4:48]])
+    lens = torch.tensor([0, 300, 700])
+    q = 4
+    qs, ks, vs = torch.randn(3, 8, q, 16), torch.randn(3, 2, q, 16), torch.randn(3, 2, q, 16)
+    new_mask = torch.ones(3, 1, q, q, dtype=torch.bool)
+    rows = cache.page_table
+    want = attend(qs, ks, vs, cache.k[0], cache.v[0], gather_meta(cache, rows, lens, 768, new_mask))
+    got = attend(qs, ks, vs, cache.k[0], cache.v[0], PagedMeta(rows, lens, new_mask, 16, splits))
     assert (got - want).abs().max() < 1e-5
 
 
