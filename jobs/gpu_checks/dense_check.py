@@ -3,8 +3,8 @@ prints a table.
 
 Parts (``--parts``, comma separated; all by default):
 - ``check``: the weight-streaming matmul (bf16) against a float32 matmul at every SDAR weight
-  shape and 1 to 32 rows, with and without the residual; RMSNorm fused into q/k/v and into
-  gate/up with SwiGLU; the operator under CUDA-graph replay; the K/V store against PyTorch
+  shape and 1 to 32 rows, with and without the residual; gate/up with SwiGLU fused (and its
+  unfused path above 32 rows); the operator under CUDA-graph replay; the K/V store against PyTorch
   indexing; one SDAR-1.7B-shaped layer with the kernels, eager and compiled (fullgraph, dynamic,
   as the engine compiles it), against the layer without them and against float32.
 - ``time``: every dense matmul of a forward of M rows (all layers' q/k/v, o, gate/up and down,
@@ -77,7 +77,7 @@ def part_check(args) -> None:
                              "rel_err": err, "rel_err_residual": err_res, "rel_err_cublas": err_cublas})
                 if not ok or m == 8:
                     log(f"check {shape} {name} M={m}: rel err {err:.2e} (+res {err_res:.2e}, cuBLAS {err_cublas:.2e})")
-    check_norm_fused(g)
+    check_swiglu(g)
     check_layer(g)
     # the operator replayed from a CUDA graph equals its eager call
     from workers.graphs import capture
@@ -102,25 +102,20 @@ def part_check(args) -> None:
     log(f"check K/V store: {'OK' if ok else 'MISMATCH'}")
 
 
-def check_norm_fused(g) -> None:
-    from workers.models.dense_kernels import rms_norm
-    from workers.models.norm_linear import norm_linear, norm_swiglu
+def check_swiglu(g) -> None:
+    from workers.models.swiglu_linear import linear_swiglu
     for shape in SHAPES:
-        shapes = weight_shapes(shape)
-        for name, op in (("qkv", norm_linear), ("gate_up", norm_swiglu)):
-            n, k = shapes[name]
-            w = torch.randn(n, k, device="cuda", generator=g).bfloat16() * 0.02
-            nw = (1 + 0.1 * torch.randn(k, device="cuda", generator=g)).bfloat16()
-            for m in (8, 32, 64):
-                x = torch.randn(m, k, device="cuda", generator=g).bfloat16() * 3
-                want = rms_norm(x.float(), nw.float(), 1e-6) @ w.float().T
-                if name == "gate_up":
-                    want = F.silu(want[:, :n // 2]) * want[:, n // 2:]
-                err = max_rel_error(op(x, nw, 1e-6, w), want)
-                ok = err < 1e-2
-                ROWS.append({"part": "check", "case": f"{shape} norm+{name} M={m}", "ok": ok, "rel_err": err})
-                if not ok or m == 8:
-                    log(f"check {shape} norm+{name} M={m}: rel err {err:.2e}")
+        n, k = weight_shapes(shape)["gate_up"]
+        w = torch.randn(n, k, device="cuda", generator=g).bfloat16() * 0.02
+        for m in (8, 32, 64):
+            x = torch.randn(m, k, device="cuda", generator=g).bfloat16()
+            want = x.float() @ w.float().T
+            want = F.silu(want[:, :n // 2]) * want[:, n // 2:]
+            err = max_rel_error(linear_swiglu(x, w), want)
+            ok = err < 1e-2
+            ROWS.append({"part": "check", "case": f"{shape} gate_up+swiglu M={m}", "ok": ok, "rel_err": err})
+            if not ok or m == 8:
+                log(f"check {shape} gate_up+swiglu M={m}: rel err {err:.2e}")
 
 
 def check_layer(g) -> None:
@@ -158,14 +153,12 @@ def check_layer(g) -> None:
 
 def forward_matmuls_ms(layers, m: int, impl: str, config=None) -> float:
     """Every matmul of one forward of m rows over ``layers`` (a CUDA graph), in ms. ``fused``:
-    the layer's kernels as the engine runs them (RMSNorm in q/k/v, RMSNorm and SwiGLU in gate/up,
-    the residual in o and down)."""
-    from workers.models.norm_linear import norm_linear, norm_swiglu
+    the layer's kernels as the engine runs them (SwiGLU in gate/up, the residual in o and down)."""
     from workers.models.skinny_linear import skinny_linear
+    from workers.models.swiglu_linear import skinny_swiglu
     k_of = {name: w.shape[1] for name, w in layers[0].items()}
     xs = {name: torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for name, k in k_of.items()}
     res = {name: torch.randn(m, w.shape[0], device="cuda", dtype=torch.bfloat16) for name, w in layers[0].items()}
-    nw = {name: torch.ones(k, device="cuda", dtype=torch.bfloat16) for name, k in k_of.items()}
 
     def body():
         for layer in layers:
@@ -174,10 +167,10 @@ def forward_matmuls_ms(layers, m: int, impl: str, config=None) -> float:
                     F.linear(xs[name], w)
                 elif impl == "triton":
                     skinny_linear(xs[name], w, config=config)
-                elif name in ("qkv", "gate_up"):
-                    (norm_linear if name == "qkv" else norm_swiglu)(xs[name], nw[name], 1e-6, w)
+                elif name == "gate_up":
+                    skinny_swiglu(xs[name], w)
                 else:
-                    skinny_linear(xs[name], w, res[name])
+                    skinny_linear(xs[name], w, None if name == "qkv" else res[name])
     return graph_time_ms(body, 20)
 
 

@@ -3,8 +3,7 @@ runner that uses them; CPU hosts never import it).
 
 - ``linear``: the weight-streaming matmul of forwards of a few tokens, with the residual added in
   its epilogue (``skinny_linear.py``); larger forwards fall through to cuBLAS inside the operator.
-- ``norm_linear`` / ``norm_swiglu``: RMSNorm fused into the q/k/v and the gate/up matmuls, SwiGLU
-  into the latter (``norm_linear.py``).
+- ``linear_swiglu``: the gate/up matmul with SwiGLU applied in its epilogue (``swiglu_linear.py``).
 - ``store_kv``: a forward's new K/V written to the paged pool in one kernel (``kv_store.py``).
 
 ``load()`` imports them; the layer code calls ``linear``/``write_kv`` with a flag saying whether
@@ -23,11 +22,11 @@ def load() -> bool:
     if not _OPS:
         try:
             from .kv_store import store_kv
-            from .norm_linear import norm_linear, norm_swiglu
             from .skinny_linear import linear
+            from .swiglu_linear import linear_swiglu
         except ImportError:
             return False
-        _OPS.update(linear=linear, store_kv=store_kv, norm_linear=norm_linear, norm_swiglu=norm_swiglu)
+        _OPS.update(linear=linear, store_kv=store_kv, linear_swiglu=linear_swiglu)
     return True
 
 
@@ -39,18 +38,11 @@ def linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = Non
     return out if residual is None else residual + out
 
 
-def norm_linear(x, norm_w, eps: float, w, fast: bool = False):
-    """``F.linear(rms_norm(x), w)``."""
+def linear_swiglu(h, w, fast: bool = False):
+    """``silu(gate) * up`` of ``F.linear(h, w)`` split in halves (the MLP's input side)."""
     if fast:
-        return _OPS["norm_linear"](x, norm_w, eps, w)
-    return F.linear(rms_norm(x, norm_w, eps), w)
-
-
-def norm_swiglu(x, norm_w, eps: float, w, fast: bool = False):
-    """``silu(gate) * up`` of ``F.linear(rms_norm(x), w)`` split in halves (the MLP's input side)."""
-    if fast:
-        return _OPS["norm_swiglu"](x, norm_w, eps, w)
-    gate, up = F.linear(rms_norm(x, norm_w, eps), w).chunk(2, dim=-1)
+        return _OPS["linear_swiglu"](h, w)
+    gate, up = F.linear(h, w).chunk(2, dim=-1)
     return F.silu(gate) * up
 
 

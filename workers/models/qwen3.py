@@ -16,7 +16,7 @@ from torch import nn
 
 from .attention import NewOnlyMeta, attend
 from .config import ModelConfig
-from .dense_kernels import linear, norm_linear, norm_swiglu, rms_norm, write_kv
+from .dense_kernels import linear, linear_swiglu, rms_norm, write_kv
 from .kv_cache import KVCache
 from .moe import MoE
 
@@ -76,7 +76,7 @@ def decoder_layer(x, cos, sin, w: LayerWeights, shape: LayerShape, k_pool, v_poo
     """
     H, Hkv, D, eps, fast = shape
     b, q, _ = x.shape
-    qkv = norm_linear(x, w.input_norm, eps, w.qkv, fast=fast)
+    qkv = linear(rms_norm(x, w.input_norm, eps), w.qkv, fast=fast)
     # [b, heads, q, head_dim]; per-head RMSNorm on q and k comes before RoPE.
     qs = rms_norm(qkv[..., :H * D].view(b, q, H, D), w.q_norm, eps).transpose(1, 2)
     ks = rms_norm(qkv[..., H * D:(H + Hkv) * D].view(b, q, Hkv, D), w.k_norm, eps).transpose(1, 2)
@@ -84,9 +84,10 @@ def decoder_layer(x, cos, sin, w: LayerWeights, shape: LayerShape, k_pool, v_poo
     qs, ks = apply_rope(qs, cos, sin), apply_rope(ks, cos, sin)
     out = attend(qs, ks, vs, k_pool, v_pool, meta)
     x = linear(out.transpose(1, 2).reshape(b, q, -1), w.o, x, fast=fast)
+    h = rms_norm(x, w.post_norm, eps)
     if mlp is not None:
-        return x + mlp(rms_norm(x, w.post_norm, eps)), ks, vs
-    return linear(norm_swiglu(x, w.post_norm, eps, w.gate_up, fast=fast), w.down, x, fast=fast), ks, vs
+        return x + mlp(h), ks, vs
+    return linear(linear_swiglu(h, w.gate_up, fast=fast), w.down, x, fast=fast), ks, vs
 
 
 class Attention(nn.Module):
