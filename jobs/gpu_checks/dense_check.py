@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 
 from jobs.bench.shapes import shape_config
 from jobs.gpu_checks.moe_check import copy_bandwidth, graph_time_ms, max_rel_error
+from jobs.gpu_checks.parts import run_parts
 
 ROWS: list[dict] = []
 SHAPES = ("sdar-1.7b", "sdar-4b", "sdar-8b")
@@ -238,19 +237,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     log(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}")
-    failed = []
-    for name in args.parts.split(","):
-        t0 = time.perf_counter()
-        try:
-            with torch.inference_mode():
-                PARTS[name](args)
-        except Exception as e:  # report and go on: one broken part must not hide the others
-            import traceback
-            traceback.print_exc()
-            failed.append(name)
-            ROWS.append({"part": name, "error": f"{type(e).__name__}: {e}"[:500]})
-        log(f"-- part {name}: {time.perf_counter() - t0:.1f} s")
-        Path(args.out, "dense_check.json").write_text(json.dumps(ROWS, indent=1, default=str))
+    failed = run_parts(PARTS, args.parts, args, ROWS, Path(args.out, "dense_check.json"), log)
     _print_table()
     bad = [r for r in ROWS if r.get("part") == "check" and not r.get("ok")]
     return 1 if failed or bad else 0

@@ -39,6 +39,7 @@ import torch
 from jobs.bench.measure import Case, run_engine_case
 from jobs.bench.shapes import make_agree, random_model, shape_config
 from jobs.gpu_checks.moe_check import copy_bandwidth, graph_time_ms
+from jobs.gpu_checks.parts import run_parts
 from workers.api import ATTENTION_BACKENDS, DecodeConfig, Request
 from workers.engine import Engine
 from workers.text.tokenizer import TokenizerBundle
@@ -424,19 +425,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     log(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}")
-    failed = []
-    for name in args.parts.split(","):
-        t0 = time.perf_counter()
-        try:
-            with torch.inference_mode():
-                PARTS[name](args)
-        except Exception as e:  # report and go on: one broken part must not hide the others
-            import traceback
-            traceback.print_exc()
-            failed.append(name)
-            ROWS.append({"part": name, "error": f"{type(e).__name__}: {e}"[:500]})
-        log(f"-- part {name}: {time.perf_counter() - t0:.1f} s")
-        Path(args.out, "engine_check.json").write_text(json.dumps(ROWS, indent=1, default=str))
+    failed = run_parts(PARTS, args.parts, args, ROWS, Path(args.out, "engine_check.json"), log)
     _print_table()
     bad = [r for r in ROWS if r.get("part") in ("check", "kernel") and not r.get("ok")]
     return 1 if failed or bad else 0
