@@ -298,7 +298,7 @@ def part_steps(args) -> None:
     log(f"HBM copy bandwidth {bw / 1e12:.2f} TB/s")
     models: dict[tuple[str, bool], torch.nn.Module] = {}
     for label, t_shape, d_shape, agree, batch, prompt, max_new, decoder, rule, verify, *fold in STEP_CASES:
-        if args.only and not any(o in label for o in args.only.split("|")):
+        if args.only and not any(_matches(o, label) for o in args.only.split("|")):
             continue
         keep = {(t_shape, agree), (d_shape, agree)}
         for k in [k for k in models if k not in keep]:
@@ -313,6 +313,11 @@ def part_steps(args) -> None:
             case = Case(label, decoder, rule, verify, "sdar", batch, 4, attention=args.attention,
                         commit_folding=fold[0] if fold else "auto", layer_kernels=kernels)
             _step_case(case, target, draft, prompts, max_new, t_shape, bw, args)
+
+
+def _matches(pattern: str, label: str) -> bool:
+    """--only: a part of the label, or the whole label when the pattern ends with "$"."""
+    return label == pattern[:-1] if pattern.endswith("$") else pattern in label
 
 
 def _step_case(case: Case, target, draft, prompts, max_new: int, t_shape: str, bw: float, args) -> None:
@@ -417,7 +422,7 @@ PARTS = {"kernel": part_kernel, "diagnose": part_diagnose, "check": part_check, 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", default=",".join(PARTS))
-    p.add_argument("--only", default="", help="steps: only cases whose label contains one of these (|-separated)")
+    p.add_argument("--only", default="", help="steps: only cases whose label contains one of these (|-separated; a trailing $: the whole label)")
     p.add_argument("--attention", default="auto", choices=ATTENTION_BACKENDS, help="the attention backend of the fast path (check, agreement, steps, profile)")
     p.add_argument("--layer-kernels", default="auto", help="steps, profile: the dense layers' kernels, one or "
                    "several of auto/torch/triton (comma separated: each step case runs with each)")
