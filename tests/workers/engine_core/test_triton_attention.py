@@ -51,9 +51,9 @@ def test_kernel_equals_the_gather_path(q, splits, page_size):
 
 @pytest.mark.parametrize("splits", [2, 4, 16])
 def test_each_row_uses_the_splits_its_length_needs(splits):
-    """Long prefixes are split, at least MIN_SPLIT (256) tokens a split: under a launch of 4 or 16
-    splits, rows of 0, 300 and 700 cached tokens use 1, 2 and 3 of them (under 2 splits: 1, 1, 2),
-    and the merge reads only those."""
+    """Each row uses only the splits its length needs (at least MIN_SPLIT = 64 tokens a split):
+    under a launch of 16 splits, rows of 0, 300 and 700 cached tokens use 1, 5 and 11 of them
+    (under 4: 1, 3, 4; under 2: 1, 2, 2), and the merge reads only those."""
     torch.manual_seed(splits)
     load_triton_backend()
     cache = _cache(16, num_pages=48, pages_per_slot=48)
