@@ -267,14 +267,6 @@ def part_floors(args) -> None:
 
 # -- steps ---------------------------------------------------------------------------------------
 
-def hbm_bandwidth() -> float:
-    """Measured device-to-device copy bandwidth (bytes read + written per second)."""
-    x = torch.empty(1 << 30, dtype=torch.bfloat16, device="cuda")
-    y = torch.empty_like(x)
-    ms = graph_time_ms(lambda: y.copy_(x), 10)
-    return 2 * x.numel() * x.element_size() / (ms / 1e3)
-
-
 STEP_CASES = [  # label, target shape, draft shape, agree, batch, prompt, max_new, decoder, remasking, verify[, folding]
     ("8B b1 sequential", "sdar-8b", None, False, 1, 256, 128, "vanilla", "sequential", ""),
     ("1.7B b1 sequential", "sdar-1.7b", None, False, 1, 256, 128, "vanilla", "sequential", ""),
@@ -297,7 +289,7 @@ STEP_CASES = [  # label, target shape, draft shape, agree, batch, prompt, max_ne
 
 
 def part_steps(args) -> None:
-    bw = hbm_bandwidth()
+    bw = _copy_bandwidth()  # the same figure as the MoE floors and dense_check: a plain 1 GiB copy
     ROWS.append({"part": "steps", "case": "hbm copy bandwidth", "bytes_per_s": bw})
     log(f"HBM copy bandwidth {bw / 1e12:.2f} TB/s")
     models: dict[tuple[str, bool], torch.nn.Module] = {}
@@ -330,9 +322,10 @@ def _step_case(case: Case, target, draft, prompts, max_new: int, t_shape: str, b
     t0 = time.perf_counter()
     rec = run_engine_case(case, target, draft, TokenizerBundle(tokenizer=None, stop_ids=()), prompts, max_new)
     rec["case_wall_s"] = time.perf_counter() - t0
-    # Rounds captured whole (forward, head and rule in one graph) bypass the runner's counter:
-    # one target forward per round then.
-    forwards = rec.get("target_forwards") or rec["steps"]
+    # Vanilla: a round is one denoising step (its share of commit forwards included); steps run as
+    # whole graphs bypass the runner's forward counter, so the counter would count commits only.
+    # SimSD: rounds captured whole also bypass it: one target forward per round then.
+    forwards = rec["steps"] if decoder == "vanilla" else (rec.get("target_forwards") or rec["steps"])
     rec["ms_per_target_forward"] = 1e3 * rec["decode_s"] / max(forwards, 1)
     q = 4 if decoder == "vanilla" else (16 if verify == "exact" else 8)
     fl = floor(t_shape, target, batch * q)
