@@ -73,7 +73,8 @@ def resolve_compile(name: str) -> bool:
 
 def resolve_layer_kernels(name: str, device: torch.device, dtype: torch.dtype) -> bool:
     """Whether the dense layers run their Triton kernels (``models/dense_kernels.py``): the
-    weight-streaming matmul of forwards of at most 32 tokens and the one-kernel K/V store.
+    weight-streaming matmuls of forwards of at most 32 tokens (residual and SwiGLU fused, the LM
+    head too) and the one-kernel K/V store.
     ``auto`` is on for a bf16/fp16 model on CUDA where Triton imports (docs/engine.md has the
     measurements); ``triton`` insists and says why it cannot; ``torch`` is cuBLAS and indexing."""
     if name not in LAYER_KERNELS:

@@ -6,8 +6,9 @@ runner that uses them; CPU hosts never import it).
 - ``linear_swiglu``: the gate/up matmul with SwiGLU applied in its epilogue (``swiglu_linear.py``).
 - ``store_kv``: a forward's new K/V written to the paged pool in one kernel (``kv_store.py``).
 
-``load()`` imports them; the layer code calls ``linear``/``write_kv`` with a flag saying whether
-the runner asked for them (``LayerShape.fast``), so a forward without the flag is plain PyTorch.
+``load()`` imports them; the layer code calls ``linear``/``linear_swiglu``/``write_kv`` with a
+flag saying whether the runner asked for them (``LayerShape.fast``), so a forward without the flag
+is plain PyTorch (``rms_norm`` here too: the RMSNorm every path computes).
 """
 from __future__ import annotations
 
