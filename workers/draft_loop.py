@@ -24,7 +24,7 @@ class _Loop:
                  steps: int | None = None):
         dev = runner.device
         self.runner, self.k, self.rule, self.num_steps = runner, k, rule, steps
-        self.fwd = StaticForward.of(runner, nb, block, span)
+        self.fwd = StaticForward(runner, nb, block, span)
         self.fwd.visible.fill_(True)
         self.masked = torch.zeros(nb, block, dtype=torch.bool, device=dev)
         self.steps = torch.zeros(nb, block, dtype=torch.long, device=dev)
@@ -34,9 +34,9 @@ class _Loop:
         self.graph = self._capture() if runner.cuda_graphs else None
 
     def body(self) -> None:
-        model, tokens = self.runner.model, self.fwd.ids
+        tokens = self.fwd.ids
         for i in range(self.k):
-            logits = model.logits(self.fwd.body())
+            logits = self.runner.logits(self.fwd.body())
             if self.never is not None:  # as the eager draft: the mask token is never proposed
                 logits = logits.index_fill(-1, self.never, float("-inf"))
             confidence, chosen = torch.softmax(logits, -1).max(-1)

@@ -16,8 +16,9 @@ from typing import Callable
 
 import torch
 
-from .models import ForwardBatch, KVCache, Qwen3Model
+from .models import ForwardBatch
 from .models.attention import PagedMeta, gather_meta
+from .models.gpu_info import sm_count
 
 SPAN_BUCKET = 128  # torch backend: cache spans are rounded up to this, so few graphs cover all lengths
 
@@ -70,13 +71,15 @@ def span_bucket(max_len: int, limit: int) -> int:
 
 
 class StaticForward:
-    """One fixed shape: ``nb`` rows of ``q`` new tokens (and, for the torch backend, a cache span)."""
+    """One fixed shape of a runner's model: ``nb`` rows of ``q`` new tokens (and, for the torch
+    backend, a cache span), run against the runner's pool with its layer function and kernels."""
 
-    def __init__(self, model: Qwen3Model, cache: KVCache, nb: int, q: int, span: int, attention: str,
-                 layer_fn=None, fast: bool = False):
+    def __init__(self, runner, nb: int, q: int, span: int):
+        """runner: the ``ModelRunner`` whose model, pool, layer function and kernels this runs."""
+        model, cache, attention = runner.model, runner.cache, runner.attention
         dev = cache.lengths.device
-        self.model, self.cache, self.nb, self.span, self.layer_fn = model, cache, nb, span, layer_fn
-        self.fast = fast
+        self.model, self.cache, self.nb, self.span = model, cache, nb, span
+        self.layer_fn, self.fast = runner.layer_fn, runner.fast_layers
         self.ids = torch.zeros(nb, q, dtype=torch.long, device=dev)
         self.positions = torch.zeros(nb, q, dtype=torch.long, device=dev)
         self.visible = torch.eye(q, dtype=torch.bool, device=dev).repeat(nb, 1, 1)
@@ -88,16 +91,10 @@ class StaticForward:
             from .models.paged_attention import num_splits
 
             heads, kv = model.config.num_attention_heads, model.config.num_key_value_heads
-            sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 132
-            self.splits = num_splits(nb, kv, heads // kv, q, cache.max_len, sms)
+            self.splits = num_splits(nb, kv, heads // kv, q, cache.max_len, sm_count(dev))
         self.triton = attention == "triton"
         self.out = None
         self.graph = None
-
-    @classmethod
-    def of(cls, runner, nb: int, q: int, span: int) -> "StaticForward":
-        """A fixed shape of ``runner``'s model, run with the runner's kernels (a ModelRunner)."""
-        return cls(runner.model, runner.cache, nb, q, span, runner.attention, runner.layer_fn, runner.fast_layers)
 
     def body(self) -> torch.Tensor:
         """The forward over the buffers (what a graph records)."""
@@ -139,24 +136,23 @@ class StaticForward:
 
 
 class StaticForwards:
-    """The :class:`StaticForward` of every (bucket, query length, span) a decoder has used."""
+    """The :class:`StaticForward` of every (bucket, query length, span) a runner's decoders have
+    used, over the runner's current pool (the runner makes a new one when it reallocates)."""
 
-    def __init__(self, model: Qwen3Model, cache: KVCache, capture: bool, attention: str, layer_fn=None,
-                 fast: bool = False):
-        self.model, self.cache, self.capture, self.layer_fn, self.fast = model, cache, capture, layer_fn, fast
-        self.attention = attention
-        self.pool = torch.cuda.graph_pool_handle() if capture else None
+    def __init__(self, runner):
+        self.runner = runner
+        self.pool = torch.cuda.graph_pool_handle() if runner.cuda_graphs else None
         self.forwards: dict[tuple[int, int, int], StaticForward] = {}
 
     def span(self, max_len: int) -> int:
         # The triton backend reads lengths at run time: one shape for all spans.
-        return 0 if self.attention == "triton" else span_bucket(max_len, self.cache.max_len)
+        return 0 if self.runner.attention == "triton" else span_bucket(max_len, self.runner.cache.max_len)
 
     def get(self, b: int, q: int, max_len: int) -> StaticForward:
         key = (batch_bucket(b), q, self.span(max_len))
         if key not in self.forwards:
-            fwd = StaticForward(self.model, self.cache, key[0], q, key[2], self.attention, self.layer_fn, self.fast)
-            if self.capture:
+            fwd = StaticForward(self.runner, key[0], q, key[2])
+            if self.runner.cuda_graphs:
                 fwd.capture(self.pool)
             self.forwards[key] = fwd
         return self.forwards[key]

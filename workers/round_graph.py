@@ -86,11 +86,11 @@ class _Round(Replayable):
         self.target, self.draft, self.nb, self.B, self.k = target, draft, nb, B, k
         self.rule, self.num_steps, self.verify = rule, steps, verify
         q_verify = B * B if verify == "exact" else 2 * B
-        self.tf = StaticForward.of(target, nb, B + q_verify, spans[0])
-        self.df1 = StaticForward.of(draft, nb, 2 * B, spans[1])
+        self.tf = StaticForward(target, nb, B + q_verify, spans[0])
+        self.df1 = StaticForward(draft, nb, 2 * B, spans[1])
         self.df = None
         if k > 1:  # later draft steps: the block alone, nothing stored
-            self.df = StaticForward.of(draft, nb, B, spans[1])
+            self.df = StaticForward(draft, nb, B, spans[1])
             self.df.visible.fill_(True)
         self.packed = torch.zeros(5, nb, dtype=torch.long, device=dev)  # host input (see SLOT...)
         self.out = torch.zeros(nb, 2 * B + 2, dtype=torch.long, device=dev)  # tokens | masked | acc | bonus

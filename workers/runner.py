@@ -138,8 +138,7 @@ class ModelRunner:
         self.close()  # graphs point at the old pool: free both before allocating
         self.cache = KVCache(self.config, num_slots, num_pages, page_size, pages_per_slot, self.device, self.dtype)
         if self.static_shapes:
-            self.static = StaticForwards(self.model, self.cache, self.cuda_graphs, self.attention, self.layer_fn,
-                                         self.fast_layers)
+            self.static = StaticForwards(self)
 
     def batch_rows(self, b: int) -> int:
         """Rows a forward of ``b`` rows computes (fixed shapes run at the batch bucket)."""
@@ -177,9 +176,7 @@ class ModelRunner:
         return self.model.hidden(ids, ForwardBatch(positions, meta, cache, write_idx, fast=self.fast_layers))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.fast_layers:  # the LM head streamed by the same kernel as the layers' weights
-            return dense_kernels.linear(hidden, self.model.lm_head.weight, fast=True).float()
-        return self.model.logits(hidden)
+        return self.model.logits(hidden, fast=self.fast_layers)
 
     def prefill(self, slots: torch.Tensor, prompts: list[list[int]], block: int) -> None:
         """Store K/V of each prompt (block-causal, aligned to position 0) in emptied slots.

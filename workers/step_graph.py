@@ -29,7 +29,7 @@ class _Step(Replayable):
         B, dev = block, runner.device
         self.runner, self.nb, self.B, self.fold, self.rule, self.num_steps = runner, nb, B, fold, rule, steps
         self.threshold = threshold
-        self.fwd = StaticForward.of(runner, nb, 2 * B if fold else B, span)
+        self.fwd = StaticForward(runner, nb, 2 * B if fold else B, span)
         if not fold:
             self.fwd.visible.fill_(True)  # the block is bidirectional; nothing is written
         self.packed = torch.zeros(5, nb, dtype=torch.long, device=dev)

@@ -26,7 +26,7 @@ import triton.language as tl
 
 from .moe_grouping import align_by_expert, block_m_for
 from .moe_small import SMALL_MAX_TOKENS, small_experts
-from .moe_tiles import matmul_tile, swiglu_tile
+from .matmul_tiles import matmul_tile, swiglu_tile
 
 
 @triton.jit

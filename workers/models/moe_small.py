@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .moe_tiles import matmul_tile, swiglu_tile
+from .matmul_tiles import matmul_tile, swiglu_tile
 
 SMALL_MAX_TOKENS = 32  # the crossover with the grouped GEMM: between 32 and 64 tokens on an H100
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import NewOnlyMeta, attend
@@ -217,8 +216,9 @@ class Qwen3Model(nn.Module):
             x = layer(x, cos, sin, batch)
         return self.model.norm(x)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
+    def logits(self, hidden: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        """float32 logits; ``fast``: the LM head streamed by the dense layers' matmul kernel."""
+        return linear(hidden, self.lm_head.weight, fast=fast).float()
 
     def forward(self, ids: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         return self.logits(self.hidden(ids, batch))

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .moe_tiles import matmul_tile
+from .gpu_info import sm_count
+from .matmul_tiles import matmul_tile
 
 MAX_ROWS = 32  # query rows (tokens) the kernel takes; larger forwards go to cuBLAS
 
@@ -42,14 +43,31 @@ def _skinny_kernel(x_ptr, w_ptr, res_ptr, out_ptr, M, N, K, s_xm, s_wn, s_rm, s_
 
 
 def tile_config(n: int, k: int, sms: int = 132) -> tuple[int, int, int, int]:
-    """(BN, BK, num_warps, num_stages) for an [n, k] weight: output blocks of 32 features when
+    """(BN, BK, num_warps, num_stages) for n output features over k: blocks of 32 features when
     that still gives two programs per SM, else 16 (a weight's programs must fill the GPU, since
     each one reads its share of the weight once)."""
     bn = 32 if n // 32 >= 2 * sms else 16
     return bn, 256 if k >= 256 else triton.next_power_of_2(max(k, 16)), 4, 4
 
 
-CONFIG_OVERRIDE: dict[tuple[int, int], tuple[int, int, int, int]] = {}  # (n, k) -> tiles (sweeps)
+def takes_kernel(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether the operators run their streaming kernel for x (else cuBLAS): 1 to MAX_ROWS rows,
+    half precision (float32 stays on cuBLAS's exact float32 path)."""
+    rows = x.numel() // max(x.shape[-1], 1)
+    return 0 < rows <= MAX_ROWS and x.dtype in (torch.bfloat16, torch.float16) and w.dtype == x.dtype
+
+
+def rows_2d(x: torch.Tensor) -> torch.Tensor:
+    """x [..., K] as [rows, K] with unit stride along K (a view when it already is)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def launch(n: int, k: int, m: int, device: torch.device, config: tuple[int, int, int, int] | None) -> dict:
+    """The grid and tile arguments of a streaming kernel with n output features over k, m rows."""
+    bn, bk, warps, stages = config or tile_config(n, k, sm_count(device))
+    return {"grid": (triton.cdiv(n, bn),), "BM": 16 if m <= 16 else 32, "BN": bn, "BK": bk,
+            "num_warps": warps, "num_stages": stages}
 
 
 def skinny_linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None,
@@ -57,20 +75,13 @@ def skinny_linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | Non
     """``x @ w.T (+ residual)`` for x [..., K] with at most MAX_ROWS rows, w [N, K] -> [..., N],
     accumulated in float32 and rounded to x's dtype once."""
     n, k = w.shape
-    x2 = x.reshape(-1, k)
+    x2, w = rows_2d(x), rows_2d(w)
     m = x2.shape[0]
-    if x2.stride(1) != 1:
-        x2 = x2.contiguous()
-    w = w if w.stride(1) == 1 else w.contiguous()
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    res = out if residual is None else residual.reshape(m, n)
-    if res.stride(1) != 1:
-        res = res.contiguous()
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 132
-    bn, bk, warps, stages = config or CONFIG_OVERRIDE.get((n, k)) or tile_config(n, k, sms)
-    _skinny_kernel[(triton.cdiv(n, bn),)](
-        x2, w, res, out, m, n, k, x2.stride(0), w.stride(0), res.stride(0), out.stride(0),
-        HAS_RES=residual is not None, BM=16 if m <= 16 else 32, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
+    res = out if residual is None else rows_2d(residual)
+    args = launch(n, k, m, x.device, config)
+    _skinny_kernel[args.pop("grid")](x2, w, res, out, m, n, k, x2.stride(0), w.stride(0), res.stride(0),
+                                     out.stride(0), HAS_RES=residual is not None, **args)
     return out.view(*x.shape[:-1], n)
 
 
@@ -78,14 +89,12 @@ def skinny_linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | Non
 def linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, w) (+ residual)``: the weight-streaming kernel for at most MAX_ROWS rows of
     a half-precision x, cuBLAS otherwise (an opaque operator under torch.compile)."""
-    rows = x.numel() // max(x.shape[-1], 1)
-    if 0 < rows <= MAX_ROWS and x.dtype in (torch.bfloat16, torch.float16) and w.dtype == x.dtype:
+    if takes_kernel(x, w):
         return skinny_linear(x, w, residual)
     if residual is None:
         return F.linear(x, w)
     # cuBLAS adds the residual itself (beta = 1): one kernel, the sum rounded once, as above.
-    k = x.shape[-1]
-    return torch.addmm(residual.reshape(-1, w.shape[0]), x.reshape(-1, k), w.t()).view(*x.shape[:-1], w.shape[0])
+    return torch.addmm(rows_2d(residual), rows_2d(x), w.t()).view(*x.shape[:-1], w.shape[0])
 
 
 @linear.register_fake

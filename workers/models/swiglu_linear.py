@@ -20,8 +20,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .moe_tiles import swiglu_tile
-from .skinny_linear import CONFIG_OVERRIDE, MAX_ROWS, tile_config
+from .matmul_tiles import swiglu_tile
+from .skinny_linear import launch, rows_2d, takes_kernel
 
 
 @triton.jit
@@ -46,22 +46,14 @@ def _silu_mul_kernel(gu_ptr, out_ptr, N, s_gm, s_om, BLOCK: tl.constexpr):
     tl.store(out_ptr + row * s_om + cols, (gate * tl.sigmoid(gate) * up).to(out_ptr.dtype.element_ty), mask=ok)
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    x2 = x.reshape(-1, x.shape[-1])
-    return x2 if x2.stride(-1) == 1 else x2.contiguous()
-
-
 def skinny_swiglu(x: torch.Tensor, w: torch.Tensor, config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """``silu(g) * u`` with ``g, u = (x @ w.T).chunk(2, -1)`` for at most MAX_ROWS rows of x."""
-    x2 = _rows(x)
+    x2 = rows_2d(x)
     m, k = x2.shape
     inter = w.shape[0] // 2
     out = torch.empty(m, inter, dtype=x.dtype, device=x.device)
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 132
-    bn, bk, warps, stages = config or CONFIG_OVERRIDE.get((w.shape[0], k)) or tile_config(inter, k, sms)
-    _swiglu_kernel[(triton.cdiv(inter, bn),)](
-        x2, w, out, m, inter, k, x2.stride(0), w.stride(0), out.stride(0),
-        BM=16 if m <= 16 else 32, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
+    args = launch(inter, k, m, x.device, config)
+    _swiglu_kernel[args.pop("grid")](x2, w, out, m, inter, k, x2.stride(0), w.stride(0), out.stride(0), **args)
     return out.view(*x.shape[:-1], inter)
 
 
@@ -69,10 +61,9 @@ def skinny_swiglu(x: torch.Tensor, w: torch.Tensor, config: tuple[int, int, int,
 def linear_swiglu(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``silu(g) * u`` where ``g, u = F.linear(x, w).chunk(2, -1)``: one kernel for a few
     half-precision rows, cuBLAS and one SwiGLU kernel otherwise."""
-    rows = x.numel() // max(x.shape[-1], 1)
-    if 0 < rows <= MAX_ROWS and x.dtype in (torch.bfloat16, torch.float16) and w.dtype == x.dtype:
+    if takes_kernel(x, w):
         return skinny_swiglu(x, w)
-    gu = F.linear(_rows(x), w)
+    gu = F.linear(rows_2d(x), w)
     inter = w.shape[0] // 2
     out = torch.empty(gu.shape[0], inter, dtype=gu.dtype, device=gu.device)
     block = 1024

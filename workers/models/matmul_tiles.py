@@ -1,9 +1,10 @@
-"""The two matmul loops every MoE expert kernel runs, as Triton device functions.
+"""The two matmul loops of the Triton expert and dense-layer kernels, as Triton device functions.
 
-The callers (``moe_small``: a few tokens, ``moe_kernels``: the grouped GEMM) differ only in which
-rows they gather and which expert a program serves; the tiles themselves are the same:
-- ``swiglu_tile``: SiLU(x W_gate^T) * (x W_up^T) for BM gathered rows and BN columns of the expert
-  FFN, gate and up read in the same loop;
+The callers (``moe_small``: a few tokens, ``moe_kernels``: the grouped GEMM, ``skinny_linear`` and
+``swiglu_linear``: the dense layers' small forwards) differ only in which rows they gather and
+which weight a program serves; the tiles themselves are the same:
+- ``swiglu_tile``: SiLU(x W_gate^T) * (x W_up^T) for BM gathered rows and BN columns of the FFN,
+  gate and up read in the same loop;
 - ``matmul_tile``: a [BM, K] row gather times BN rows of a row-major [N, K] weight.
 Weights are loaded as [BK, BN] tiles; accumulation is float32.
 """
