@@ -22,15 +22,18 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .gpu_info import sm_count
+from .gpu_info import pdl, sm_count
 from .matmul_tiles import matmul_tile
+from .pdl_entry import pdl_args, pdl_enter
 
 MAX_ROWS = 32  # query rows (tokens) the kernel takes; larger forwards go to cuBLAS
 
 
 @triton.jit
 def _skinny_kernel(x_ptr, w_ptr, res_ptr, out_ptr, M, N, K, s_xm, s_wn, s_rm, s_om,
-                   HAS_RES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+                   HAS_RES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                   PDL: tl.constexpr):
+    pdl_enter(PDL)
     rows = tl.arange(0, BM)
     row_ok = rows < M
     cols = tl.program_id(0) * BN + tl.arange(0, BN)
@@ -64,10 +67,10 @@ def rows_2d(x: torch.Tensor) -> torch.Tensor:
 
 
 def launch(n: int, k: int, m: int, device: torch.device, config: tuple[int, int, int, int] | None) -> dict:
-    """The grid and tile arguments of a streaming kernel with n output features over k, m rows."""
+    """The grid, tile and launch arguments of a streaming kernel with n output features over k, m rows."""
     bn, bk, warps, stages = config or tile_config(n, k, sm_count(device))
     return {"grid": (triton.cdiv(n, bn),), "BM": 16 if m <= 16 else 32, "BN": bn, "BK": bk,
-            "num_warps": warps, "num_stages": stages}
+            "num_warps": warps, "num_stages": stages, **pdl_args(pdl(device))}
 
 
 def skinny_linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None,

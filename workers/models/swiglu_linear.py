@@ -21,12 +21,15 @@ import triton
 import triton.language as tl
 
 from .matmul_tiles import swiglu_tile
+from .gpu_info import pdl
+from .pdl_entry import pdl_args, pdl_enter
 from .skinny_linear import launch, rows_2d, takes_kernel
 
 
 @triton.jit
 def _swiglu_kernel(x_ptr, w_ptr, out_ptr, M, I, K, s_xm, s_wn, s_om,
-                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr):
+    pdl_enter(PDL)
     rows = tl.arange(0, BM)
     row_ok = rows < M
     cols = tl.program_id(0) * BN + tl.arange(0, BN)
@@ -37,7 +40,8 @@ def _swiglu_kernel(x_ptr, w_ptr, out_ptr, M, I, K, s_xm, s_wn, s_om,
 
 
 @triton.jit
-def _silu_mul_kernel(gu_ptr, out_ptr, N, s_gm, s_om, BLOCK: tl.constexpr):
+def _silu_mul_kernel(gu_ptr, out_ptr, N, s_gm, s_om, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    pdl_enter(PDL)
     row = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     ok = cols < N
@@ -67,7 +71,8 @@ def linear_swiglu(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     inter = w.shape[0] // 2
     out = torch.empty(gu.shape[0], inter, dtype=gu.dtype, device=gu.device)
     block = 1024
-    _silu_mul_kernel[(gu.shape[0], triton.cdiv(inter, block))](gu, out, inter, gu.stride(0), out.stride(0), BLOCK=block)
+    _silu_mul_kernel[(gu.shape[0], triton.cdiv(inter, block))](gu, out, inter, gu.stride(0), out.stride(0), BLOCK=block,
+                                                             **pdl_args(pdl(gu.device)))
     return out.view(*x.shape[:-1], inter)
 
 
