@@ -12,7 +12,7 @@ from tests.needs import import_or_skip
 
 import_or_skip("triton", "pip install triton")
 
-from workers.models import dense_kernels, skinny_linear, swiglu_linear  # noqa: E402
+from workers.models import dense_kernels, qk_norm_rope, skinny_linear, swiglu_linear  # noqa: E402
 from workers.models.kv_store import store_kv  # noqa: E402
 from workers.models.qwen3 import LayerShape, LayerWeights, decoder_layer, rope_cos_sin  # noqa: E402
 from workers.models.attention import NewOnlyMeta  # noqa: E402
@@ -85,6 +85,32 @@ def test_store_kv_writes_what_indexing_writes(dtype):
     assert pools[1][0][:, idx[0, 0]].abs().sum() > 0  # something was written
 
 
+@pytest.mark.parametrize("H,Hkv,D", [(4, 2, 16), (5, 1, 128)])  # a program holds 4 heads: 6 and 6 heads
+def test_qk_norm_rope_equals_float32_norm_then_rope(H, Hkv, D):
+    """The one-kernel per-head RMSNorm + RoPE of queries and keys (fp16) against the same maths in
+    float32, rows at different positions; and against the plain fp16 path within its rounding."""
+    b, q, eps = 2, 3, 1e-6
+    qkv = rand(b, q, (H + 2 * Hkv) * D, seed=40, dtype=torch.float16, scale=2.0)
+    qn, kn = ((1 + rand(D, seed=s) * 0.2).half() for s in (41, 42))
+    cos, sin = rope_cos_sin(torch.tensor([[0, 1, 2], [7, 8, 300]]), D, 10000.0, torch.float16)
+    qs, ks = qk_norm_rope.qk_norm_rope(qkv, qn, kn, cos, sin, H, Hkv, eps)
+    assert qs.shape == (b, H, q, D) and ks.shape == (b, Hkv, q, D) and qs.dtype == torch.float16
+
+    def reference(x, w):  # x [b, q, heads, D] float32
+        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w.float()
+        y = y.transpose(1, 2)
+        rotated = torch.cat((-y[..., D // 2:], y[..., :D // 2]), -1)
+        return y * cos.float() + rotated * sin.float()
+    x = qkv.float()
+    want_q = reference(x[..., :H * D].view(b, q, H, D), qn)
+    want_k = reference(x[..., H * D:(H + Hkv) * D].view(b, q, Hkv, D), kn)
+    for got, want in ((qs, want_q), (ks, want_k)):
+        assert (got.float() - want).abs().max() <= 4e-3 * want.abs().max()
+    plain = dense_kernels.qk_norm_rope(qkv, qn, kn, cos, sin, H, Hkv, eps, fast=False)
+    for got, want in zip((qs, ks), plain):
+        assert (got.float() - want.float()).abs().max() <= 8e-3 * want.float().abs().max()
+
+
 def test_a_layer_with_the_kernels_equals_the_layer_without():
     """decoder_layer with ``fast`` (Triton matmuls, residual fused) against plain PyTorch, fp16."""
     assert dense_kernels.load()
@@ -124,19 +150,20 @@ def test_layer_kernels_resolve_per_device():
 
 def test_a_model_forward_with_the_kernels_stores_and_returns_what_plain_pytorch_does(ckpts, monkeypatch):
     """The whole model through ForwardBatch(fast=True): every layer's matmuls, SwiGLU and K/V
-    store by the kernels (the flag reaches each layer and the store), against the same forward
+    store and q/k norm + RoPE by the kernels (the flag reaches each layer and the store), against the same forward
     without them, fp16, on a paged pool: hidden states and the stored K/V agree."""
     from workers.models import ForwardBatch, KVCache, load_model
     from workers.models.attention import gather_meta
 
     assert dense_kernels.load()
-    calls = {"linear": 0, "swiglu": 0, "store": 0}
+    calls = {"linear": 0, "swiglu": 0, "store": 0, "qk": 0}
 
     def counted(name, fn):
         return lambda *a: calls.__setitem__(name, calls[name] + 1) or fn(*a)
     monkeypatch.setattr(skinny_linear, "skinny_linear", counted("linear", skinny_linear.skinny_linear))
     monkeypatch.setattr(swiglu_linear, "skinny_swiglu", counted("swiglu", swiglu_linear.skinny_swiglu))
     monkeypatch.setitem(dense_kernels._OPS, "store_kv", counted("store", dense_kernels._OPS["store_kv"]))
+    monkeypatch.setitem(dense_kernels._OPS, "qk_norm_rope", counted("qk", dense_kernels._OPS["qk_norm_rope"]))
     model = load_model(ckpts["target"], "cpu", "float32").half()
     cfg = model.config
     b, q = 2, 4
@@ -153,7 +180,7 @@ def test_a_model_forward_with_the_kernels_stores_and_returns_what_plain_pytorch_
         outs.append(model.hidden(ids, ForwardBatch(positions, meta, cache, write_idx, fast=fast)).float())
         pools.append(torch.stack([torch.stack(cache.k), torch.stack(cache.v)]).float())
     layers = cfg.num_hidden_layers
-    assert calls == {"linear": 3 * layers, "swiglu": layers, "store": layers}  # q/k/v, o, down; gate/up
+    assert calls == {"linear": 3 * layers, "swiglu": layers, "store": layers, "qk": layers}  # q/k/v, o, down; gate/up
     assert (outs[1] - outs[0]).abs().max() <= 2e-2 * outs[0].abs().max()
     assert pools[0].abs().sum() > 0  # every written position holds K/V, not the zero init
     assert (pools[1] - pools[0]).abs().max() <= 2e-2 * pools[0].abs().max()

@@ -5,6 +5,7 @@ runner that uses them; CPU hosts never import it).
   its epilogue (``skinny_linear.py``); larger forwards fall through to cuBLAS inside the operator.
 - ``linear_swiglu``: the gate/up matmul with SwiGLU applied in its epilogue (``swiglu_linear.py``).
 - ``store_kv``: a forward's new K/V written to the paged pool in one kernel (``kv_store.py``).
+- ``qk_norm_rope``: the per-head RMSNorm and RoPE of queries and keys in one kernel (``qk_norm_rope.py``).
 
 ``load()`` imports them; the layer code calls ``linear``/``linear_swiglu``/``write_kv`` with a
 flag saying whether the runner asked for them (``LayerShape.fast``), so a forward without the flag
@@ -23,11 +24,12 @@ def load() -> bool:
     if not _OPS:
         try:
             from .kv_store import store_kv
+            from .qk_norm_rope import qk_norm_rope
             from .skinny_linear import linear
             from .swiglu_linear import linear_swiglu
         except ImportError:
             return False
-        _OPS.update(linear=linear, store_kv=store_kv, linear_swiglu=linear_swiglu)
+        _OPS.update(linear=linear, store_kv=store_kv, linear_swiglu=linear_swiglu, qk_norm_rope=qk_norm_rope)
     return True
 
 
@@ -53,6 +55,26 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return (h * weight.float()).to(x.dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE, rotate-half convention: x [..., D] with cos, sin broadcast to it."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def qk_norm_rope(qkv, q_norm, k_norm, cos, sin, num_heads: int, num_kv_heads: int, eps: float, fast: bool = False):
+    """Queries [b, H, q, D] and keys [b, Hkv, q, D] of the fused projection qkv [b, q, (H + 2 Hkv) D]:
+    per-head RMSNorm, then RoPE (cos, sin [b, 1, q, D]). ``fast``: one kernel for half precision."""
+    b, q, _ = qkv.shape
+    D = q_norm.shape[0]
+    if fast and qkv.dtype in (torch.bfloat16, torch.float16) and D & (D - 1) == 0:
+        return _OPS["qk_norm_rope"](qkv, q_norm, k_norm, cos, sin, num_heads, num_kv_heads, eps)
+    H, Hkv = num_heads, num_kv_heads
+    qs = rms_norm(qkv[..., :H * D].view(b, q, H, D), q_norm, eps).transpose(1, 2)
+    ks = rms_norm(qkv[..., H * D:(H + Hkv) * D].view(b, q, Hkv, D), k_norm, eps).transpose(1, 2)
+    return apply_rope(qs, cos, sin), apply_rope(ks, cos, sin)
 
 
 def write_kv(k_pool, v_pool, ks, vs, write_idx, fast: bool = False) -> None:

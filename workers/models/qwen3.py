@@ -15,7 +15,7 @@ from torch import nn
 
 from .attention import NewOnlyMeta, attend
 from .config import ModelConfig
-from .dense_kernels import linear, linear_swiglu, rms_norm, write_kv
+from .dense_kernels import linear, linear_swiglu, qk_norm_rope, rms_norm, write_kv
 from .kv_cache import KVCache
 from .moe import MoE
 
@@ -36,12 +36,6 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: to
     freqs = positions.float()[..., None] * inv_freq  # [b, q, d/2]
     emb = torch.cat((freqs, freqs), dim=-1)[:, None]
     return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
 
 
 class LayerWeights(NamedTuple):
@@ -77,10 +71,8 @@ def decoder_layer(x, cos, sin, w: LayerWeights, shape: LayerShape, k_pool, v_poo
     b, q, _ = x.shape
     qkv = linear(rms_norm(x, w.input_norm, eps), w.qkv, fast=fast)
     # [b, heads, q, head_dim]; per-head RMSNorm on q and k comes before RoPE.
-    qs = rms_norm(qkv[..., :H * D].view(b, q, H, D), w.q_norm, eps).transpose(1, 2)
-    ks = rms_norm(qkv[..., H * D:(H + Hkv) * D].view(b, q, Hkv, D), w.k_norm, eps).transpose(1, 2)
+    qs, ks = qk_norm_rope(qkv, w.q_norm, w.k_norm, cos, sin, H, Hkv, eps, fast=fast)
     vs = qkv[..., (H + Hkv) * D:].view(b, q, Hkv, D).transpose(1, 2)
-    qs, ks = apply_rope(qs, cos, sin), apply_rope(ks, cos, sin)
     out = attend(qs, ks, vs, k_pool, v_pool, meta)
     x = linear(out.transpose(1, 2).reshape(b, q, -1), w.o, x, fast=fast)
     h = rms_norm(x, w.post_norm, eps)
