@@ -22,18 +22,22 @@ import triton.language as tl
 
 from .matmul_tiles import swiglu_tile
 from .gpu_info import pdl
-from .pdl_entry import pdl_args, pdl_enter
+from .pdl_entry import pdl_args, pdl_enter, prefetch_rows
 from .skinny_linear import launch, rows_2d, takes_kernel
 
 
 @triton.jit
 def _swiglu_kernel(x_ptr, w_ptr, out_ptr, M, I, K, s_xm, s_wn, s_om,
-                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr):
+                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr,
+                   PREFETCH: tl.constexpr):
+    cols = tl.program_id(0) * BN + tl.arange(0, BN)
+    col_ok = cols < I
+    if PREFETCH > 0:  # gate rows, then up rows
+        prefetch_rows(w_ptr, cols, col_ok, s_wn, K, PREFETCH)
+        prefetch_rows(w_ptr, cols + I, col_ok, s_wn, K, PREFETCH)
     pdl_enter(PDL)
     rows = tl.arange(0, BM)
     row_ok = rows < M
-    cols = tl.program_id(0) * BN + tl.arange(0, BN)
-    col_ok = cols < I
     act = swiglu_tile(x_ptr, rows, row_ok, s_xm, w_ptr, cols, col_ok, s_wn, I, K, BM, BN, BK)
     tl.store(out_ptr + rows[:, None] * s_om + cols[None, :], act.to(out_ptr.dtype.element_ty),
              mask=row_ok[:, None] & col_ok[None, :])
