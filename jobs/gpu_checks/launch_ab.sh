@@ -5,7 +5,8 @@
 #      first weight tiles before they wait (SIMSD_PREFETCH=1024 elements a row)
 #   P: PDL without the prefetch (SIMSD_PREFETCH=0)
 #   C: B and TORCHINDUCTOR_ENABLE_PDL=1 (Inductor's fused kernels with PDL too)
-# then dense_check --parts check (every kernel against float32, graph replay, a compiled layer).
+# then dense_check --parts check (every kernel against float32, graph replay, a compiled layer)
+# and engine_check --parts check under C (graphs + compiled layers + PDL give the eager tokens).
 # Each configuration is its own process (Inductor reads its flag when it compiles).
 # Results: $OUT/<config>/engine_check.json, logs $OUT/*.log; the table is printed last.
 # Run: bash jobs/gpu_checks/launch_ab.sh ['<engine_check --only pattern>']
@@ -26,6 +27,9 @@ run P_pdl 1 0 0
 run C_pdl_prefetch_inductor 1 1 1024
 timeout 120 python -m jobs.gpu_checks.dense_check --parts check --out "$OUT/dense" > "$OUT/dense.log" 2>&1
 echo "dense_check rc=$?"; grep -c " OK" "$OUT/dense.log"; grep -i "mismatch\|fail\|error" "$OUT/dense.log" | head -5
+SIMSD_PDL=1 TORCHINDUCTOR_ENABLE_PDL=1 timeout 150 python -m jobs.gpu_checks.engine_check --parts check \
+  --attention triton --out "$OUT/check_C" > "$OUT/check_C.log" 2>&1
+echo "engine_check check (C) rc=$?"; grep -E "OK|MISMATCH" "$OUT/check_C.log" | tail -12
 echo; echo "| config | case | ms/step |"; echo "|---|---|---|"
 for c in A_no_pdl B_pdl_prefetch P_pdl C_pdl_prefetch_inductor; do
   python - "$OUT/$c/engine_check.json" "$c" <<'PY'
