@@ -368,14 +368,17 @@ def part_preempt(args) -> None:
     prompts = [torch.randint(0, 150000, (8192,), generator=g).tolist() for _ in range(256)]
     cfg = DecodeConfig(batch_size=256, max_new_tokens=16)
     eng = Engine.from_models(model, None, TokenizerBundle(tokenizer=None, stop_ids=()), cfg)
+    torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     res = eng.generate([Request(i, p, max_new_tokens=16) for i, p in enumerate(prompts)])
     wall = time.perf_counter() - t0
-    ok = all(r.error is None and len(r.token_ids) == 16 for r in res) and len(res) == 256
-    ROWS.append({"part": "preempt", "rows": len(res), "all_complete": ok, "pool_tokens": eng.pool_tokens,
-                 "preemptions": eng.num_preemptions, "wall_s": wall})
-    log(f"preempt: 256 x 8192-token prompts, pool {eng.pool_tokens} tokens: complete={ok}, "
-        f"preemptions {eng.num_preemptions}, {wall:.1f} s")
+    ids = sorted(r.id for r in res)
+    ok = all(r.error is None and len(r.token_ids) == 16 for r in res) and ids == list(range(256))
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    ROWS.append({"part": "preempt", "rows": len(res), "all_complete_once": ok, "pool_tokens": eng.pool_tokens,
+                 "preemptions": eng.num_preemptions, "wall_s": wall, "peak_memory_gb": peak})
+    log(f"preempt: 256 x 8192-token prompts, pool {eng.pool_tokens} tokens: every row once and complete={ok}, "
+        f"preemptions {eng.num_preemptions}, peak {peak:.1f} GB, {wall:.1f} s")
     eng.close()
 
 
