@@ -185,16 +185,3 @@ def test_a_model_forward_with_the_kernels_stores_and_returns_what_plain_pytorch_
     assert pools[0].abs().sum() > 0  # every written position holds K/V, not the zero init
     assert (pools[1] - pools[0]).abs().max() <= 2e-2 * pools[0].abs().max()
 
-
-def test_pdl_is_off_on_cpu_and_by_switch(monkeypatch):
-    """Programmatic dependent launch needs a Hopper GPU; the CPU interpreter never gets its
-    instructions (a kernel asked for them there would fail), and SIMSD_PDL=0 turns it off."""
-    from workers.models.gpu_info import pdl
-    from workers.models.pdl_entry import pdl_args
-
-    assert pdl(torch.device("cpu")) is False
-    monkeypatch.setenv("SIMSD_PDL", "0")
-    assert pdl(torch.device("cuda")) is False  # decided before any CUDA call
-    assert pdl_args(False) == {"PDL": False, "launch_pdl": False}
-    args = skinny_linear.launch(64, 256, 8, torch.device("cpu"), None)
-    assert args["PDL"] is False and args["launch_pdl"] is False and args["PREFETCH"] == 0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 
@@ -18,17 +17,3 @@ def sm_count(device: torch.device) -> int:
 @functools.cache
 def _cuda_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def pdl(device: torch.device) -> bool:
-    """Whether the project's Triton kernels launch with programmatic dependent launch (Hopper and
-    later): a kernel's programs are scheduled while its predecessor finishes and wait for it
-    (``griddepcontrol.wait``) before touching memory. ``SIMSD_PDL=0`` turns it off."""
-    if device.type != "cuda" or os.environ.get("SIMSD_PDL", "1") == "0":
-        return False
-    return _cuda_capability(device.index if device.index is not None else torch.cuda.current_device()) >= 9
-
-
-@functools.cache
-def _cuda_capability(index: int) -> int:
-    return torch.cuda.get_device_capability(index)[0]

@@ -11,15 +11,11 @@ import torch
 import triton
 import triton.language as tl
 
-from .gpu_info import pdl
-from .pdl_entry import pdl_args, pdl_enter
-
 
 @triton.jit
 def _store_kv_kernel(k_ptr, v_ptr, kp_ptr, vp_ptr, idx_ptr, q, num_heads, D,
                      s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_kph, s_kpt, s_vph, s_vpt,
-                     BH: tl.constexpr, BD: tl.constexpr, PDL: tl.constexpr):
-    pdl_enter(PDL)
+                     BH: tl.constexpr, BD: tl.constexpr):
     t = tl.program_id(0)
     b, i = t // q, t % q
     dst = tl.load(idx_ptr + t).to(tl.int64)
@@ -45,5 +41,4 @@ def store_kv(k_pool: torch.Tensor, v_pool: torch.Tensor, ks: torch.Tensor, vs: t
     _store_kv_kernel[(b * q,)](ks, vs, k_pool, v_pool, idx, q, hkv, d,
                                ks.stride(0), ks.stride(1), ks.stride(2), vs.stride(0), vs.stride(1), vs.stride(2),
                                k_pool.stride(0), k_pool.stride(1), v_pool.stride(0), v_pool.stride(1),
-                               BH=triton.next_power_of_2(hkv), BD=triton.next_power_of_2(d), num_warps=4,
-                               **pdl_args(pdl(ks.device)))
+                               BH=triton.next_power_of_2(hkv), BD=triton.next_power_of_2(d), num_warps=4)

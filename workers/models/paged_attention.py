@@ -19,9 +19,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .gpu_info import pdl
-from .pdl_entry import pdl_args, pdl_enter
-
 LOG2E = 1.4426950408889634
 
 
@@ -68,8 +65,7 @@ def _paged_attention_kernel(
         sm_scale, num_q, page_size, table_w, num_splits,
         s_qb, s_qh, s_qt, s_ph, s_pt, s_nb, s_nh, s_nt, s_vb, s_vh, s_vt, s_mb, s_mq, s_ob, s_os, s_ot, s_oh, s_lb, s_ls, s_lh,
         GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-        BLOCK_Q: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr):
-    pdl_enter(PDL)
+        BLOCK_Q: tl.constexpr, IEEE: tl.constexpr):
     row = tl.program_id(0)
     kvh = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -123,10 +119,9 @@ def _paged_attention_kernel(
 
 @triton.jit
 def _merge_splits_kernel(part_ptr, lse_ptr, out_ptr, lens_ptr, num_splits, s_pb, s_ps, s_lb, s_ls, s_ob,
-                         ROW_DIM: tl.constexpr, BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr):
+                         ROW_DIM: tl.constexpr, BLOCK: tl.constexpr, BLOCK_N: tl.constexpr):
     """out[row, i] = sum_s w_s part[row, s, i] with w_s = 2^(lse_s - max) / sum (per query and
     head), over the splits the row used."""
-    pdl_enter(PDL)
     row = tl.program_id(0)
     qh = tl.program_id(1)                        # one (query, head) pair: HEAD_DIM outputs
     length = tl.load(lens_ptr + row).to(tl.int32)
@@ -171,7 +166,6 @@ def paged_attention(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, k_pool
         raise ValueError("paged_attention needs the head dimension contiguous")
     block_m, num_m = query_tiles(g, q)
     ieee = qs.dtype == torch.float32
-    launch = pdl_args(pdl(qs.device))
     block_n = 32 if ieee else 64
     out = torch.empty(b, splits, q, H, D, device=qs.device, dtype=qs.dtype if splits == 1 else torch.float32)
     lse = torch.empty(b, splits, q * H, device=qs.device, dtype=torch.float32)
@@ -185,13 +179,13 @@ def paged_attention(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, k_pool
         qs.stride(0), qs.stride(1), qs.stride(2), k_pool.stride(0), k_pool.stride(1),
         ks.stride(0), ks.stride(1), ks.stride(2), vs.stride(0), vs.stride(1), vs.stride(2), mask.stride(0), mask.stride(1),
         out.stride(0), out.stride(1), out.stride(2), out.stride(3), lse.stride(0), lse.stride(1), H,
-        GROUP=g, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_Q=_pow2(q, 16), IEEE=ieee, **launch)
+        GROUP=g, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_Q=_pow2(q, 16), IEEE=ieee)
     if splits == 1:
         return out[:, 0]
     merged = torch.empty(b, q, H, D, device=qs.device, dtype=qs.dtype)
     _merge_splits_kernel[(b, q * H)](out, lse, merged, lens, splits, out.stride(0), out.stride(1),
                                      lse.stride(0), lse.stride(1), merged.stride(0),
-                                     ROW_DIM=D, BLOCK=_pow2(D, 16), BLOCK_N=block_n, **launch)
+                                     ROW_DIM=D, BLOCK=_pow2(D, 16), BLOCK_N=block_n)
     return merged
 
 

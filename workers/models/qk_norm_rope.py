@@ -17,17 +17,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .gpu_info import pdl
-from .pdl_entry import pdl_args, pdl_enter
-
 HEADS_PER_PROGRAM = 4
 
 
 @triton.jit
 def _qk_norm_rope_kernel(qkv_ptr, qw_ptr, kw_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, num_q, H, Hkv, eps,
                          s_xt, s_cb, s_ct, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt,
-                         D: tl.constexpr, BH: tl.constexpr, PDL: tl.constexpr):
-    pdl_enter(PDL)
+                         D: tl.constexpr, BH: tl.constexpr):
     t = tl.program_id(0)                      # token (row-major over [b, q])
     b, i = t // num_q, t % num_q
     h = tl.program_id(1) * BH + tl.arange(0, BH)
@@ -69,7 +65,7 @@ def qk_norm_rope(qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor, 
     _qk_norm_rope_kernel[grid](x, q_norm, k_norm, cos, sin, qs, ks, q, num_heads, num_kv_heads, eps,
                                x.stride(1), cos.stride(0), cos.stride(2), qs.stride(0), qs.stride(1), qs.stride(2),
                                ks.stride(0), ks.stride(1), ks.stride(2), D=D, BH=HEADS_PER_PROGRAM,
-                               num_warps=2, **pdl_args(pdl(qkv.device)))
+                               num_warps=2)
     return qs, ks
 
 

@@ -17,34 +17,24 @@ forward also adds it without a kernel of its own. Importing this module imports 
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .gpu_info import pdl, sm_count
+from .gpu_info import sm_count
 from .matmul_tiles import matmul_tile
-from .pdl_entry import pdl_args, pdl_enter, prefetch_rows
 
 MAX_ROWS = 32  # query rows (tokens) the kernel takes; larger forwards go to cuBLAS
-# With PDL, elements of each weight row asked of L2 before waiting for the previous kernel
-# (``SIMSD_PREFETCH``, 0 = none).
-PREFETCH_SPAN = int(os.environ.get("SIMSD_PREFETCH", "1024"))
 
 
 @triton.jit
 def _skinny_kernel(x_ptr, w_ptr, res_ptr, out_ptr, M, N, K, s_xm, s_wn, s_rm, s_om,
-                   HAS_RES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                   PDL: tl.constexpr, PREFETCH: tl.constexpr):
-    cols = tl.program_id(0) * BN + tl.arange(0, BN)
-    col_ok = cols < N
-    if PREFETCH > 0:
-        prefetch_rows(w_ptr, cols, col_ok, s_wn, K, PREFETCH)
-    pdl_enter(PDL)
+                   HAS_RES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     rows = tl.arange(0, BM)
     row_ok = rows < M
+    cols = tl.program_id(0) * BN + tl.arange(0, BN)
+    col_ok = cols < N
     acc = matmul_tile(x_ptr, rows, row_ok, s_xm, w_ptr, cols, col_ok, s_wn, K, BM, BN, BK)
     ok = row_ok[:, None] & col_ok[None, :]
     if HAS_RES:
@@ -74,11 +64,10 @@ def rows_2d(x: torch.Tensor) -> torch.Tensor:
 
 
 def launch(n: int, k: int, m: int, device: torch.device, config: tuple[int, int, int, int] | None) -> dict:
-    """The grid, tile and launch arguments of a streaming kernel with n output features over k, m rows."""
+    """The grid and tile arguments of a streaming kernel with n output features over k, m rows."""
     bn, bk, warps, stages = config or tile_config(n, k, sm_count(device))
     return {"grid": (triton.cdiv(n, bn),), "BM": 16 if m <= 16 else 32, "BN": bn, "BK": bk,
-            "num_warps": warps, "num_stages": stages, **pdl_args(pdl(device)),
-            "PREFETCH": PREFETCH_SPAN if pdl(device) else 0}
+            "num_warps": warps, "num_stages": stages}
 
 
 def skinny_linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None,

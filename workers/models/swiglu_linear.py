@@ -21,31 +21,23 @@ import triton
 import triton.language as tl
 
 from .matmul_tiles import swiglu_tile
-from .gpu_info import pdl
-from .pdl_entry import pdl_args, pdl_enter, prefetch_rows
 from .skinny_linear import launch, rows_2d, takes_kernel
 
 
 @triton.jit
 def _swiglu_kernel(x_ptr, w_ptr, out_ptr, M, I, K, s_xm, s_wn, s_om,
-                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr,
-                   PREFETCH: tl.constexpr):
-    cols = tl.program_id(0) * BN + tl.arange(0, BN)
-    col_ok = cols < I
-    if PREFETCH > 0:  # gate rows, then up rows
-        prefetch_rows(w_ptr, cols, col_ok, s_wn, K, PREFETCH)
-        prefetch_rows(w_ptr, cols + I, col_ok, s_wn, K, PREFETCH)
-    pdl_enter(PDL)
+                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     rows = tl.arange(0, BM)
     row_ok = rows < M
+    cols = tl.program_id(0) * BN + tl.arange(0, BN)
+    col_ok = cols < I
     act = swiglu_tile(x_ptr, rows, row_ok, s_xm, w_ptr, cols, col_ok, s_wn, I, K, BM, BN, BK)
     tl.store(out_ptr + rows[:, None] * s_om + cols[None, :], act.to(out_ptr.dtype.element_ty),
              mask=row_ok[:, None] & col_ok[None, :])
 
 
 @triton.jit
-def _silu_mul_kernel(gu_ptr, out_ptr, N, s_gm, s_om, BLOCK: tl.constexpr, PDL: tl.constexpr):
-    pdl_enter(PDL)
+def _silu_mul_kernel(gu_ptr, out_ptr, N, s_gm, s_om, BLOCK: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     ok = cols < N
@@ -75,8 +67,7 @@ def linear_swiglu(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     inter = w.shape[0] // 2
     out = torch.empty(gu.shape[0], inter, dtype=gu.dtype, device=gu.device)
     block = 1024
-    _silu_mul_kernel[(gu.shape[0], triton.cdiv(inter, block))](gu, out, inter, gu.stride(0), out.stride(0), BLOCK=block,
-                                                             **pdl_args(pdl(gu.device)))
+    _silu_mul_kernel[(gu.shape[0], triton.cdiv(inter, block))](gu, out, inter, gu.stride(0), out.stride(0), BLOCK=block)
     return out.view(*x.shape[:-1], inter)
 
 
