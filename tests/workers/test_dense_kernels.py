@@ -149,9 +149,9 @@ def test_layer_kernels_resolve_per_device():
 
 
 def test_a_model_forward_with_the_kernels_stores_and_returns_what_plain_pytorch_does(ckpts, monkeypatch):
-    """The whole model through ForwardBatch(fast=True): every layer's matmuls, SwiGLU and K/V
-    store and q/k norm + RoPE by the kernels (the flag reaches each layer and the store), against the same forward
-    without them, fp16, on a paged pool: hidden states and the stored K/V agree."""
+    """The whole model through ForwardBatch(fast=True): every layer's matmuls, SwiGLU, q/k norm +
+    RoPE and K/V store by the kernels (the flag reaches each layer and the store), against the
+    same forward without them, fp16, on a paged pool: hidden states and the stored K/V agree."""
     from workers.models import ForwardBatch, KVCache, load_model
     from workers.models.attention import gather_meta
 
@@ -184,4 +184,3 @@ def test_a_model_forward_with_the_kernels_stores_and_returns_what_plain_pytorch_
     assert (outs[1] - outs[0]).abs().max() <= 2e-2 * outs[0].abs().max()
     assert pools[0].abs().sum() > 0  # every written position holds K/V, not the zero init
     assert (pools[1] - pools[0]).abs().max() <= 2e-2 * pools[0].abs().max()
-

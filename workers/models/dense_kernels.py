@@ -7,9 +7,9 @@ runner that uses them; CPU hosts never import it).
 - ``store_kv``: a forward's new K/V written to the paged pool in one kernel (``kv_store.py``).
 - ``qk_norm_rope``: the per-head RMSNorm and RoPE of queries and keys in one kernel (``qk_norm_rope.py``).
 
-``load()`` imports them; the layer code calls ``linear``/``linear_swiglu``/``write_kv`` with a
-flag saying whether the runner asked for them (``LayerShape.fast``), so a forward without the flag
-is plain PyTorch (``rms_norm`` here too: the RMSNorm every path computes).
+``load()`` imports them; the layer code calls ``linear``/``linear_swiglu``/``qk_norm_rope``/
+``write_kv`` with a flag saying whether the runner asked for them (``LayerShape.fast``), so a
+forward without the flag is plain PyTorch (``rms_norm`` here too: the RMSNorm every path computes).
 """
 from __future__ import annotations
 

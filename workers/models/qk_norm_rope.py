@@ -58,7 +58,7 @@ def qk_norm_rope(qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor, 
     b, q, _ = qkv.shape
     D = q_norm.shape[0]
     x = qkv if qkv.stride(-1) == 1 and qkv.stride(0) == q * qkv.stride(1) else qkv.contiguous()
-    cos, sin = cos.contiguous(), sin.contiguous()
+    cos, sin = (t.expand(b, 1, q, D).contiguous() for t in (cos, sin))
     qs = torch.empty(b, num_heads, q, D, dtype=qkv.dtype, device=qkv.device)
     ks = torch.empty(b, num_kv_heads, q, D, dtype=qkv.dtype, device=qkv.device)
     grid = (b * q, triton.cdiv(num_heads + num_kv_heads, HEADS_PER_PROGRAM))
