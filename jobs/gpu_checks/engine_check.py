@@ -242,8 +242,10 @@ def moe_floor_ms(model, m: int, bandwidth: float) -> float:
 
 
 @functools.cache
+@functools.cache
 def _copy_bandwidth() -> float:
-    """moe_check's copy bandwidth, measured once per process (every MoE floor uses the same one)."""
+    """moe_check's copy bandwidth, measured once per process (the step floors and every MoE floor
+    use the same figure)."""
     return copy_bandwidth("cuda")
 
 

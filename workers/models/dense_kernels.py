@@ -66,10 +66,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 def qk_norm_rope(qkv, q_norm, k_norm, cos, sin, num_heads: int, num_kv_heads: int, eps: float, fast: bool = False):
     """Queries [b, H, q, D] and keys [b, Hkv, q, D] of the fused projection qkv [b, q, (H + 2 Hkv) D]:
-    per-head RMSNorm, then RoPE (cos, sin [b, 1, q, D]). ``fast``: one kernel for half precision."""
+    per-head RMSNorm, then RoPE (cos, sin [b, 1, q, D]). ``fast`` (set only for a half-precision
+    model, ``runner.resolve_layer_kernels``): one kernel, for a power-of-two head dim."""
     b, q, _ = qkv.shape
     D = q_norm.shape[0]
-    if fast and qkv.dtype in (torch.bfloat16, torch.float16) and D & (D - 1) == 0:
+    if fast and D & (D - 1) == 0:
         return _OPS["qk_norm_rope"](qkv, q_norm, k_norm, cos, sin, num_heads, num_kv_heads, eps)
     H, Hkv = num_heads, num_kv_heads
     qs = rms_norm(qkv[..., :H * D].view(b, q, H, D), q_norm, eps).transpose(1, 2)

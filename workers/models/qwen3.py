@@ -55,7 +55,7 @@ class LayerShape(NamedTuple):
     num_kv_heads: int
     head_dim: int
     eps: float
-    fast: bool = False  # the Triton matmul and K/V-store kernels (dense_kernels.py), on CUDA
+    fast: bool = False  # the Triton kernels of dense_kernels.py (CUDA, a bf16/fp16 model only)
 
 
 def decoder_layer(x, cos, sin, w: LayerWeights, shape: LayerShape, k_pool, v_pool, meta, mlp=None):
