@@ -90,3 +90,36 @@ def test_bad_requests_become_error_results(ckpts):
                            Request("neg", [5], max_new_tokens=0)])
     assert [r.finish_reason for r in res] == ["error", "error", "length", "error"]
     assert "empty" in res[0].error and "context" in res[1].error and res[2].error is None
+
+
+def test_stop_found_after_the_next_step_is_queued_costs_the_row_no_round(ckpts):
+    """A closed block is read while the next step runs; the stopped row's void step is not counted."""
+    engine = Engine(str(ckpts["target"]), None, DecodeConfig(), "cpu", "float32")
+    engine.tokenizer.stop_ids = ()
+    full = run(engine, PROMPTS[:1], max_new=12)[0]
+    # PROMPTS[0] has 3 tokens: block 0 reveals generated token 0, block 1 tokens 1-4, block 2 tokens 5-8.
+    by_length = run(engine, PROMPTS[:1], max_new=9)[0]
+    engine.tokenizer.stop_ids = (full.token_ids[5],)
+    stopped = run(engine, PROMPTS[:1], max_new=12)[0]
+    assert full.token_ids[5] not in full.token_ids[:5]
+    assert stopped.finish_reason == "stop" and stopped.token_ids == full.token_ids[:5]
+    assert stopped.num_rounds == by_length.num_rounds == 1 + 4 + 4
+    # Forwards the row took part in: its last block's commit (queued before the stop was seen)
+    # and the void step, which the row stopped by length never ran.
+    assert stopped.num_target_forwards == by_length.num_target_forwards + 2
+
+
+def test_closed_blocks_are_read_after_the_next_step_is_queued(ckpts, monkeypatch):
+    """The order of device work and host reads: a block closing mid-row is read after the next
+    block's first step is queued; a row whose block reaches max_new takes no further step."""
+    from workers.decoders import block_state, vanilla
+
+    log = []
+    step, resolve = vanilla.denoise_step, block_state.ClosedBlocks.resolve
+    monkeypatch.setattr(vanilla, "denoise_step", lambda *a, **k: log.append("step") or step(*a, **k))
+    monkeypatch.setattr(block_state.ClosedBlocks, "resolve", lambda self, ids: log.append("read") or resolve(self, ids))
+    engine = Engine(str(ckpts["target"]), None, DecodeConfig(), "cpu", "float32")
+    engine.tokenizer.stop_ids = ()
+    res = run(engine, [[5, 6, 7, 8]], max_new=8)[0]
+    assert log == ["step"] * 5 + ["read"] + ["step"] * 3 + ["read"]
+    assert len(res.token_ids) == 8 and res.num_rounds == 8

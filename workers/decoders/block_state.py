@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..decoding.sequence import Sequence
-from ..decoding.host import to_device
+from ..decoding.host import HostCopy, to_device
 from ..decoding.remasking import step_quota
 
 
@@ -59,9 +59,14 @@ class BlockState:
 
     def advance(self, seqs: list[Sequence], blocks: list[list[int]]) -> None:
         """Append each (full) block to its sequence and open the next, all masked."""
-        slots = to_device([s.slot for s in seqs], self.device)
         for s, block in zip(seqs, blocks):
             s.tokens.extend(block[len(s.tokens) - s.start:])
+        self.reopen(seqs)
+
+    def reopen(self, seqs: list[Sequence]) -> None:
+        """Open each sequence's next block, all masked (its current one is full)."""
+        slots = to_device([s.slot for s in seqs], self.device)
+        for s in seqs:
             s.start += self.block
             s.masked_left = self.block
             self.steps_taken[s.slot] = 0
@@ -93,3 +98,57 @@ def close_full_blocks(state: BlockState, queues: list, seqs: list[Sequence], sto
     for queue in queues:
         queue.add([closed[i] for i in going], blocks[going], [full[i][1] for i in going])
     return closed, finished
+
+
+class ClosedBlocks:
+    """Blocks closed on the device whose tokens are still on their way to the host.
+
+    With a known number of reveals a step (every rule but ``dynamic``), the host knows which
+    blocks are full without reading them, so it can open the next blocks, queue the commits and
+    queue the next step before it reads the closed tokens and applies the stop rules. The GPU
+    then never waits for that host work at a block boundary. A row the stop rules end had one
+    step too many queued: its tokens are never read and its slot is reset when reused. A row
+    whose block reached its ``max_new`` is ``final``: it finishes for sure and takes no more steps.
+    """
+
+    def __init__(self, seqs: list[Sequence], final: list[bool], blocks: torch.Tensor):
+        # Per row: the sequence, its block's start, its row in ``blocks``.
+        self.rows = [(s, s.start, i) for i, s in enumerate(seqs)]
+        self.final = {id(s) for s, f in zip(seqs, final) if f}
+        self.host = HostCopy(blocks)
+
+    def is_final(self, seq: Sequence) -> bool:
+        return id(seq) in self.final
+
+    def drop(self, seq: Sequence) -> None:
+        """Forget a preempted row (it restarts from its prompt)."""
+        self.rows = [r for r in self.rows if r[0] is not seq]
+        self.final.discard(id(seq))
+
+    def resolve(self, stop_ids: tuple[int, ...]) -> list[Sequence]:
+        """Append the closed blocks to their sequences; returns the sequences that finished."""
+        if not self.rows:
+            return []
+        blocks = self.host.tolist()
+        finished = []
+        for s, start, i in self.rows:
+            s.tokens.extend(blocks[i][len(s.tokens) - start:])
+            if s.check_finished(stop_ids):
+                finished.append(s)
+        return finished
+
+
+def close_known_blocks(state: BlockState, queues: list, seqs: list[Sequence]) -> ClosedBlocks:
+    """``close_full_blocks`` for rows the host knows are full, without reading them now: the next
+    blocks open and the commits are queued on the device; the tokens follow (``ClosedBlocks``)."""
+    slots = to_device([s.slot for s in seqs], state.device)
+    blocks = state.tokens[slots]  # a copy: the next block overwrites the state's rows
+    final = [s.start + state.block - s.prompt_len >= s.max_new for s in seqs]
+    closed = ClosedBlocks(seqs, final, blocks)
+    state.reopen(seqs)
+    going = [i for i, f in enumerate(final) if not f]
+    if going:
+        kept = blocks if len(going) == len(seqs) else blocks[to_device(going, state.device)]
+        for queue in queues:
+            queue.add([seqs[i] for i in going], kept, None)
+    return closed

@@ -54,14 +54,20 @@ class CommitQueue:
         # forward for the row (a draft during target-only rounds); stored together by ``catch_up``.
         self.backlog: dict[int, list[list[int]]] = {}
 
-    def add(self, seqs: list[Sequence], blocks: torch.Tensor, host_blocks: list[list[int]]) -> None:
+    def add(self, seqs: list[Sequence], blocks: torch.Tensor, host_blocks: list[list[int]] | None) -> None:
         """Queue each sequence's just-finished block (``blocks[n, B]`` on the device, the same
-        tokens as host lists in ``host_blocks``); seq.start is already past it."""
+        tokens as host lists in ``host_blocks``); seq.start is already past it. ``host_blocks``
+        may be None (the tokens are not on the host yet) where no row can still have a block
+        queued: a queue whose model runs a forward of every row every step (vanilla decoding)."""
         if not seqs:
             return
         if not self.fold and not self.lazy:
             self._store_now(seqs, blocks, [s.start - self.block for s in seqs])
             return
+        if host_blocks is None:
+            if self.lazy or any(s.slot in self.pending for s in seqs):
+                raise RuntimeError("a queued block without its host tokens would go to the backlog")
+            host_blocks = [None] * len(seqs)
         # A row whose previous block is still queued (its model ran no forward since) moves that
         # block to its backlog, stored before the row's next forward. The backlog is kept on the
         # host: queuing costs no device work, and a catch-up copies it over in one transfer.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..runner import ModelRunner
-from .block_state import BlockState, close_full_blocks
+from .block_state import BlockState, ClosedBlocks, close_full_blocks, close_known_blocks
 from .commits import CommitQueue
 from ..step_graph import StepGraphs
 from ..decoding.layouts import full_block
@@ -30,6 +30,7 @@ class VanillaDecoder:
         self.steps = steps_per_block(settings.denoising_steps, block)  # None: one reveal per step
         self.commits = CommitQueue(target, num_slots, block, fold, "num_target_forwards")
         self.graphs: StepGraphs | None = None
+        self.closed: ClosedBlocks | None = None  # blocks closed by the last step, not read yet
 
     def _graphs(self) -> StepGraphs | None:
         """Greedy steps as one replay on fixed shapes (see step_graph.py)."""
@@ -41,6 +42,8 @@ class VanillaDecoder:
     def evict(self, seq: Sequence) -> None:
         """Forget a preempted row (its slot and pages are given to others)."""
         self.commits.drop(seq)
+        if self.closed is not None:
+            self.closed.drop(seq)
 
     def admit(self, seqs: list[Sequence], stop_ids) -> None:
         slots = _slots(seqs, self.target.device)
@@ -51,14 +54,30 @@ class VanillaDecoder:
         self.state.open(seqs)
 
     def step(self, seqs: list[Sequence], stop_ids) -> list[Sequence]:
+        """One denoising step of every row; returns the rows that finished.
+
+        Blocks the last step closed (``self.closed``) are read after this step is queued: the
+        host's stop checks run while the GPU computes (see ``ClosedBlocks``)."""
         cfg = self.settings
-        slots = _slots(seqs, self.target.device)
-        with self.timer("denoise"):
-            denoise_step(self.target, self.commits, self.state, seqs, slots, stop_ids, cfg.remasking,
-                         cfg.threshold, self.steps, self._graphs())
+        closed, self.closed = self.closed, None
+        if closed is not None:
+            seqs = [s for s in seqs if not closed.is_final(s)]
+        if seqs:
+            slots = _slots(seqs, self.target.device)
+            with self.timer("denoise"):
+                denoise_step(self.target, self.commits, self.state, seqs, slots, stop_ids, cfg.remasking,
+                             cfg.threshold, self.steps, self._graphs())
+        finished = []
+        if closed is not None:
+            with self.timer("commit"):
+                finished = closed.resolve(stop_ids)
+        for s in seqs:
+            s.result.num_target_forwards += 1  # a void step (below) is a forward the row took part in
+        if finished:
+            done = {id(s) for s in finished}
+            seqs = [s for s in seqs if id(s) not in done]  # their step is void: never read
         for s in seqs:
             s.result.num_rounds += 1
-            s.result.num_target_forwards += 1
         known = cfg.remasking != "dynamic"
         if known:
             # A known count per step: the host knows which blocks are full without reading the device.
@@ -66,12 +85,14 @@ class VanillaDecoder:
                 k = self.state.steps_taken[s.slot]
                 s.masked_left -= 1 if self.steps is None else step_quota(s.masked_left, self.steps, k)
         self.state.count_step(seqs)
-        if known:
-            seqs = [s for s in seqs if s.masked_left == 0]
-            if not seqs:
-                return []
-        with self.timer("commit"):
-            _, finished = close_full_blocks(self.state, [self.commits], seqs, stop_ids)
+        if not known:
+            with self.timer("commit"):
+                finished += close_full_blocks(self.state, [self.commits], seqs, stop_ids)[1]
+            return finished
+        full = [s for s in seqs if s.masked_left == 0]
+        if full:
+            with self.timer("commit"):
+                self.closed = close_known_blocks(self.state, [self.commits], full)
         return finished
 
 

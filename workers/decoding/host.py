@@ -15,3 +15,24 @@ def to_device(values, device) -> torch.Tensor:
     if torch.device(device).type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t
+
+
+class HostCopy:
+    """A device tensor's values on their way to the host. On CUDA the copy is queued like a
+    kernel (pinned memory, an event after it), so ``tolist()`` waits for the work queued before
+    the copy, not for what the host queued after it."""
+
+    def __init__(self, t: torch.Tensor):
+        self.event = None
+        if t.device.type == "cuda":
+            self.values = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            self.values.copy_(t, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.values = t.clone()
+
+    def tolist(self) -> list:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.values.tolist()
