@@ -281,6 +281,8 @@ STEP_CASES = [  # label, target shape, draft shape, agree, batch, prompt, max_ne
     ("8B b16 sequential", "sdar-8b", None, False, 16, 256, 128, "vanilla", "sequential", ""),
     ("4B b128 dynamic, full acceptance, fold", "sdar-4b", None, True, 128, 256, 128, "vanilla", "dynamic", "", "always"),
     ("4B b128 sequential, fold", "sdar-4b", None, False, 128, 256, 128, "vanilla", "sequential", "", "always"),
+    ("4B b64 sequential", "sdar-4b", None, False, 64, 256, 128, "vanilla", "sequential", ""),  # auto folds here
+    ("4B b64 sequential, no fold", "sdar-4b", None, False, 64, 256, 128, "vanilla", "sequential", "", "never"),
     ("8B b1 p4096 sequential", "sdar-8b", None, False, 1, 4096, 128, "vanilla", "sequential", ""),
     ("30B-A3B b1 sequential", "sdar-30b-a3b", None, False, 1, 256, 128, "vanilla", "sequential", ""),
     ("30B-A3B b64 sequential", "sdar-30b-a3b", None, False, 64, 256, 128, "vanilla", "sequential", ""),
