@@ -65,6 +65,8 @@ class BlockState:
 
     def reopen(self, seqs: list[Sequence]) -> None:
         """Open each sequence's next block, all masked (its current one is full)."""
+        if not seqs:
+            return
         slots = to_device([s.slot for s in seqs], self.device)
         for s in seqs:
             s.start += self.block
@@ -108,7 +110,8 @@ class ClosedBlocks:
     queue the next step before it reads the closed tokens and applies the stop rules. The GPU
     then never waits for that host work at a block boundary. A row the stop rules end had one
     step too many queued: its tokens are never read and its slot is reset when reused. A row
-    whose block reached its ``max_new`` is ``final``: it finishes for sure and takes no more steps.
+    whose block reached its ``max_new`` is ``final``: it finishes for sure, opens no next block
+    and takes no more steps.
     """
 
     def __init__(self, seqs: list[Sequence], final: list[bool], blocks: torch.Tensor):
@@ -145,8 +148,8 @@ def close_known_blocks(state: BlockState, queues: list, seqs: list[Sequence]) ->
     blocks = state.tokens[slots]  # a copy: the next block overwrites the state's rows
     final = [s.start + state.block - s.prompt_len >= s.max_new for s in seqs]
     closed = ClosedBlocks(seqs, final, blocks)
-    state.reopen(seqs)
     going = [i for i, f in enumerate(final) if not f]
+    state.reopen([seqs[i] for i in going])  # a final row needs no next block (nor its pages)
     if going:
         kept = blocks if len(going) == len(seqs) else blocks[to_device(going, state.device)]
         for queue in queues:
