@@ -281,7 +281,11 @@ STEP_CASES = [  # label, target shape, draft shape, agree, batch, prompt, max_ne
     ("8B b16 sequential", "sdar-8b", None, False, 16, 256, 128, "vanilla", "sequential", ""),
     ("4B b128 dynamic, full acceptance, fold", "sdar-4b", None, True, 128, 256, 128, "vanilla", "dynamic", "", "always"),
     ("4B b128 sequential, fold", "sdar-4b", None, False, 128, 256, 128, "vanilla", "sequential", "", "always"),
-    ("4B b64 sequential", "sdar-4b", None, False, 64, 256, 128, "vanilla", "sequential", ""),  # auto folds here
+    ("4B b8 sequential", "sdar-4b", None, False, 8, 256, 128, "vanilla", "sequential", ""),
+    ("4B b16 sequential", "sdar-4b", None, False, 16, 256, 128, "vanilla", "sequential", ""),
+    ("8B b32 sequential", "sdar-8b", None, False, 32, 256, 128, "vanilla", "sequential", ""),
+    ("4B b32 sequential", "sdar-4b", None, False, 32, 256, 128, "vanilla", "sequential", ""),
+    ("4B b64 sequential", "sdar-4b", None, False, 64, 256, 128, "vanilla", "sequential", ""),
     ("4B b64 sequential, no fold", "sdar-4b", None, False, 64, 256, 128, "vanilla", "sequential", "", "never"),
     ("8B b1 p4096 sequential", "sdar-8b", None, False, 1, 4096, 128, "vanilla", "sequential", ""),
     ("30B-A3B b1 sequential", "sdar-30b-a3b", None, False, 1, 256, 128, "vanilla", "sequential", ""),
@@ -311,7 +315,7 @@ def part_steps(args) -> None:
         prompts = [torch.randint(0, 150000, (prompt,), generator=g).tolist() for _ in range(batch)]
         for kernels in args.layer_kernels.split(","):
             case = Case(label, decoder, rule, verify, "sdar", batch, 4, attention=args.attention,
-                        commit_folding=fold[0] if fold else "auto", layer_kernels=kernels)
+                        commit_folding=args.commit_folding or (fold[0] if fold else "auto"), layer_kernels=kernels)
             _step_case(case, target, draft, prompts, max_new, t_shape, bw, args)
 
 
@@ -322,7 +326,7 @@ def _matches(pattern: str, label: str) -> bool:
 
 def _step_case(case: Case, target, draft, prompts, max_new: int, t_shape: str, bw: float, args) -> None:
     label, decoder, verify, batch, prompt = case.model_pair, case.decoder, case.verify, case.batch_size, len(prompts[0])
-    label = f"{label} ({case.layer_kernels})"
+    label = f"{label} ({case.layer_kernels}" + (f", fold {case.commit_folding})" if args.commit_folding else ")")
     t0 = time.perf_counter()
     rec = run_engine_case(case, target, draft, TokenizerBundle(tokenizer=None, stop_ids=()), prompts, max_new)
     rec["case_wall_s"] = time.perf_counter() - t0
@@ -393,12 +397,14 @@ def part_profile(args) -> None:
     blocks of 4 steps) after a 256-token prompt, so the prefill is a small part."""
     out = Path(args.out)
     kernels = args.layer_kernels.split(",")[-1]
-    for shape, batch in (("sdar-8b", 1), ("sdar-1.7b", 1), ("sdar-4b", 128)):
+    cases = [c.split(":") for c in args.profile_cases.split(",")]
+    for shape, batch in [(c[0], int(c[1])) for c in cases]:
         model = random_model(shape, "cuda")
         g = torch.Generator().manual_seed(0)
         prompts = [torch.randint(0, 150000, (256,), generator=g).tolist() for _ in range(batch)]
         eng = Engine.from_models(model, None, TokenizerBundle(tokenizer=None, stop_ids=()),
-                                 DecodeConfig(batch_size=batch, attention=args.attention, layer_kernels=kernels))
+                                 DecodeConfig(batch_size=batch, attention=args.attention, layer_kernels=kernels,
+                                              commit_folding=args.commit_folding or "auto"))
         reqs = [Request(i, p, max_new_tokens=64) for i, p in enumerate(prompts)]
         eng.generate(reqs)  # warm-up and capture
         torch.cuda.synchronize()
@@ -407,7 +413,7 @@ def part_profile(args) -> None:
             eng.generate(reqs)
             torch.cuda.synchronize()
         table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
-        (out / f"profile_{shape}_b{batch}.txt").write_text(table)
+        (out / f"profile_{shape}_b{batch}{'_fold-' + args.commit_folding if args.commit_folding else ''}.txt").write_text(table)
         log(f"profile {shape} b{batch}:\n{table}")
         eng.close()
         del model
@@ -430,6 +436,10 @@ def main(argv=None) -> int:
     p.add_argument("--attention", default="auto", choices=ATTENTION_BACKENDS, help="the attention backend of the fast path (check, agreement, steps, profile)")
     p.add_argument("--layer-kernels", default="auto", help="steps, profile: the dense layers' kernels, one or "
                    "several of auto/torch/triton (comma separated: each step case runs with each)")
+    p.add_argument("--commit-folding", default="", choices=["", "auto", "always", "never"],
+                   help="steps, profile: every case with this --commit-folding (default: each case's own, auto)")
+    p.add_argument("--profile-cases", default="sdar-8b:1,sdar-1.7b:1,sdar-4b:128",
+                   help="profile: shape:batch pairs, comma separated")
     p.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)

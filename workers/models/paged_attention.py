@@ -7,9 +7,8 @@ table (no gather copy, no scores over the whole span in memory), then the row's 
 under the layout's mask, with one online softmax in float32 over both, as FlashAttention does.
 
 With few rows (batch 1) and long prefixes, the prefix is split over several programs (flash
-decoding): each writes a partial output and its log-sum-exp, and the last of a tile's programs
-to finish (an arrival counter per tile, reset by that program) merges them, so a layer's
-attention stays one kernel.
+decoding): each writes a partial output and its log-sum-exp, and a second small kernel merges
+them.
 
 On CPU the kernel runs under Triton's interpreter (``TRITON_INTERPRET=1``), which is how the
 tests check it against the plain PyTorch path. Importing this module imports Triton.
@@ -62,10 +61,9 @@ def _split_len(length, num_splits, BLOCK_N: tl.constexpr):
 
 @triton.jit
 def _paged_attention_kernel(
-        q_ptr, kp_ptr, vp_ptr, table_ptr, lens_ptr, kn_ptr, vn_ptr, mask_ptr, part_ptr, lse_ptr, out_ptr, count_ptr,
+        q_ptr, kp_ptr, vp_ptr, table_ptr, lens_ptr, kn_ptr, vn_ptr, mask_ptr, out_ptr, lse_ptr,
         sm_scale, num_q, page_size, table_w, num_splits,
-        s_qb, s_qh, s_qt, s_ph, s_pt, s_nb, s_nh, s_nt, s_vb, s_vh, s_vt, s_mb, s_mq, s_pb, s_ps, s_pt2, s_lb, s_ls,
-        s_ob, s_ot, s_oh,
+        s_qb, s_qh, s_qt, s_ph, s_pt, s_nb, s_nh, s_nt, s_vb, s_vh, s_vt, s_mb, s_mq, s_ob, s_os, s_ot, s_oh, s_lb, s_ls, s_lh,
         GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         BLOCK_Q: tl.constexpr, IEEE: tl.constexpr):
     row = tl.program_id(0)
@@ -112,51 +110,37 @@ def _paged_attention_kernel(
                       mask=r_ok[:, None] & j_ok[None, :], other=0)
         m_i, l_i, acc = _attend_tile(q, kn, vn, vis != 0, m_i, l_i, acc, qk_scale, IEEE)
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    o_ptrs = out_ptr + row * s_ob + qi[:, None] * s_ot + head[:, None] * s_oh + d[None, :]
-    used = tl.maximum(1, tl.cdiv(length, split_len))
-    if used == 1:
-        tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=r_ok[:, None])
-    else:
-        # Partial output and log-sum-exp (base 2, -inf for nothing seen) of this split; the last
-        # of the row's splits to finish merges them (flash decoding without a second kernel).
-        pq = r[:, None] * HEAD_DIM + d[None, :]  # this tile's rows, in (head-in-group, query) order
-        part = part_ptr + row * s_pb + kvh * s_pt2
-        tl.store(part + split * s_ps + pq, out, mask=r_ok[:, None])
-        lse = tl.where(l_i > 0, m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0)), float("-inf"))
-        lses = lse_ptr + row * s_lb + kvh * GROUP * num_q
-        tl.store(lses + split * s_ls + r, lse, mask=r_ok)
-        ticket = _last_arrival(count_ptr + (row * tl.num_programs(1) + kvh) * num_m + pid_m, used)
-        if ticket == used - 1:
-            _merge_splits(part, lses, o_ptrs, r, pq, r_ok, used, s_ps, s_ls, out_ptr.dtype.element_ty, BLOCK_M)
+    o_ptrs = out_ptr + row * s_ob + split * s_os + qi[:, None] * s_ot + head[:, None] * s_oh + d[None, :]
+    tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=r_ok[:, None])
+    # log-sum-exp in base 2 of the scaled scores (-inf for a split that saw nothing)
+    lse = tl.where(l_i > 0, m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0)), float("-inf"))
+    tl.store(lse_ptr + row * s_lb + split * s_ls + qi * s_lh + head, lse, mask=r_ok)
 
 
 @triton.jit
-def _last_arrival(counter, used):
-    """Count this program in (after its stores) and return how many had arrived before it; the
-    last of ``used`` arrivals also resets the counter for the next launch (or graph replay)."""
-    tl.debug_barrier()  # every thread's partial stores are issued before the release below
-    ticket = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
-    if ticket == used - 1:
-        tl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
-    return ticket
-
-
-@triton.jit
-def _merge_splits(part, lses, o_ptrs, r, pq, r_ok, used, s_ps, s_ls, OUT_TY: tl.constexpr, BLOCK_M: tl.constexpr):
-    """out[r] = sum_s w_s part[s, r] with w_s = 2^(lse_s - max) / sum, over the ``used`` splits
-    (their stores were made visible by the other programs' release of the arrival counter)."""
-    m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    for sp in range(0, used):
-        m = tl.maximum(m, tl.load(lses + sp * s_ls + r, mask=r_ok, other=float("-inf"), cache_modifier=".cg"))
+def _merge_splits_kernel(part_ptr, lse_ptr, out_ptr, lens_ptr, num_splits, s_pb, s_ps, s_lb, s_ls, s_ob,
+                         ROW_DIM: tl.constexpr, BLOCK: tl.constexpr, BLOCK_N: tl.constexpr):
+    """out[row, i] = sum_s w_s part[row, s, i] with w_s = 2^(lse_s - max) / sum (per query and
+    head), over the splits the row used."""
+    row = tl.program_id(0)
+    qh = tl.program_id(1)                        # one (query, head) pair: HEAD_DIM outputs
+    length = tl.load(lens_ptr + row).to(tl.int32)
+    num_splits = tl.maximum(1, tl.cdiv(length, _split_len(length, num_splits, BLOCK_N)))
+    d = tl.arange(0, BLOCK)
+    d_ok = d < ROW_DIM
+    m = tl.full((), float("-inf"), tl.float32)
+    for s in range(0, num_splits):
+        m = tl.maximum(m, tl.load(lse_ptr + row * s_lb + s * s_ls + qh))
     m = tl.where(m == float("-inf"), 0.0, m)
-    total = tl.zeros((BLOCK_M,), tl.float32)
-    acc = tl.zeros(pq.shape, tl.float32)
-    for sp in range(0, used):
-        w = tl.math.exp2(tl.load(lses + sp * s_ls + r, mask=r_ok, other=float("-inf"), cache_modifier=".cg") - m)
-        acc += w[:, None] * tl.load(part + sp * s_ps + pq, mask=r_ok[:, None], other=0.0, cache_modifier=".cg")
+    total = tl.zeros((), tl.float32)
+    acc = tl.zeros((BLOCK,), tl.float32)
+    for s in range(0, num_splits):
+        w = tl.math.exp2(tl.load(lse_ptr + row * s_lb + s * s_ls + qh) - m)
+        part = tl.load(part_ptr + row * s_pb + s * s_ps + qh * ROW_DIM + d, mask=d_ok, other=0.0)
+        acc += w * part.to(tl.float32)
         total += w
-    out = acc / tl.where(total > 0, total, 1.0)[:, None]
-    tl.store(o_ptrs, out.to(OUT_TY), mask=r_ok[:, None])
+    out = acc / tl.where(total > 0, total, 1.0)
+    tl.store(out_ptr + row * s_ob + qh * ROW_DIM + d, out.to(out_ptr.dtype.element_ty), mask=d_ok)
 
 
 def _pow2(n: int, least: int) -> int:
@@ -183,38 +167,27 @@ def paged_attention(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, k_pool
     block_m, num_m = query_tiles(g, q)
     ieee = qs.dtype == torch.float32
     block_n = 32 if ieee else 64
-    out = torch.empty(b, q, H, D, device=qs.device, dtype=qs.dtype)
-    # Splits' partial outputs and log-sum-exps (unused with one split: any tensor will do).
-    part = torch.empty(b, splits, Hkv, g * q, D, device=qs.device, dtype=torch.float32) if splits > 1 else out
-    lse = torch.empty(b, splits, H * q, device=qs.device, dtype=torch.float32) if splits > 1 else out
-    counters = _arrival_counters(qs.device, b * Hkv * num_m) if splits > 1 else lens
+    out = torch.empty(b, splits, q, H, D, device=qs.device, dtype=qs.dtype if splits == 1 else torch.float32)
+    lse = torch.empty(b, splits, q * H, device=qs.device, dtype=torch.float32)
     width = page_rows.shape[1]
     mask = new_mask.reshape(b, q, q)
     if mask.dtype == torch.bool:
         mask = mask.view(torch.uint8) if mask.is_contiguous() else mask.to(torch.uint8)
     _paged_attention_kernel[(b, Hkv, num_m * splits)](
-        qs, k_pool, v_pool, page_rows, lens, ks, vs, mask, part, lse, out, counters,
+        qs, k_pool, v_pool, page_rows, lens, ks, vs, mask, out, lse,
         D ** -0.5, q, page_size, width, splits,
         qs.stride(0), qs.stride(1), qs.stride(2), k_pool.stride(0), k_pool.stride(1),
         ks.stride(0), ks.stride(1), ks.stride(2), vs.stride(0), vs.stride(1), vs.stride(2), mask.stride(0), mask.stride(1),
-        part.stride(0), part.stride(1) if splits > 1 else 0, part.stride(2) if splits > 1 else 0,
-        lse.stride(0), lse.stride(1) if splits > 1 else 0, out.stride(0), out.stride(1), out.stride(2),
+        out.stride(0), out.stride(1), out.stride(2), out.stride(3), lse.stride(0), lse.stride(1), H,
         GROUP=g, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_Q=_pow2(q, 16), IEEE=ieee)
-    return out
+    if splits == 1:
+        return out[:, 0]
+    merged = torch.empty(b, q, H, D, device=qs.device, dtype=qs.dtype)
+    _merge_splits_kernel[(b, q * H)](out, lse, merged, lens, splits, out.stride(0), out.stride(1),
+                                     lse.stride(0), lse.stride(1), merged.stride(0),
+                                     ROW_DIM=D, BLOCK=_pow2(D, 16), BLOCK_N=block_n)
+    return merged
 
-
-_COUNTERS: dict[torch.device, torch.Tensor] = {}
-MAX_COUNTERS = 1 << 16  # (row, KV head, query tile) triples of one split launch
-
-
-def _arrival_counters(device: torch.device, n: int) -> torch.Tensor:
-    """The split programs' arrival counters: one zeroed buffer per device, allocated once (before
-    any graph capture: the first forwards run eagerly) and left zeroed by every launch."""
-    if n > MAX_COUNTERS:
-        raise ValueError(f"paged_attention: {n} query tiles with split prefixes, at most {MAX_COUNTERS}")
-    if device not in _COUNTERS:
-        _COUNTERS[device] = torch.zeros(MAX_COUNTERS, dtype=torch.int32, device=device)
-    return _COUNTERS[device]
 
 
 @torch.library.custom_op("simsd::paged_attention", mutates_args=())

@@ -69,26 +69,6 @@ def test_each_row_uses_the_splits_its_length_needs(splits):
     assert (got - want).abs().max() < 1e-5
 
 
-def test_the_last_split_merges_and_leaves_the_counters_zeroed():
-    """The merge is done in the attention kernel by the last of a tile's split programs, which
-    resets the tile's arrival counter: a second launch (a graph replay) merges again."""
-    from workers.models import paged_attention
-
-    torch.manual_seed(5)
-    load_triton_backend()
-    cache = _cache(16, num_pages=48, pages_per_slot=48)
-    cache.set_pages([0, 1, 2], [list(range(0, 10)), list(range(10, 30)), list(range(30, 48))])
-    lens = torch.tensor([150, 300, 280])
-    qs, ks, vs = torch.randn(3, 8, 4, 16), torch.randn(3, 2, 4, 16), torch.randn(3, 2, 4, 16)
-    new_mask = torch.ones(3, 1, 4, 4, dtype=torch.bool)
-    rows = cache.page_table
-    want = attend(qs, ks, vs, cache.k[0], cache.v[0], gather_meta(cache, rows, lens, 768, new_mask))
-    for _ in range(2):
-        got = attend(qs, ks, vs, cache.k[0], cache.v[0], PagedMeta(rows, lens, new_mask, 16, 4))
-        assert (got - want).abs().max() < 1e-5
-        assert paged_attention._COUNTERS[torch.device("cpu")].count_nonzero() == 0
-
-
 def _generate(ckpts, attention, static):
     cfg = DecodeConfig(decoder="simsd", verify="exact", batch_size=3, page_size=4, max_total_tokens=96,
                        attention=attention)
