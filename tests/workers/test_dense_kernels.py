@@ -7,6 +7,7 @@ The interpreter mis-stores bfloat16, so half precision is checked in float16 her
 the GPU (``jobs.gpu_checks.dense_check``)."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.needs import import_or_skip
 
@@ -54,6 +55,39 @@ def test_operator_takes_the_kernel_for_few_half_precision_rows(rows, dtype, kern
     assert bool(calls) == kernel
     want = res.float() + x.float() @ w.float().T
     assert (got.float() - want).abs().max() <= 4e-3 * want.abs().max()
+
+
+@pytest.mark.parametrize("module", [dense_kernels, skinny_linear])
+def test_a_strided_3d_input_is_one_gemm_not_one_per_row(module, monkeypatch):
+    """A folded forward hands the LM head a slice [rows, B, hidden] of its hidden states. Given
+    as a strided 3-d input, F.linear runs a batched GEMM with one small product per row, each
+    reading the whole weight (on an H100, SDAR-4B at 64 rows: 16 ms a call). Both paths (plain,
+    and the operator's cuBLAS side) hand F.linear 2-d rows: one GEMM."""
+    seen = []
+    real = torch.nn.functional.linear
+    monkeypatch.setattr(module.F, "linear", lambda x, w: seen.append(x.dim()) or real(x, w))
+    x = rand(64, 8, 16, seed=7)[:, 4:]
+    w = rand(24, 16, seed=8)
+    assert not x.is_contiguous()
+    with _Ops() as ops:
+        real(x, w)
+    assert "bmm.default" in ops.names  # what the plain call does: the reason for the fix
+    got = module.linear(x, w)
+    assert seen == [2]
+    assert got.shape == (64, 4, 24)
+    assert (got - x.contiguous() @ w.T).abs().max() < 1e-5
+
+
+class _Ops(TorchDispatchMode):
+    """The ATen operators a call dispatches."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.__name__)
+        return func(*args, **(kwargs or {}))
 
 
 # the fused kernel (8 and 32 rows) and cuBLAS with the SwiGLU kernel (40 rows)

@@ -37,7 +37,7 @@ def linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = Non
     """``F.linear(x, w) (+ residual)``; with ``fast`` (kernels loaded) the Triton operator."""
     if fast:
         return _OPS["linear"](x, w, residual)
-    out = F.linear(x, w)
+    out = F.linear(x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[0])  # one GEMM, not one per row
     return out if residual is None else residual + out
 
 
