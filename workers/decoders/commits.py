@@ -31,8 +31,9 @@ def fold_pays(config, rows: int, block: int, bytes_per_param: int = 2) -> bool:
     """Folding a block into a forward of ``rows`` rows costs less than a separate commit forward.
 
     Folded: 2 x params FLOPs for each of block x rows extra query tokens. Separate: the weights
-    read once more and one more launch. A 4B model folds up to about 64 rows, an 8B one up to
-    about 128; a model of a few million parameters always folds (its forwards are launch-bound).
+    read once more and one more launch. SDAR 1.7B to 8B fold up to 64 rows (measured to pay at
+    8-64 rows on an H100, docs/engine.md); a model of a few million parameters always folds (its
+    forwards are launch-bound).
     """
     n = config.num_active_params
     return 2 * n * block * rows / PEAK_FLOPS <= n * bytes_per_param / HBM_BYTES_PER_S + LAUNCH_S
