@@ -236,7 +236,7 @@ class Engine:
         the block after the current one (commits and speculative writes stay below that)."""
         if not self.target.config.is_diffusion:
             return len(seq.tokens) + 2
-        return max(seq.start, len(seq.aligned_prompt(self.block))) + 2 * self.block
+        return max(seq.start, seq.aligned_prompt_len(self.block)) + 2 * self.block
 
     def _max_need(self, seq: Sequence) -> int:
         """Pages' worth of tokens a sequence holds at its longest."""

@@ -25,7 +25,7 @@ class BlockState:
     def open(self, seqs: list[Sequence]) -> None:
         """Start each sequence's first block at floor(P/B)*B with the prompt tail revealed."""
         for s in seqs:
-            s.start = len(s.aligned_prompt(self.block))
+            s.start = s.aligned_prompt_len(self.block)
             tail = s.tokens[s.start:]
             s.masked_left = self.block - len(tail)
             self.steps_taken[s.slot] = 0

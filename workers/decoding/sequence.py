@@ -49,7 +49,11 @@ class Sequence:
 
     def aligned_prompt(self, block: int) -> list[int]:
         """The prompt's whole blocks: what prefill stores (the tail opens the first decode block)."""
-        return self.tokens[:(self.prompt_len // block) * block]
+        return self.tokens[:self.aligned_prompt_len(block)]
+
+    def aligned_prompt_len(self, block: int) -> int:
+        """``len(aligned_prompt(block))``, without copying the prompt."""
+        return (self.prompt_len // block) * block
 
     def rules(self, stop_ids: tuple[int, ...]) -> StopRules:
         if self._rules is None:

@@ -27,6 +27,10 @@ class BlockManager:
         """Pages ``owner`` still needs so that positions < num_tokens have a page."""
         return max(0, self.pages_for(num_tokens) - len(self.pages.get(owner, ())))
 
+    def holds(self, owner: int, num_tokens: int) -> bool:
+        """Whether ``owner``'s pages already cover positions < num_tokens (most steps: nothing to do)."""
+        return num_tokens <= len(self.pages.get(owner, ())) * self.page_size
+
     def can_grow(self, owner: int, num_tokens: int) -> bool:
         return self.missing_pages(owner, num_tokens) <= self.num_free_pages
 
@@ -36,7 +40,8 @@ class BlockManager:
         if need > self.num_free_pages:
             raise MemoryError(f"KV pool exhausted: {need} pages needed, {self.num_free_pages} free")
         owned = self.pages.setdefault(owner, [])
-        owned.extend(self.free_pages.pop() for _ in range(need))
+        if need:
+            owned.extend(self.free_pages.pop() for _ in range(need))
         return need > 0
 
     def free(self, owner: int) -> None:

@@ -71,6 +71,8 @@ class Scheduler(Generic[T]):
             if not self.is_running(item):
                 continue  # preempted while serving an earlier item
             slot, need = self.slot(item), self.need(item)
+            if self.blocks.holds(slot, need):
+                continue  # its pages already reach its next step (most steps of most rows)
             while not self.blocks.can_grow(slot, need):
                 victim = self.running[-1]
                 self._preempt(victim)

@@ -7,7 +7,9 @@ from workers.engine_core import BlockManager
 def test_grow_and_free_account_for_every_page():
     bm = BlockManager(num_pages=8, page_size=4)
     assert bm.capacity_tokens == 32 and bm.num_free_pages == 8
+    assert not bm.holds(0, 1) and bm.holds(0, 0)               # an owner without pages holds nothing
     assert bm.grow(0, 9) and bm.pages[0] == [0, 1, 2]          # 9 tokens -> 3 pages, low ids first
+    assert bm.holds(0, 12) and not bm.holds(0, 13)             # 3 pages of 4 tokens: positions < 12
     assert not bm.grow(0, 12)                                  # still 3 pages: nothing changes
     assert bm.grow(1, 1) and bm.num_used_pages == 4
     bm.grow(0, 13)
