@@ -123,3 +123,27 @@ def test_closed_blocks_are_read_after_the_next_step_is_queued(ckpts, monkeypatch
     res = run(engine, [[5, 6, 7, 8]], max_new=8)[0]
     assert log == ["step"] * 5 + ["read"] + ["step"] * 3 + ["read"]
     assert len(res.token_ids) == 8 and res.num_rounds == 8
+
+
+def test_a_run_cut_short_leaves_no_closed_blocks_to_the_next(ckpts, monkeypatch):
+    """A generate call that fails with blocks still unread (an out-of-memory retry, say): the
+    next call decodes as a fresh engine does, not reading the old call's rows."""
+    from workers.decoders import vanilla
+
+    engine = Engine(str(ckpts["target"]), None, DecodeConfig(), "cpu", "float32")
+    engine.tokenizer.stop_ids = ()
+    want = [r.token_ids for r in run(engine)]
+    real = vanilla.VanillaDecoder.step
+
+    def failing(self, seqs, stop_ids):
+        out = real(self, seqs, stop_ids)
+        if self.closed is not None and self.closed.final:  # rows done, their last blocks unread
+            raise RuntimeError("cut short")
+        return out
+
+    monkeypatch.setattr(vanilla.VanillaDecoder, "step", failing)
+    with pytest.raises(RuntimeError, match="cut short"):
+        run(engine)
+    assert engine.decoder.closed is not None
+    monkeypatch.undo()
+    assert [r.token_ids for r in run(engine)] == want

@@ -128,6 +128,12 @@ class ClosedBlocks:
         self.rows = [r for r in self.rows if r[0] is not seq]
         self.final.discard(id(seq))
 
+    def keep(self, seqs: list[Sequence]) -> None:
+        """Forget rows not among ``seqs`` (the running rows): those of a run cut short."""
+        running = {id(s) for s in seqs}
+        self.rows = [r for r in self.rows if id(r[0]) in running]
+        self.final &= running
+
     def resolve(self, stop_ids: tuple[int, ...]) -> list[Sequence]:
         """Append the closed blocks to their sequences; returns the sequences that finished."""
         if not self.rows:

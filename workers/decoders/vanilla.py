@@ -61,6 +61,7 @@ class VanillaDecoder:
         cfg = self.settings
         closed, self.closed = self.closed, None
         if closed is not None:
+            closed.keep(seqs)
             seqs = [s for s in seqs if not closed.is_final(s)]
         if seqs:
             slots = _slots(seqs, self.target.device)
